@@ -1,0 +1,264 @@
+"""Read and write lava-dl netx ``.net`` HDF5 files (h5py only; no Lava import).
+
+Layout, as slayer's ``export_hdf5`` writes it and ``lava.lib.dl.netx.hdf5.Network``
+reads it: no attributes, only datasets; ``layer/<i>/type`` (S10) is one of input,
+dense, dense_rec, conv, pool, flatten, average, convT, unpool; ``shape`` is int64
+in torch order; ``neuron/`` holds the integer neuron fields (CUBA: iDecay, vDecay,
+vThMant, refDelay, gradedSpike).
+
+Weights are stored as the effective integers Lava's Dense must use. netx re-derives
+the synapse's ``weight_exponent``/``num_weight_bits`` from them
+(``netx.utils.optimize_weight_bits``: shifts the integers up by ``scale_bits`` and
+sets ``weight_exponent = -scale_bits``), which leaves ``W @ s`` unchanged for the
+values :func:`neurodeploy.fixedpoint.quantize_weights` produces.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import h5py
+import numpy as np
+
+from neurodeploy import fixedpoint as fx
+from neurodeploy.network import (
+    Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron,
+)
+
+SUPPORTED_BLOCKS = ("input", "dense", "dense_rec", "conv", "flatten")
+KNOWN_BLOCKS = SUPPORTED_BLOCKS + ("pool", "average", "convT", "unpool")
+
+
+class NetxFormatError(ValueError):
+    """A .net file is missing, corrupt, or describes something we cannot read."""
+
+
+# --- writing ----------------------------------------------------------------
+def _write_type(g: h5py.Group, name: str) -> None:
+    g.create_dataset("type", (1,), "S10", [name.encode("ascii")])
+
+
+def _write_neuron(g: h5py.Group, neuron) -> None:
+    if neuron is None:
+        return
+    if isinstance(neuron, CubaNeuron):
+        g.create_dataset("neuron/type", data="CUBA")
+        g.create_dataset("neuron/iDecay", data=int(neuron.current_decay))
+        g.create_dataset("neuron/vDecay", data=int(neuron.voltage_decay))
+        g.create_dataset("neuron/vThMant", data=int(neuron.threshold))
+        g.create_dataset("neuron/refDelay", data=int(neuron.refractory_delay))
+        g.create_dataset("neuron/gradedSpike", data=bool(neuron.graded_spike))
+    elif isinstance(neuron, SigmaDeltaNeuron):
+        g.create_dataset("neuron/type", data="SDNN")
+        g.create_dataset("neuron/activation", data=neuron.activation)
+        g.create_dataset("neuron/vThMant", data=int(neuron.threshold))
+        if neuron.sigma_output:
+            g.create_dataset("neuron/sigma_output", data=True)
+    else:
+        raise TypeError(f"cannot write neuron of type {type(neuron).__name__}")
+
+
+def _check_dense_weights(i: int, name: str, w: np.ndarray) -> None:
+    eff = fx.effective_weights(w)
+    if not np.array_equal(eff, w):
+        bad = np.argwhere(eff != w)[0]
+        raise fx.BitWidthError(
+            f"layer {i}: {name}[{tuple(bad)}] = {w[tuple(bad)]} is not an 8-bit Loihi weight "
+            f"(Lava's Dense would use {eff[tuple(bad)]}); quantise with fixedpoint.quantize_weights"
+        )
+
+
+def write_netx(network: Network, path: Union[str, os.PathLike]) -> Path:
+    """Write ``network`` as a netx ``.net`` file; validates bit widths first, so a
+    bad network leaves no partial file behind."""
+    path = Path(path)
+    for i, layer in enumerate(network.layers):
+        if isinstance(layer, (Dense, Conv)):
+            if layer.weight_exp != 0:
+                raise NotImplementedError(
+                    f"layer {i}: netx stores no weight exponent; fold weight_exp={layer.weight_exp} "
+                    "into the weights before export")
+            _check_dense_weights(i, "weight", layer.weight)
+            if isinstance(layer, Dense) and layer.weight_rec is not None:
+                _check_dense_weights(i, "weight_rec", np.hstack([layer.weight, layer.weight_rec]))
+            if layer.delay is not None:
+                fx.check_range("delay", layer.delay, 0, 62, where=f"layer {i}: ")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for i, layer in enumerate(network.layers):
+            g = f.create_group(f"layer/{i}")
+            if isinstance(layer, Input):
+                _write_type(g, "input")
+                g.create_dataset("shape", data=np.array(layer.shape, dtype=np.int64))
+                g.create_dataset("weight", data=np.array([layer.weight], dtype=np.float32))
+                if layer.bias is not None:
+                    g.create_dataset("bias", data=layer.bias.astype(np.float32))
+                _write_neuron(g, layer.neuron)
+            elif isinstance(layer, Dense):
+                _write_type(g, "dense_rec" if layer.weight_rec is not None else "dense")
+                g.create_dataset("shape", data=np.array(layer.shape, dtype=np.int64))
+                g.create_dataset("inFeatures", data=layer.in_features)
+                g.create_dataset("outFeatures", data=layer.num_neurons)
+                g.create_dataset("weight", data=layer.weight.astype(np.float32))
+                if layer.weight_rec is not None:
+                    g.create_dataset("weight_rec", data=layer.weight_rec.astype(np.float32))
+                if layer.bias is not None:
+                    g.create_dataset("bias", data=layer.bias.astype(np.float32))
+                if layer.delay is not None:
+                    g.create_dataset("delay", data=layer.delay.astype(np.float32))
+                _write_neuron(g, layer.neuron)
+            elif isinstance(layer, Conv):
+                _write_type(g, "conv")
+                g.create_dataset("shape", data=np.array(layer.shape, dtype=np.int64))
+                g.create_dataset("inChannels", data=layer.weight.shape[1] * layer.groups)
+                g.create_dataset("outChannels", data=layer.weight.shape[0])
+                g.create_dataset("kernelSize", data=np.array(layer.weight.shape[2:], dtype=np.int64))
+                g.create_dataset("stride", data=np.array(layer.stride, dtype=np.int64))
+                g.create_dataset("padding", data=np.array(layer.padding, dtype=np.int64))
+                g.create_dataset("dilation", data=np.array(layer.dilation, dtype=np.int64))
+                g.create_dataset("groups", data=layer.groups)
+                g.create_dataset("weight", data=layer.weight.astype(np.float32))
+                if layer.bias is not None:
+                    g.create_dataset("bias", data=layer.bias.astype(np.float32))
+                if layer.delay is not None:
+                    g.create_dataset("delay", data=layer.delay.astype(np.float32))
+                _write_neuron(g, layer.neuron)
+            elif isinstance(layer, Flatten):
+                _write_type(g, "flatten")
+                g.create_dataset("shape", data=np.array(layer.shape, dtype=np.int64))
+            else:
+                raise TypeError(f"layer {i}: cannot write block {type(layer).__name__}")
+    os.replace(tmp, path)
+    return path
+
+
+# --- reading ----------------------------------------------------------------
+def _scalar(g: h5py.Group, key: str, where: str):
+    if key not in g:
+        raise NetxFormatError(f"{where}: missing dataset '{key}'")
+    v = g[key][()]
+    if isinstance(v, np.ndarray):
+        v = v.reshape(-1)[0] if v.size == 1 else v
+    if isinstance(v, bytes):
+        v = v.decode("ascii")
+    return v
+
+
+def _array(g: h5py.Group, key: str, where: str, required: bool = True):
+    if key not in g:
+        if required:
+            raise NetxFormatError(f"{where}: missing dataset '{key}'")
+        return None
+    return np.asarray(g[key][()])
+
+
+def _integers(a: np.ndarray, what: str, where: str) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if not np.all(np.isfinite(a)) or not np.array_equal(np.round(a), a):
+        raise NetxFormatError(f"{where}: {what} must hold integers (Loihi fixed point)")
+    return a.astype(np.int64)
+
+
+def _read_neuron(g: h5py.Group, where: str):
+    if "neuron" not in g:
+        return None
+    n = g["neuron"]
+    kind = str(_scalar(n, "type", where + "/neuron"))
+    w = f"{where}/neuron ({kind})"
+    if kind in ("CUBA", "LOIHI"):
+        try:
+            return CubaNeuron(
+                current_decay=int(_scalar(n, "iDecay", w)),
+                voltage_decay=int(_scalar(n, "vDecay", w)),
+                threshold=int(_scalar(n, "vThMant", w)),
+                refractory_delay=int(_scalar(n, "refDelay", w)) if "refDelay" in n else 1,
+                graded_spike=bool(_scalar(n, "gradedSpike", w)) if "gradedSpike" in n else False,
+            )
+        except fx.BitWidthError as e:
+            raise fx.BitWidthError(f"{w}: {e}") from None
+    if kind == "SDNN":
+        act = str(_scalar(n, "activation", w)) if "activation" in n else "relu"
+        return SigmaDeltaNeuron(threshold=int(_scalar(n, "vThMant", w)), activation=act,
+                                sigma_output="sigma_output" in n)
+    raise NetxFormatError(f"{w}: neuron type '{kind}' is not supported (CUBA/LOIHI, SDNN are)")
+
+
+def read_netx(path: Union[str, os.PathLike]) -> Network:
+    """Read a netx ``.net`` file into a :class:`Network`, with errors naming the
+    file, layer and dataset."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"netx file not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise NetxFormatError(f"{path}: not a readable HDF5 file ({e})") from None
+    with f:
+        if "layer" not in f:
+            raise NetxFormatError(f"{path}: no 'layer' group; not a netx network file")
+        keys = sorted(f["layer"].keys(), key=lambda k: int(k) if k.isdigit() else -1)
+        if [int(k) for k in keys if k.isdigit()] != list(range(len(keys))):
+            raise NetxFormatError(f"{path}: layer groups must be named 0..N-1, found {keys}")
+        layers, shape = [], None
+        input_shape = None
+        for i, k in enumerate(keys):
+            g = f["layer"][k]
+            where = f"{path}: layer {i}"
+            try:
+                kind = str(_scalar(g, "type", where))
+            except Exception as e:  # corrupt dataset
+                raise NetxFormatError(f"{where}: unreadable 'type' ({e})") from None
+            where = f"{where} ({kind})"
+            if kind not in KNOWN_BLOCKS:
+                raise NetxFormatError(f"{where}: unknown block type")
+            if kind not in SUPPORTED_BLOCKS:
+                raise NetxFormatError(f"{where}: block type '{kind}' is not supported "
+                                      f"(supported: {', '.join(SUPPORTED_BLOCKS)})")
+            block_shape = tuple(int(s) for s in _array(g, "shape", where).reshape(-1))
+            if kind == "input":
+                w = _array(g, "weight", where, required=False)
+                b = _array(g, "bias", where, required=False)
+                layer = Input(shape=block_shape, neuron=_read_neuron(g, where),
+                              weight=float(np.asarray(w).reshape(-1)[0]) if w is not None else 64.0,
+                              bias=None if b is None else _integers(b, "bias", where).reshape(-1))
+                input_shape = block_shape
+            elif kind in ("dense", "dense_rec"):
+                w = _integers(_array(g, "weight", where), "weight", where)
+                if w.ndim == 1:
+                    w = w.reshape(int(np.prod(block_shape)), -1)
+                wr = None
+                if kind == "dense_rec":
+                    wr = _integers(_array(g, "weight_rec", where), "weight_rec", where)
+                    wr = wr.reshape(w.shape[0], -1)
+                b = _array(g, "bias", where, required=False)
+                d = _array(g, "delay", where, required=False)
+                neuron = _read_neuron(g, where)
+                if neuron is None:  # netx's default: non-leaky integrator
+                    neuron = CubaNeuron(current_decay=4096, voltage_decay=0, threshold=(1 << 17) - 1)
+                layer = Dense(weight=w, neuron=neuron, weight_rec=wr,
+                              bias=None if b is None else _integers(b, "bias", where).reshape(-1),
+                              delay=None if d is None else np.floor(d).astype(np.int64).reshape(-1))
+                if input_shape is None:
+                    input_shape = (w.shape[1],)
+            elif kind == "conv":
+                w = _integers(_array(g, "weight", where), "weight", where)
+                if w.ndim == 5:  # slayer's (out, in, kH, kW, 1)
+                    w = w[..., 0]
+                if w.ndim != 4:
+                    raise NetxFormatError(f"{where}: conv weight must be 4-D (out, in, kH, kW), got {w.shape}")
+                b = _array(g, "bias", where, required=False)
+                d = _array(g, "delay", where, required=False)
+                layer = Conv(weight=w, neuron=_read_neuron(g, where), shape=block_shape,
+                             stride=tuple(_array(g, "stride", where).reshape(-1)),
+                             padding=tuple(_array(g, "padding", where).reshape(-1)),
+                             dilation=tuple(_array(g, "dilation", where).reshape(-1)),
+                             groups=int(_scalar(g, "groups", where)),
+                             bias=None if b is None else _integers(b, "bias", where).reshape(-1),
+                             delay=None if d is None else np.floor(d).astype(np.int64).reshape(-1))
+                if input_shape is None:
+                    raise NetxFormatError(f"{where}: a conv first block needs an input layer for its shape")
+            else:
+                layer = Flatten(shape=block_shape)
+            layers.append(layer)
+    return Network(layers=tuple(layers), input_shape=input_shape, name=path.stem)

@@ -1,0 +1,222 @@
+"""The one integer network description shared by the trainer's exporter, the
+netx reader/writer, the simulators, the mapper and the Lava adapter.
+
+A :class:`Network` is an ordered tuple of blocks in netx's order (``layer/0``,
+``layer/1``, ...). All numbers are the chip's integers: weights are the
+effective integer weights Lava's Dense uses (8 bit, see
+:func:`neurodeploy.fixedpoint.effective_weights`), neuron parameters are netx's
+integer fields. Shapes are in netx's torch order: ``(C,)`` or ``(C, H, W)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+from neurodeploy import fixedpoint as fx
+
+
+@dataclass(frozen=True)
+class CubaNeuron:
+    """CUBA-LIF neuron fields as netx stores them (``neuron/`` group, type 'CUBA').
+
+    current_decay: iDecay, 1..4096 (Lava du = iDecay - 1)
+    voltage_decay: vDecay, 0..4095 (Lava dv)
+    threshold: vThMant, 0..131071 (Lava vth; fires when v > vth << 6)
+    refractory_delay: refDelay (stored, ignored by netx and Lava's LIF)
+    graded_spike: gradedSpike (stored, ignored by netx for CUBA)
+    """
+
+    current_decay: int
+    voltage_decay: int
+    threshold: int
+    refractory_delay: int = 1
+    graded_spike: bool = False
+
+    def __post_init__(self):
+        self.parameters()  # validates bit widths
+
+    def parameters(self) -> fx.CubaParameters:
+        return fx.CubaParameters(int(self.current_decay), int(self.voltage_decay), int(self.threshold))
+
+
+@dataclass(frozen=True)
+class SigmaDeltaNeuron:
+    """Sigma-delta neuron (netx type 'SDNN'): graded spikes.
+
+    threshold: vThMant; activation: 'relu' or 'identity'; sigma_output: the
+    block outputs sigma (Lava Sigma process) instead of delta spikes.
+    """
+
+    threshold: int
+    activation: str = "relu"
+    sigma_output: bool = False
+
+
+Neuron = Union[CubaNeuron, SigmaDeltaNeuron]
+
+
+def _freeze(a: Optional[np.ndarray], dtype=np.int64) -> Optional[np.ndarray]:
+    if a is None:
+        return None
+    a = np.array(a, dtype=dtype, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class Input:
+    """netx 'input' block: a neuron layer fed by the network's input.
+
+    shape: (C,) or (C, H, W); weight: the stored input scale (already x64);
+    bias: optional bias mantissa per neuron.
+    """
+
+    shape: Tuple[int, ...]
+    neuron: Optional[Neuron] = None
+    weight: float = 64.0
+    bias: Optional[np.ndarray] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "bias", _freeze(self.bias))
+
+    @property
+    def num_neurons(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass(frozen=True)
+class Dense:
+    """netx 'dense' (or 'dense_rec' when ``weight_rec`` is given) block.
+
+    weight: (out, in) integer synaptic weights (8-bit, Lava's effective values)
+    weight_exp: the layer's weight exponent: synaptic input is (W @ s) << weight_exp
+        (negative: arithmetic right shift). netx infers it from the stored weights;
+        the exporter stores integers so that it is 0.
+    bias: optional (out,) bias mantissa, 13-bit signed (bias_exp 6)
+    delay: optional axonal delay per output neuron, 0..62 steps (netx 'delay')
+    weight_rec: optional (out, out) recurrent weights (dense_rec)
+    """
+
+    weight: np.ndarray
+    neuron: Neuron
+    weight_exp: int = 0
+    bias: Optional[np.ndarray] = None
+    delay: Optional[np.ndarray] = None
+    weight_rec: Optional[np.ndarray] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "weight", _freeze(self.weight))
+        object.__setattr__(self, "bias", _freeze(self.bias))
+        object.__setattr__(self, "delay", _freeze(self.delay))
+        object.__setattr__(self, "weight_rec", _freeze(self.weight_rec))
+        if self.weight.ndim != 2:
+            raise ValueError(f"dense weight must be 2-D (out, in), got shape {self.weight.shape}")
+        if self.bias is not None:
+            if self.bias.shape != (self.weight.shape[0],):
+                raise ValueError(f"dense bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
+            fx.check_range("bias mantissa", self.bias, *fx.BIAS_RANGE)
+        if self.weight_rec is not None and self.weight_rec.shape != (self.weight.shape[0],) * 2:
+            raise ValueError(f"dense_rec weight_rec shape {self.weight_rec.shape} must be square "
+                             f"({self.weight.shape[0]}, {self.weight.shape[0]})")
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return (int(self.weight.shape[0]),)
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def num_neurons(self) -> int:
+        return int(self.weight.shape[0])
+
+
+@dataclass(frozen=True)
+class Conv:
+    """netx 'conv' block. weight: (out_ch, in_ch/groups, kH, kW) integers; shape:
+    output (C, H, W) in torch order; stride/padding/dilation: (H, W)."""
+
+    weight: np.ndarray
+    neuron: Neuron
+    shape: Tuple[int, ...]
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
+    dilation: Tuple[int, int] = (1, 1)
+    groups: int = 1
+    weight_exp: int = 0
+    bias: Optional[np.ndarray] = None
+    delay: Optional[np.ndarray] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "weight", _freeze(self.weight))
+        object.__setattr__(self, "bias", _freeze(self.bias))
+        object.__setattr__(self, "delay", _freeze(self.delay))
+        for name in ("shape", "stride", "padding", "dilation"):
+            object.__setattr__(self, name, tuple(int(s) for s in getattr(self, name)))
+
+    @property
+    def num_neurons(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """netx 'flatten' block: reshapes (C, H, W) to a vector (netx's x, y, c order)."""
+
+    shape: Tuple[int, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    @property
+    def num_neurons(self) -> int:
+        return 0
+
+
+Block = Union[Input, Dense, Conv, Flatten]
+
+
+@dataclass(frozen=True)
+class Network:
+    """An ordered tuple of blocks. ``input_shape`` is the shape fed to the first
+    block, in torch order ((C,) or (C, H, W))."""
+
+    layers: Tuple[Block, ...]
+    input_shape: Tuple[int, ...]
+    name: str = "network"
+    metadata: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        if not self.layers:
+            raise ValueError("a network needs at least one block")
+        prev = int(np.prod(self.input_shape))
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense):
+                if layer.in_features != prev:
+                    raise ValueError(f"layer {i} (dense): weight has {layer.in_features} inputs "
+                                     f"but the previous block has {prev} outputs")
+                prev = layer.num_neurons
+            elif isinstance(layer, (Input, Conv)):
+                prev = layer.num_neurons
+            elif isinstance(layer, Flatten):
+                pass
+
+    @property
+    def neuron_layers(self):
+        """(index, block) for every block that holds neurons (all but flatten)."""
+        return [(i, b) for i, b in enumerate(self.layers) if not isinstance(b, Flatten)]
+
+    @property
+    def output_shape(self) -> Tuple[int, ...]:
+        last = self.neuron_layers[-1][1]
+        return tuple(last.shape)
+
+    @property
+    def has_input_layer(self) -> bool:
+        return isinstance(self.layers[0], Input)

@@ -1,0 +1,111 @@
+"""Float CUBA-LIF dynamics for training, the float image of Loihi's integer LIF.
+
+For a layer with per-step input current ``x[t]`` (already ``W @ s_in[t]``, in
+weight units) and one sample's fresh state, in the same order as the chip
+(see :mod:`neurodeploy.fixedpoint`, which these equations mirror with the scale
+``2**weight_exponent * 64`` removed)::
+
+    u[t] = (1 - current_decay) * u[t-1] + x[t]
+    v[t] = (1 - voltage_decay) * v[t-1] + u[t] + bias
+    s[t] = H(v[t] - threshold);    v[t] = 0 where s[t]
+
+Decays are fractions per step (0..1): ``current_decay * 4096`` becomes netx's
+iDecay, ``voltage_decay * 4096`` its vDecay. The threshold is in weight units.
+The reset is not differentiated (its path is detached), as in the sparse
+spiking gradient descent paper and most surrogate-gradient trainers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+
+@dataclass(frozen=True)
+class CubaFloatParameters:
+    """current_decay, voltage_decay: fraction lost per step (0..1, 12-bit on chip);
+    threshold: firing threshold in weight units (> 0)."""
+
+    current_decay: float = 0.25
+    voltage_decay: float = 0.03
+    threshold: float = 1.0
+
+    def __post_init__(self):
+        for name in ("current_decay", "voltage_decay"):
+            d = getattr(self, name)
+            if not 0.0 <= d <= 1.0:
+                raise ValueError(f"{name} must be a fraction in [0, 1], got {d}")
+        if not self.threshold > 0:
+            raise ValueError(f"threshold must be > 0, got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class SurrogateParameters:
+    """Surrogate derivative dS/dV = height / (scale * |v - threshold| + 1)**2 (the
+    fast-sigmoid / SuperSpike form used by the sparse gradient paper); zero
+    outside ``|v - threshold| < band`` when band is set (None: no truncation)."""
+
+    scale: float = 10.0
+    height: float = 1.0
+    band: float | None = None
+
+    def __post_init__(self):
+        if self.scale <= 0:
+            raise ValueError(f"surrogate scale must be > 0, got {self.scale}")
+        if self.band is not None and self.band <= 0:
+            raise ValueError(f"surrogate band must be > 0, got {self.band}")
+
+
+def surrogate_derivative(v_minus_threshold: torch.Tensor, p: SurrogateParameters) -> torch.Tensor:
+    """dS/dV at ``v - threshold`` (see :class:`SurrogateParameters`)."""
+    d = p.height / (p.scale * v_minus_threshold.abs() + 1.0) ** 2
+    if p.band is not None:
+        d = torch.where(v_minus_threshold.abs() < p.band, d, torch.zeros_like(d))
+    return d
+
+
+class SpikeFunction(torch.autograd.Function):
+    """Heaviside forward (strict: v > threshold, as Loihi); surrogate backward."""
+
+    @staticmethod
+    def forward(ctx, v_minus_threshold, p: SurrogateParameters):
+        ctx.save_for_backward(v_minus_threshold)
+        ctx.p = p
+        return (v_minus_threshold > 0).to(v_minus_threshold.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (vmt,) = ctx.saved_tensors
+        return grad * surrogate_derivative(vmt, ctx.p), None
+
+
+class CubaFloatState(NamedTuple):
+    current: torch.Tensor
+    voltage: torch.Tensor
+
+
+def cuba_float_step(x: torch.Tensor, state: CubaFloatState, p: CubaFloatParameters,
+                    surrogate: SurrogateParameters, bias=None):
+    """One float CUBA-LIF step -> ``(spikes, new_state)`` (equations: module docstring)."""
+    u = (1.0 - p.current_decay) * state.current + x
+    v = (1.0 - p.voltage_decay) * state.voltage + u
+    if bias is not None:
+        v = v + bias
+    s = SpikeFunction.apply(v - p.threshold, surrogate)
+    v = v * (1.0 - s.detach())
+    return s, CubaFloatState(u, v)
+
+
+def cuba_float_sequence(x: torch.Tensor, p: CubaFloatParameters, surrogate: SurrogateParameters,
+                        bias=None) -> torch.Tensor:
+    """Run :func:`cuba_float_step` over time for input currents ``x`` (batch, time,
+    neurons) from a fresh state; dense BPTT through autograd. Returns spikes
+    (batch, time, neurons)."""
+    b, t, n = x.shape
+    state = CubaFloatState(x.new_zeros(b, n), x.new_zeros(b, n))
+    spikes = []
+    for k in range(t):
+        s, state = cuba_float_step(x[:, k], state, p, surrogate, bias)
+        spikes.append(s)
+    return torch.stack(spikes, dim=1)
