@@ -1,0 +1,13 @@
+"""Command line interface (thin: every command calls library functions)."""
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="neurodeploy")
+def main():
+    """neurodeploy: spiking networks from training to Loihi."""
+
+
+# Commands are defined next to the library code they call and registered here.
