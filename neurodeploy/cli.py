@@ -11,3 +11,35 @@ def main():
 
 
 # Commands are defined next to the library code they call and registered here.
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output directory (default: runs/<config name>/).")
+@click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint.")
+@click.option("--data-dir", default=None, help="Directory with the dataset's published files.")
+@click.option("--epochs", type=int, default=None, help="Override train.epochs.")
+@click.option("--limit", type=int, default=None, help="Samples per split, for a quick run.")
+@click.option("--lava-samples", type=int, default=None, help="Test samples to run on Lava.")
+def pipeline(config, out_dir, resume, data_dir, epochs, limit, lava_samples):
+    """Train, quantise, export (netx), simulate bit-exactly and run on Lava.
+
+    CONFIG defaults to examples/digits.yaml, which runs offline.
+    """
+    from pathlib import Path
+
+    from neurodeploy.config import ConfigError, load_config
+    from neurodeploy.pipeline import OutputDirError, run_pipeline
+
+    try:
+        cfg = load_config(config)
+        cfg = cfg.with_overrides(**{"data.dir": data_dir, "train.epochs": epochs,
+                                    "data.limit": limit, "lava.samples": lava_samples})
+    except ConfigError as e:
+        raise click.ClickException(str(e))
+    out = Path(out_dir) if out_dir else Path("runs") / cfg.name
+    try:
+        run_pipeline(cfg, out, resume=resume, log=click.echo)
+    except (OutputDirError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e))

@@ -29,6 +29,11 @@ def lava_available() -> bool:
 
 
 def _import_lava():
+    import multiprocessing
+    # Lava calls multiprocessing.set_start_method('fork') at import and fails if any
+    # library (tqdm's lock, for one) already fixed the context: release it first.
+    if multiprocessing.get_start_method(allow_none=True) is not None:
+        multiprocessing.set_start_method(None, force=True)
     try:
         from lava.lib.dl import netx
         from lava.magma.core.run_conditions import RunSteps

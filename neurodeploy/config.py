@@ -1,0 +1,133 @@
+"""Run configuration: YAML validated by pydantic before any work starts.
+
+Unknown keys and ill-typed values are errors that name the key
+(``ConfigError: train.lr2: unknown key``). :func:`load_config` returns a frozen
+:class:`RunConfig`; ``resolved()`` is what a run writes next to its results.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+DEFAULT_CONFIG = EXAMPLES_DIR / "digits.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unparsable, or has a bad key or value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class DataConfig(_Strict):
+    name: Literal["digits", "fashion_mnist", "nmnist", "shd"] = "digits"
+    dir: Optional[str] = None  # local directory with the published files
+    encoding: Literal["rate", "latency"] = "rate"  # images only
+    steps: int = Field(20, ge=1, le=100_000)  # time steps per sample
+    window: Optional[float] = Field(None, gt=0)  # event data: time span binned into `steps`
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # digits only
+    limit: Optional[int] = Field(None, ge=1)  # samples per split, for quick runs
+
+
+class NeuronConfig(_Strict):
+    current_decay: float = Field(0.25, ge=0, le=1)  # fraction per step (iDecay / 4096)
+    voltage_decay: float = Field(0.03, ge=0, le=1)  # fraction per step (vDecay / 4096)
+    threshold: float = Field(1.0, gt=0)  # weight units
+
+
+class SurrogateConfig(_Strict):
+    scale: float = Field(3.0, gt=0)  # dS/dV = height / (scale |v - threshold| + 1)^2
+    height: float = Field(1.0, gt=0)
+    # Truncate the surrogate to |v - threshold| < band (None: no truncation). The sparse
+    # backward needs a band; with dense BPTT a band lets silent neurons die (no gradient).
+    band: Optional[float] = Field(None, gt=0)
+
+
+class ModelConfig(_Strict):
+    hidden: List[int] = Field(default_factory=lambda: [128])
+    neuron: NeuronConfig = NeuronConfig()
+    surrogate: SurrogateConfig = SurrogateConfig()
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(15, ge=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    logit_scale: float = Field(0.3, gt=0)  # cross-entropy over output spike counts x this
+    backward: Literal["dense", "sparse"] = "dense"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    hardware_aware_epochs: int = Field(0, ge=0)  # fine-tuning epochs with the chip's forward
+    hardware_aware_lr: float = Field(5e-4, gt=0)
+
+
+class LavaConfig(_Strict):
+    enabled: bool = True
+    samples: Optional[int] = Field(None, ge=1)  # test samples run on Lava (None: the whole test set)
+
+
+class HardwareConfigRef(_Strict):
+    config: Optional[str] = None  # path to a hw_configs/*.yaml for the resource report
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    lava: LavaConfig = LavaConfig()
+    hardware: HardwareConfigRef = HardwareConfigRef()
+
+    def resolved(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def with_overrides(self, **dotted) -> "RunConfig":
+        """Copy with ``section.key=value`` overrides (validated like the file)."""
+        d = self.resolved()
+        for key, value in dotted.items():
+            if value is None:
+                continue
+            node = d
+            *path, last = key.split(".")
+            for p in path:
+                node = node[p]
+            node[last] = value
+        return parse_config(d, source="overrides")
+
+
+def _format(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key")
+        else:
+            lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(lines)
+
+
+def parse_config(data: dict, source: str = "<dict>") -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the configuration must be a mapping, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_format(e)}") from None
+
+
+def load_config(path=None) -> RunConfig:
+    """Read and validate a YAML run configuration (default: examples/digits.yaml)."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    data.setdefault("name", path.stem)
+    return parse_config(data, source=str(path))

@@ -1,0 +1,225 @@
+"""The whole path for one config: train -> quantise -> netx -> bit-accurate
+simulation -> Lava, with metrics, plots and a summary.
+
+``run_pipeline(config, out_dir)`` writes into ``out_dir``: ``config.yaml`` (resolved),
+``checkpoints/``, ``model.net``, ``metrics.json``, ``training.png``, ``raster.png``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import yaml
+
+from neurodeploy.config import RunConfig
+from neurodeploy.export.netx import write_netx
+from neurodeploy.export.quantize import quantize_model
+from neurodeploy.network import Network
+from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
+from neurodeploy.sim.simulator import simulate
+from neurodeploy.train.layers import SpikingNetwork
+from neurodeploy.train.loop import History, evaluate, fit
+from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
+
+
+class OutputDirError(OSError):
+    """The output directory cannot be created or written."""
+
+
+def prepare_output_dir(out_dir: Path) -> Path:
+    """Create ``out_dir`` and prove it is writable, before any work starts."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise OutputDirError(f"output directory {out_dir} is not writable: {e.strerror or e}") from None
+    return out_dir
+
+
+def build_model(cfg: RunConfig, input_shape, num_classes: int) -> SpikingNetwork:
+    n, s = cfg.model.neuron, cfg.model.surrogate
+    return SpikingNetwork(
+        input_shape, cfg.model.hidden, num_classes,
+        CubaFloatParameters(n.current_decay, n.voltage_decay, n.threshold),
+        SurrogateParameters(s.scale, s.height, s.band),
+        backward=cfg.train.backward,
+    )
+
+
+def data_spec(cfg: RunConfig):
+    from neurodeploy.data import DataSpec
+    d = cfg.data
+    kwargs = dict(name=d.name, dir=d.dir, encoding=d.encoding, steps=d.steps,
+                  test_fraction=d.test_fraction, seed=cfg.seed, limit=d.limit)
+    if d.window is not None:
+        kwargs["window"] = d.window
+    return DataSpec(**kwargs)
+
+
+def _as_netx_samples(encoded: np.ndarray) -> np.ndarray:
+    """(n, steps, *input_shape) -> (n, features, steps) int, the dense input port's order."""
+    n, t = encoded.shape[:2]
+    return np.ascontiguousarray(encoded.reshape(n, t, -1).transpose(0, 2, 1)).astype(np.int64)
+
+
+def quantized_outputs(network: Network, samples: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Hardware-exact output spikes of independent samples (n, features, P) ->
+    (n, *out_shape, P): each sample run alone on Lava's timeline (sim.samples)."""
+    n, p = samples.shape[0], samples.shape[-1]
+    layers = len(network.neuron_layers)
+    outs = []
+    for start in range(0, n, batch_size):
+        chunk = samples[start:start + batch_size]
+        streams = np.stack([sample_stream(x[None]) for x in chunk])
+        res = simulate(network, streams, steps=stream_steps(1, p, layers), reset_interval=p)
+        outs.append(np.stack([output_windows(o, 1, p, layers)[0] for o in res.spikes]))
+    return np.concatenate(outs) if outs else np.zeros((0, *network.output_shape, p))
+
+
+def lava_outputs(net_path: Path, network: Network, samples: np.ndarray) -> np.ndarray:
+    """Run all samples through Lava in one stream (state reset between samples)."""
+    from neurodeploy.lava_adapter import run_netx
+    n, p = samples.shape[0], samples.shape[-1]
+    layers = len(network.neuron_layers)
+    run = run_netx(net_path, sample_stream(samples), steps=stream_steps(n, p, layers),
+                   reset_interval=p)
+    return output_windows(run.spikes, n, p, layers)
+
+
+def first_mismatch(a: np.ndarray, b: np.ndarray) -> Optional[dict]:
+    """First (sample, neuron, step) where two (n, neurons, steps) spike arrays differ."""
+    diff = np.argwhere(a.reshape(a.shape[0], -1, a.shape[-1]) != b.reshape(b.shape[0], -1, b.shape[-1]))
+    if len(diff) == 0:
+        return None
+    k, j, t = (int(v) for v in diff[np.lexsort((diff[:, 1], diff[:, 2], diff[:, 0]))][0])
+    return {"sample": k, "neuron": j, "step": t,
+            "quantized": int(a.reshape(a.shape[0], -1, a.shape[-1])[k, j, t]),
+            "lava": int(b.reshape(b.shape[0], -1, b.shape[-1])[k, j, t])}
+
+
+def predictions(spikes: np.ndarray) -> np.ndarray:
+    """Class = output neuron with most spikes (ties -> lowest index), as in training."""
+    return spikes.reshape(spikes.shape[0], -1, spikes.shape[-1]).sum(-1).argmax(1)
+
+
+def machine_description() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+@dataclass
+class PipelineResult:
+    metrics: dict
+    out_dir: Path
+
+
+def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
+                 log: Callable[[str], None] = print) -> PipelineResult:
+    out_dir = prepare_output_dir(Path(out_dir))
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.train.device == "auto" else cfg.train.device
+    timings = {}
+
+    from neurodeploy.data import load_dataset
+    t0 = time.perf_counter()
+    train_set, test_set = load_dataset(data_spec(cfg))
+    timings["data"] = time.perf_counter() - t0
+    log(f"data: {cfg.data.name}, {len(train_set)} train / {len(test_set)} test samples, "
+        f"input {tuple(train_set.input_shape)}, {cfg.data.steps} steps")
+
+    model = build_model(cfg, train_set.input_shape, train_set.num_classes)
+    t0 = time.perf_counter()
+    history = fit(model, train_set, test_set, epochs=cfg.train.epochs, lr=cfg.train.lr,
+                  batch_size=cfg.train.batch_size, seed=cfg.seed, logit_scale=cfg.train.logit_scale,
+                  checkpoint_dir=out_dir / "checkpoints",
+                  resume=resume, device=device, log=log)
+    timings["train"] = time.perf_counter() - t0
+    model.cpu()
+    float_acc = evaluate(model, test_set)
+
+    t0 = time.perf_counter()
+    network = quantize_model(model, name=cfg.name)
+    net_path = write_netx(network, out_dir / "model.net")
+    timings["export"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    test_samples = _as_netx_samples(test_set.encode(np.arange(len(test_set))))
+    labels = np.asarray(test_set.labels)
+    q_out = quantized_outputs(network, test_samples)
+    q_acc = float((predictions(q_out) == labels).mean())
+    timings["quantized_eval"] = time.perf_counter() - t0
+
+    metrics = {
+        "name": cfg.name,
+        "accuracy": {"float": float_acc, "quantized": q_acc, "lava": None},
+        "agreement": {"lava_vs_quantized": None, "samples": 0, "first_mismatch": None},
+        "timings_s": timings,
+        "network": {"layers": [b.num_neurons for _, b in network.neuron_layers],
+                    "input": list(network.input_shape),
+                    "weight_exponents": network.metadata.get("weight_exponents")},
+        "machine": machine_description(),
+        "history": history.as_dict(),
+    }
+
+    if cfg.lava.enabled:
+        from neurodeploy.lava_adapter import lava_available
+        if not lava_available():
+            log("lava: not importable on this interpreter (needs CPython 3.10); skipped")
+            metrics["lava_skipped"] = "lava-nc / lava-dl not importable"
+        else:
+            n = len(test_samples) if cfg.lava.samples is None else min(cfg.lava.samples, len(test_samples))
+            log(f"lava: running {n} test samples on Loihi2SimCfg(fixed_pt) ...")
+            t0 = time.perf_counter()
+            l_out = lava_outputs(net_path, network, test_samples[:n])
+            timings["lava"] = time.perf_counter() - t0
+            same = np.array([np.array_equal(a, b) for a, b in zip(q_out[:n], l_out)])
+            metrics["accuracy"]["lava"] = float((predictions(l_out) == labels[:n]).mean())
+            metrics["accuracy"]["quantized_on_lava_samples"] = float((predictions(q_out[:n]) == labels[:n]).mean())
+            metrics["agreement"] = {"lava_vs_quantized": float(same.mean()), "samples": int(n),
+                                    "first_mismatch": first_mismatch(q_out[:n], l_out),
+                                    "output_spikes": int(l_out.sum())}
+            np.savez_compressed(out_dir / "lava_output.npz", spikes=l_out.astype(np.uint8))
+
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    try:
+        from neurodeploy import plots
+        plots.training_curve(history, out_dir / "training.png")
+        plots.raster(network, test_samples[0], int(labels[0]), out_dir / "raster.png")
+    except Exception as e:  # plots must never lose a finished run
+        log(f"plots: failed ({e})")
+    log(summary(metrics, out_dir))
+    return PipelineResult(metrics, out_dir)
+
+
+def summary(m: dict, out_dir: Path) -> str:
+    acc, ag, t = m["accuracy"], m["agreement"], m["timings_s"]
+    fmt = lambda v: "   -  " if v is None else f"{v:6.3f}"  # noqa: E731
+    lines = [
+        "",
+        f"== neurodeploy pipeline: {m['name']} " + "=" * max(0, 40 - len(m["name"])),
+        f" network      {m['network']['input']} -> {m['network']['layers']}",
+        f" accuracy     float {fmt(acc['float'])}   quantized {fmt(acc['quantized'])}   lava {fmt(acc['lava'])}",
+    ]
+    if ag["samples"]:
+        status = "spike-exact" if ag["lava_vs_quantized"] == 1.0 else "MISMATCH"
+        lines.append(f" agreement    lava vs quantized {ag['lava_vs_quantized']:.3f} over {ag['samples']} samples ({status})")
+        if ag.get("first_mismatch"):
+            fm = ag["first_mismatch"]
+            lines.append(f"              first difference: sample {fm['sample']}, neuron {fm['neuron']}, step {fm['step']} "
+                         f"(quantized {fm['quantized']}, lava {fm['lava']})")
+    lines.append(" timings      " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
+    lines.append(f" written to   {out_dir}/ (model.net, metrics.json, training.png, raster.png)")
+    return "\n".join(lines)

@@ -1,0 +1,42 @@
+"""Independent samples on Lava's continuous timeline.
+
+A network trained on one sample at a time (fresh state, layer l consuming layer
+l-1's spikes of the same step, see train.neuron) runs on Lava as one long input
+stream with netx's state reset every P steps, where P is the sample length:
+netx resets neuron layer i at steps t = 1 + i (mod P) (time starts at 1), which is
+exactly one step per layer, like the Dense blocks' 1-step delay. With the stream
+
+    stream = [0] * (P - 1) + x_0 + x_1 + ... + x_{N-1}          (time axis)
+
+layer i integrates sample k's step tau at Lava step (k + 1) P + 1 + i + tau from a
+freshly reset state, so every layer sees sample k in a window of its own, and the
+output layer (i = L - 1) emits sample k's step tau at sink index (k + 1) P + L - 1 + tau.
+This equals running each sample alone from a fresh state with no synaptic delays,
+which is what training does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def sample_stream(samples: np.ndarray) -> np.ndarray:
+    """samples (N, *input_shape, P) -> stream (*input_shape, (N + 1) P)."""
+    n, p = samples.shape[0], samples.shape[-1]
+    body = np.moveaxis(samples, 0, -2).reshape(*samples.shape[1:-1], n * p)
+    pad = np.zeros((*samples.shape[1:-1], p - 1), dtype=samples.dtype)
+    tail = np.zeros((*samples.shape[1:-1], 1), dtype=samples.dtype)
+    return np.concatenate([pad, body, tail], axis=-1)
+
+
+def stream_steps(num_samples: int, sample_steps: int, num_neuron_layers: int) -> int:
+    """Lava steps needed to see every sample's output window."""
+    return (num_samples + 1) * sample_steps + num_neuron_layers - 1
+
+
+def output_windows(output: np.ndarray, num_samples: int, sample_steps: int,
+                   num_neuron_layers: int) -> np.ndarray:
+    """Cut a recorded output (*out_shape, steps) into (N, *out_shape, P) windows."""
+    p, lat = sample_steps, num_neuron_layers - 1
+    starts = (np.arange(num_samples) + 1) * p + lat
+    idx = starts[:, None] + np.arange(p)[None, :]
+    return np.moveaxis(output[..., idx], -2, 0)

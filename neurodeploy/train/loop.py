@@ -1,0 +1,108 @@
+"""Training loop: surrogate-gradient BPTT with Adam, a checkpoint per epoch, resume.
+
+Loss: cross-entropy over the output layer's spike counts times ``logit_scale``. A checkpoint
+(``checkpoints/epoch_NNN.pt``: model, optimiser, history, RNG state) is written
+atomically after every epoch, so a killed run resumes from its last finished epoch.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+
+@dataclass
+class History:
+    epoch: List[int] = field(default_factory=list)
+    loss: List[float] = field(default_factory=list)
+    train_accuracy: List[float] = field(default_factory=list)
+    test_accuracy: List[float] = field(default_factory=list)
+    seconds: List[float] = field(default_factory=list)
+    phase: List[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def evaluate(model, dataset, batch_size: int = 256, device="cpu") -> float:
+    """Float test accuracy: argmax of output spike counts (ties -> lowest index)."""
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in dataset.batches(batch_size, shuffle=False):
+            pred = model.scores(x.to(device)).argmax(dim=1).cpu()
+            correct += int((pred == y).sum())
+            total += len(y)
+    model.train()
+    return correct / max(total, 1)
+
+
+def latest_checkpoint(directory: Path, phase: str = "float") -> Optional[Path]:
+    files = sorted(Path(directory).glob(f"{phase}_epoch_*.pt"))
+    return files[-1] if files else None
+
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, seed: int,
+        logit_scale: float = 1.0,
+        checkpoint_dir: Path, resume: bool = False, device="cpu", phase: str = "float",
+        history: Optional[History] = None, log: Callable[[str], None] = print) -> History:
+    """Train ``model`` for ``epochs`` epochs (continuing from the last checkpoint of
+    this ``phase`` when ``resume``). Returns the history (all phases so far)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    history = history if history is not None else History()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    start = 0
+    if resume:
+        ckpt = latest_checkpoint(checkpoint_dir, phase)
+        if ckpt is not None:
+            state = torch.load(ckpt, map_location=device, weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            history.__dict__.update(state["history"])
+            start = state["epoch"]
+            log(f"resumed {phase} training from {ckpt.name} (epoch {start}/{epochs})")
+    model.to(device).train()
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        total_loss = correct = seen = 0
+        bar = tqdm(train_set.batches(batch_size, shuffle=True, seed=seed + epoch),
+                   total=-(-len(train_set) // batch_size), desc=f"{phase} epoch {epoch + 1}/{epochs}",
+                   leave=False, dynamic_ncols=True, disable=None)
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            counts = model.scores(x)
+            loss = F.cross_entropy(counts * logit_scale, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((counts.argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        test_acc = evaluate(model, test_set, device=device)
+        history.epoch.append(len(history.epoch) + 1)
+        history.loss.append(total_loss / max(seen, 1))
+        history.train_accuracy.append(correct / max(seen, 1))
+        history.test_accuracy.append(test_acc)
+        history.seconds.append(time.perf_counter() - t0)
+        history.phase.append(phase)
+        _save(checkpoint_dir / f"{phase}_epoch_{epoch + 1:03d}.pt",
+              {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+               "epoch": epoch + 1, "history": history.as_dict()})
+        log(f"{phase} epoch {epoch + 1}/{epochs}: loss {history.loss[-1]:.4f} "
+            f"train {history.train_accuracy[-1]:.3f} test {test_acc:.3f} "
+            f"({history.seconds[-1]:.1f} s)")
+    return history

@@ -1,0 +1,80 @@
+"""The netx writer, read back through lava-dl's own netx into Lava processes."""
+import h5py
+import numpy as np
+import pytest
+
+from neurodeploy import fixedpoint as fx
+from neurodeploy.export.netx import NetxFormatError, read_netx, write_netx
+from neurodeploy.network import CubaNeuron, Dense, Network
+from conftest import requires_lava
+
+
+def _network(rng):
+    w1 = fx.quantize_weights(rng.normal(0, 0.3, (12, 9)), 8)
+    w2 = fx.quantize_weights(np.abs(rng.normal(0, 0.3, (4, 12))), 8)  # excitatory layer
+    return Network((Dense(w1, CubaNeuron(1024, 123, 256)),
+                    Dense(w2, CubaNeuron(4096, 0, 300), bias=np.arange(4) - 2)), (9,))
+
+
+def test_write_read_roundtrip(tmp_path):
+    net = _network(np.random.default_rng(0))
+    path = write_netx(net, tmp_path / "m.net")
+    back = read_netx(path)
+    for a, b in zip(net.layers, back.layers):
+        assert np.array_equal(a.weight, b.weight)
+        assert a.neuron == b.neuron
+    assert np.array_equal(back.layers[1].bias, [-2, -1, 0, 1])
+    with h5py.File(path) as f:  # netx layout: datasets only, S10 type, torch-order shape
+        assert f["layer/0/type"][0] == b"dense"
+        assert f["layer/0/shape"][()].tolist() == [12]
+        assert f["layer/1/neuron/iDecay"][()] == 4096
+
+
+def test_writer_refuses_weights_lava_would_change(tmp_path):
+    w = np.array([[3, -3]])  # odd mixed-sign weights: Lava would use 2, -4
+    net = Network((Dense(w, CubaNeuron(1024, 0, 10)),), (2,))
+    with pytest.raises(fx.BitWidthError, match=r"layer 0: weight\[\(0, 0\)\] = 3"):
+        write_netx(net, tmp_path / "bad.net")
+    assert not (tmp_path / "bad.net").exists()
+
+
+def test_reader_names_missing_dataset(tmp_path):
+    path = write_netx(_network(np.random.default_rng(0)), tmp_path / "m.net")
+    with h5py.File(path, "a") as f:
+        del f["layer/1/neuron/vThMant"]
+    with pytest.raises(NetxFormatError, match=r"layer 1 \(dense\)/neuron \(CUBA\): missing dataset 'vThMant'"):
+        read_netx(path)
+
+
+def test_reader_rejects_non_hdf5(tmp_path):
+    p = tmp_path / "junk.net"
+    p.write_bytes(b"not hdf5 at all")
+    with pytest.raises(NetxFormatError, match="not a readable HDF5"):
+        read_netx(p)
+
+
+@requires_lava
+@pytest.mark.lava
+def test_lava_netx_builds_the_parameters_we_wrote(tmp_path):
+    from neurodeploy.lava_adapter import _import_lava
+
+    netx = _import_lava()[0]
+    net = _network(np.random.default_rng(3))
+    path = write_netx(net, tmp_path / "m.net")
+    lava_net = netx.hdf5.Network(net_config=str(path))
+    for ours, theirs in zip(net.layers, lava_net.layers):
+        n = theirs.neuron
+        assert int(n.vth.init) == ours.neuron.threshold
+        assert int(n.du.init) == ours.neuron.current_decay - 1  # the +1 current-decay offset
+        assert int(n.dv.init) == ours.neuron.voltage_decay
+        params = theirs.synapse.proc_params
+        exp = params["weight_exp"]
+        # Lava's Dense clips/truncates, then shifts by weight_exp: the effective integer
+        # weights must be exactly ours.
+        w = fx.effective_weights(theirs.synapse.weights.init, params["num_weight_bits"])
+        eff = w * 2.0 ** exp
+        assert np.array_equal(eff, ours.weight)
+        assert exp <= 0
+    bias = lava_net.layers[1].neuron.bias_mant.init
+    assert np.array_equal(np.asarray(bias).ravel(), [-2, -1, 0, 1])
+    assert int(lava_net.layers[1].neuron.bias_exp.init) == fx.BIAS_EXP

@@ -1,0 +1,119 @@
+"""The whole path on a tiny config: config validation, output dir, resume, and
+spike-exact agreement between the hardware-exact evaluation and Lava."""
+import json
+import os
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from conftest import requires_lava
+from neurodeploy.cli import main
+from neurodeploy.config import ConfigError, load_config, parse_config
+from neurodeploy.pipeline import OutputDirError, run_pipeline
+
+TINY = {
+    "name": "tiny",
+    "seed": 1,
+    "data": {"name": "digits", "steps": 8, "limit": 120},
+    "model": {"hidden": [16]},
+    "train": {"epochs": 2, "batch_size": 32, "lr": 0.01},
+    "lava": {"samples": 24},
+}
+
+
+def test_default_config_is_the_offline_digits_example():
+    cfg = load_config()
+    assert cfg.name == "digits" and cfg.data.name == "digits" and cfg.data.dir is None
+
+
+def test_unknown_key_is_named_before_any_work(tmp_path):
+    bad = dict(TINY, train={**TINY["train"], "lr2": 0.1})
+    with pytest.raises(ConfigError, match=r"train\.lr2: unknown key"):
+        parse_config(bad)
+
+
+def test_ill_typed_value_is_named(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(dict(TINY, model={"hidden": ["many"]})))
+    with pytest.raises(ConfigError, match=r"model\.hidden\.0: .*integer"):
+        load_config(path)
+
+
+def test_cli_reports_config_error_and_exits_nonzero(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(dict(TINY, epochz=3)))
+    result = CliRunner().invoke(main, ["pipeline", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert "epochz: unknown key" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_dir_fails_before_training(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    with pytest.raises(OutputDirError):
+        run_pipeline(parse_config(TINY), ro / "run")
+
+
+def test_output_dir_that_is_a_file_fails_before_training(tmp_path, monkeypatch):
+    import neurodeploy.pipeline as P
+
+    monkeypatch.setattr(P, "fit", lambda *a, **k: pytest.fail("training started"))
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(OutputDirError, match="not writable"):
+        run_pipeline(parse_config(TINY), target / "run")
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
+    from neurodeploy.data import load_dataset
+    from neurodeploy.pipeline import build_model, data_spec
+    from neurodeploy.train.loop import fit
+
+    cfg = parse_config(TINY)
+    train, test = load_dataset(data_spec(cfg))
+    ck = tmp_path / "ck"
+    model = build_model(cfg, train.input_shape, train.num_classes)
+    fit(model, train, test, epochs=1, lr=0.01, batch_size=32, seed=0, checkpoint_dir=ck, log=lambda s: None)
+    assert [p.name for p in sorted(ck.glob("*.pt"))] == ["float_epoch_001.pt"]
+    # "killed" after epoch 1: a new process resumes and only runs epoch 2
+    logs = []
+    model2 = build_model(cfg, train.input_shape, train.num_classes)
+    hist = fit(model2, train, test, epochs=2, lr=0.01, batch_size=32, seed=0, checkpoint_dir=ck,
+               resume=True, log=logs.append)
+    assert hist.epoch == [1, 2]
+    assert any("resumed float training from float_epoch_001.pt" in line for line in logs)
+    assert sum("float epoch" in line for line in logs) == 1  # epoch 1 was not redone
+
+
+@requires_lava
+@pytest.mark.lava
+@pytest.mark.slow
+def test_tiny_pipeline_is_spike_exact_on_lava(tmp_path):
+    out = tmp_path / "run"
+    result = run_pipeline(parse_config(TINY), out, log=lambda s: None)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m == json.loads(json.dumps(result.metrics))
+    assert m["agreement"]["samples"] == 24
+    assert m["agreement"]["lava_vs_quantized"] == 1.0, m["agreement"]["first_mismatch"]
+    assert m["agreement"]["output_spikes"] > 0  # agreement on silent outputs would prove nothing
+    assert m["accuracy"]["lava"] == m["accuracy"]["quantized_on_lava_samples"]
+    for name in ("model.net", "config.yaml", "training.png", "raster.png", "checkpoints/float_epoch_002.pt"):
+        assert (out / name).exists(), name
+    assert set(m["timings_s"]) >= {"train", "export", "lava"}
+
+
+def test_first_mismatch_names_sample_neuron_and_step():
+    import numpy as np
+
+    from neurodeploy.pipeline import first_mismatch
+
+    a = np.zeros((3, 4, 5), dtype=np.uint8)
+    b = a.copy()
+    b[1, 2, 3] = 1
+    b[2, 0, 0] = 1
+    assert first_mismatch(a, a) is None
+    assert first_mismatch(a, b) == {"sample": 1, "neuron": 2, "step": 3, "quantized": 0, "lava": 1}
