@@ -222,27 +222,35 @@ def choose_weight_exponent(max_abs_weight: float, limit: int = WEIGHT_RANGE_MIXE
     return int(np.floor(np.log2(limit / max_abs_weight)))
 
 
-def quantize_weights(weight: np.ndarray, exponent: int) -> np.ndarray:
-    """Float weights -> Loihi 8-bit integer weights at scale 2**exponent.
+def quantize_weight_tensor(weight: torch.Tensor, exponent: int) -> torch.Tensor:
+    """Float weights -> Loihi 8-bit integer weights at scale 2**exponent, as a
+    tensor of the same dtype holding integers (used by the exporter and, with a
+    straight-through gradient, by hardware-aware training).
 
     Rounds to the nearest representable value: for mixed-sign layers the even
     integers in [-256, 254] (Lava drops the lowest bit of mixed-sign weights),
-    for single-sign layers the integers in [0, 255] or [-255, 0]. The result is
-    a fixed point of :func:`effective_weights`.
+    for single-sign layers the integers in [0, 255] or [-255, 0].
     """
-    w = np.asarray(weight, dtype=np.float64) * (2.0 ** exponent)
-    mode = sign_mode(w)
+    w = weight * (2.0 ** exponent)
+    mode = sign_mode(w.detach().cpu().numpy())
     if mode == "mixed":
-        q = 2 * np.round(w / 2)
-        q = np.clip(q, *WEIGHT_RANGE_MIXED)
+        q = torch.clamp(2 * torch.round(w / 2), *WEIGHT_RANGE_MIXED)
+        # Rounding can make a mixed layer single-signed (all negatives round to 0);
+        # even values are still a fixed point of Lava's truncation then.
     elif mode == "excitatory":
-        q = np.clip(np.round(w), *WEIGHT_RANGE_EXCITATORY)
+        q = torch.clamp(torch.round(w), *WEIGHT_RANGE_EXCITATORY)
     else:
-        q = np.clip(np.round(w), *WEIGHT_RANGE_INHIBITORY)
-    q = q.astype(np.int64)
-    # Rounding can make a mixed layer single-signed (e.g. all negatives round to 0):
-    # bring it to Lava's fixed point for its final sign mode.
-    return effective_weights(q)
+        q = torch.clamp(torch.round(w), *WEIGHT_RANGE_INHIBITORY)
+    return q
+
+
+def quantize_weights(weight: np.ndarray, exponent: int) -> np.ndarray:
+    """numpy front end of :func:`quantize_weight_tensor`: int64 weights that are a
+    fixed point of :func:`effective_weights` (what Lava's Dense will use)."""
+    q = quantize_weight_tensor(torch.as_tensor(np.asarray(weight, dtype=np.float64)), exponent)
+    q = q.numpy().astype(np.int64)
+    assert np.array_equal(effective_weights(q), q)
+    return q
 
 
 def quantize_decay(decay_fraction: float, offset_current: bool) -> int:

@@ -96,6 +96,13 @@ def lava_outputs(net_path: Path, network: Network, samples: np.ndarray) -> np.nd
     return output_windows(run.spikes, n, p, layers)
 
 
+def training_forward_outputs(model, dataset, n: int) -> np.ndarray:
+    """Output spikes (n, classes, steps) of the model's own training-mode forward."""
+    with torch.no_grad():
+        x = torch.from_numpy(dataset.encode(np.arange(n)))
+        return model(x)[-1].permute(0, 2, 1).numpy().astype(np.uint8)
+
+
 def first_mismatch(a: np.ndarray, b: np.ndarray) -> Optional[dict]:
     """First (sample, neuron, step) where two (n, neurons, steps) spike arrays differ."""
     diff = np.argwhere(a.reshape(a.shape[0], -1, a.shape[-1]) != b.reshape(b.shape[0], -1, b.shape[-1]))
@@ -149,22 +156,38 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
     timings["train"] = time.perf_counter() - t0
     model.cpu()
     float_acc = evaluate(model, test_set)
+    test_samples = _as_netx_samples(test_set.encode(np.arange(len(test_set))))
+    labels = np.asarray(test_set.labels)
+
+    # post-training quantisation of the float model, evaluated bit-exactly
+    t0 = time.perf_counter()
+    ptq_acc = float((predictions(quantized_outputs(quantize_model(model), test_samples)) == labels).mean())
+    timings["quantized_eval"] = time.perf_counter() - t0
+
+    cotrained_acc = None
+    if cfg.train.hardware_aware_epochs > 0:
+        from neurodeploy.train.hardware import set_hardware_aware
+        set_hardware_aware(model, True)
+        t0 = time.perf_counter()
+        history = fit(model, train_set, test_set, epochs=cfg.train.hardware_aware_epochs,
+                      lr=cfg.train.hardware_aware_lr, batch_size=cfg.train.batch_size,
+                      seed=cfg.seed + 10_000, logit_scale=cfg.train.logit_scale,
+                      checkpoint_dir=out_dir / "checkpoints", resume=resume, device="cpu",
+                      phase="hardware", history=history, log=log)
+        timings["hardware_aware_train"] = time.perf_counter() - t0
+        cotrained_acc = evaluate(model, test_set)  # the chip-exact training forward
 
     t0 = time.perf_counter()
     network = quantize_model(model, name=cfg.name)
     net_path = write_netx(network, out_dir / "model.net")
     timings["export"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    test_samples = _as_netx_samples(test_set.encode(np.arange(len(test_set))))
-    labels = np.asarray(test_set.labels)
     q_out = quantized_outputs(network, test_samples)
     q_acc = float((predictions(q_out) == labels).mean())
-    timings["quantized_eval"] = time.perf_counter() - t0
 
     metrics = {
         "name": cfg.name,
-        "accuracy": {"float": float_acc, "quantized": q_acc, "lava": None},
+        "accuracy": {"float": float_acc, "quantized": q_acc, "post_training_quantized": ptq_acc,
+                     "cotrained": cotrained_acc, "lava": None},
         "agreement": {"lava_vs_quantized": None, "samples": 0, "first_mismatch": None},
         "timings_s": timings,
         "network": {"layers": [b.num_neurons for _, b in network.neuron_layers],
@@ -191,6 +214,10 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
             metrics["agreement"] = {"lava_vs_quantized": float(same.mean()), "samples": int(n),
                                     "first_mismatch": first_mismatch(q_out[:n], l_out),
                                     "output_spikes": int(l_out.sum())}
+            if cotrained_acc is not None:
+                train_out = training_forward_outputs(model, test_set, n)
+                metrics["agreement"]["lava_vs_training_forward"] = float(np.mean(
+                    [np.array_equal(a, b) for a, b in zip(train_out, l_out)]))
             np.savez_compressed(out_dir / "lava_output.npz", spikes=l_out.astype(np.uint8))
 
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -213,6 +240,9 @@ def summary(m: dict, out_dir: Path) -> str:
         f" network      {m['network']['input']} -> {m['network']['layers']}",
         f" accuracy     float {fmt(acc['float'])}   quantized {fmt(acc['quantized'])}   lava {fmt(acc['lava'])}",
     ]
+    if acc.get("cotrained") is not None:
+        lines.append(f"              post-training quantized {fmt(acc['post_training_quantized'])}   "
+                     f"hardware-aware fine-tuned {fmt(acc['cotrained'])}")
     if ag["samples"]:
         status = "spike-exact" if ag["lava_vs_quantized"] == 1.0 else "MISMATCH"
         lines.append(f" agreement    lava vs quantized {ag['lava_vs_quantized']:.3f} over {ag['samples']} samples ({status})")
