@@ -48,8 +48,17 @@ class SurrogateConfig(_Strict):
     band: Optional[float] = Field(None, gt=0)
 
 
+class ConvConfig(_Strict):
+    channels: int = Field(ge=1)
+    kernel: int = Field(ge=1)
+    stride: int = Field(1, ge=1)
+    padding: int = Field(0, ge=0)
+
+
 class ModelConfig(_Strict):
+    conv: List[ConvConfig] = Field(default_factory=list)  # conv layers before the dense ones
     hidden: List[int] = Field(default_factory=lambda: [128])
+    batch_norm: bool = False  # on input currents; folded at export (needs current_decay 1.0)
     neuron: NeuronConfig = NeuronConfig()
     surrogate: SurrogateConfig = SurrogateConfig()
 

@@ -21,7 +21,7 @@ import yaml
 from neurodeploy.config import RunConfig
 from neurodeploy.export.netx import write_netx
 from neurodeploy.export.quantize import quantize_model
-from neurodeploy.network import Network
+from neurodeploy.network import Dense, Network
 from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
 from neurodeploy.sim.simulator import simulate
 from neurodeploy.train.layers import SpikingNetwork
@@ -53,6 +53,7 @@ def build_model(cfg: RunConfig, input_shape, num_classes: int) -> SpikingNetwork
         CubaFloatParameters(n.current_decay, n.voltage_decay, n.threshold),
         SurrogateParameters(s.scale, s.height, s.band),
         backward=cfg.train.backward,
+        conv=[c.model_dump() for c in cfg.model.conv], batch_norm=cfg.model.batch_norm,
     )
 
 
@@ -66,10 +67,17 @@ def data_spec(cfg: RunConfig):
     return DataSpec(**kwargs)
 
 
-def _as_netx_samples(encoded: np.ndarray) -> np.ndarray:
-    """(n, steps, *input_shape) -> (n, features, steps) int, the dense input port's order."""
+def netx_samples(encoded: np.ndarray, network: Network) -> np.ndarray:
+    """Encoded samples (n, steps, *input_shape) -> the Lava input port's order with
+    time last: (n, features, steps) for a dense first block, (n, x, y, c, steps)
+    (netx reverses torch's (C, H, W)) for a conv first block."""
     n, t = encoded.shape[:2]
-    return np.ascontiguousarray(encoded.reshape(n, t, -1).transpose(0, 2, 1)).astype(np.int64)
+    if isinstance(network.layers[0], Dense):
+        out = encoded.reshape(n, t, -1).transpose(0, 2, 1)
+    else:
+        out = np.moveaxis(encoded, 1, -1)  # (n, C, H, W, t)
+        out = out.transpose(0, 3, 2, 1, 4)  # (n, W, H, C, t)
+    return np.ascontiguousarray(out).astype(np.int64)
 
 
 def quantized_outputs(network: Network, samples: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -156,12 +164,14 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
     timings["train"] = time.perf_counter() - t0
     model.cpu()
     float_acc = evaluate(model, test_set)
-    test_samples = _as_netx_samples(test_set.encode(np.arange(len(test_set))))
+    encoded_test = test_set.encode(np.arange(len(test_set)))
     labels = np.asarray(test_set.labels)
 
     # post-training quantisation of the float model, evaluated bit-exactly
     t0 = time.perf_counter()
-    ptq_acc = float((predictions(quantized_outputs(quantize_model(model), test_samples)) == labels).mean())
+    ptq_network = quantize_model(model)
+    test_samples = netx_samples(encoded_test, ptq_network)
+    ptq_acc = float((predictions(quantized_outputs(ptq_network, test_samples)) == labels).mean())
     timings["quantized_eval"] = time.perf_counter() - t0
 
     cotrained_acc = None

@@ -19,16 +19,25 @@ from neurodeploy.train.neuron import (
 BACKWARDS = ("dense", "sparse")
 
 
+def _check_batch_norm(neuron: CubaFloatParameters) -> None:
+    if neuron.current_decay != 1.0:
+        raise ValueError(
+            "batch norm on input currents folds exactly into Loihi's bias only when the current "
+            f"does not integrate (current_decay = 1.0), got current_decay = {neuron.current_decay}")
+
+
 class CubaDense(nn.Module):
     """Dense synapses into a layer of CUBA-LIF neurons (no bias by default).
 
     backward: 'dense' (autograd BPTT) or 'sparse' (backward over the active
     (neuron, step) pairs only; needs ``surrogate.band``).
+    batch_norm: batch normalisation of the input currents over (batch, time) during
+    training (Ledinauskas et al.); folded into weights and bias at export.
     """
 
     def __init__(self, in_features: int, out_features: int, neuron: CubaFloatParameters,
                  surrogate: SurrogateParameters, backward: str = "dense",
-                 weight_scale: float = 1.0):
+                 weight_scale: float = 1.0, batch_norm: bool = False):
         super().__init__()
         if backward not in BACKWARDS:
             raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
@@ -38,6 +47,12 @@ class CubaDense(nn.Module):
         bound = weight_scale * math.sqrt(3.0 / in_features)
         self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
         self.hardware_forward = None  # set by hardware-aware training
+        self.norm = None
+        if batch_norm:
+            _check_batch_norm(neuron)
+            self.norm = nn.BatchNorm1d(out_features)
+            if backward == "sparse":
+                raise ValueError("the sparse backward does not support batch norm layers")
 
     @property
     def in_features(self) -> int:
@@ -53,29 +68,106 @@ class CubaDense(nn.Module):
         if self.backward == "sparse":
             from neurodeploy.train.sparse import cuba_layer
             return cuba_layer(x, self.weight, None, self.neuron, self.surrogate, backward="sparse")
-        return cuba_float_sequence(x @ self.weight.T, self.neuron, self.surrogate)
+        current = x @ self.weight.T
+        if self.norm is not None:
+            b, t, n = current.shape
+            current = self.norm(current.reshape(b * t, n)).reshape(b, t, n)
+        return cuba_float_sequence(current, self.neuron, self.surrogate)
+
+    def folded(self):
+        """(weight, bias) with the batch norm folded in (eval statistics); bias None
+        without batch norm. Exact because current_decay = 1 (u = input each step)."""
+        return fold_batch_norm(self.weight.detach(), self.norm)
+
+
+def fold_batch_norm(weight: torch.Tensor, norm):
+    """Fold ``norm(W * s)`` into ``W' * s + bias`` per output channel."""
+    if norm is None:
+        return weight, None
+    gain = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    return weight * gain.reshape(shape), norm.bias.detach() - norm.running_mean * gain
+
+
+class CubaConv(nn.Module):
+    """2-D convolution into a layer of CUBA-LIF neurons; input (batch, time, C, H, W),
+    output spikes (batch, time, C', H', W'). Optional batch norm on input currents."""
+
+    def __init__(self, input_shape: Sequence[int], channels: int, kernel: int, stride: int = 1,
+                 padding: int = 0, *, neuron: CubaFloatParameters, surrogate: SurrogateParameters,
+                 batch_norm: bool = False):
+        super().__init__()
+        self.input_shape = tuple(int(v) for v in input_shape)
+        c, h, w = self.input_shape
+        self.stride, self.padding = (stride, stride), (padding, padding)
+        self.neuron, self.surrogate = neuron, surrogate
+        bound = math.sqrt(3.0 / (c * kernel * kernel))
+        self.weight = nn.Parameter(torch.empty(channels, c, kernel, kernel).uniform_(-bound, bound))
+        out_h = (h + 2 * padding - kernel) // stride + 1
+        out_w = (w + 2 * padding - kernel) // stride + 1
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"conv kernel {kernel} stride {stride} does not fit input {self.input_shape}")
+        self.output_shape = (channels, out_h, out_w)
+        self.norm = None
+        self.hardware_forward = None
+        if batch_norm:
+            _check_batch_norm(neuron)
+            self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hardware_forward is not None:
+            raise NotImplementedError("hardware-aware training supports dense layers only")
+        b, t = x.shape[:2]
+        current = torch.nn.functional.conv2d(x.reshape(b * t, *self.input_shape), self.weight,
+                                             stride=self.stride, padding=self.padding)
+        if self.norm is not None:
+            current = self.norm(current)
+        s = cuba_float_sequence(current.reshape(b, t, -1), self.neuron, self.surrogate)
+        return s.reshape(b, t, *self.output_shape)
+
+    def folded(self):
+        return fold_batch_norm(self.weight.detach(), self.norm)
 
 
 class SpikingNetwork(nn.Module):
-    """A stack of :class:`CubaDense` layers; input (batch, time, *input_shape) is
-    flattened per step. ``forward`` returns every layer's spikes; the class
-    scores are the output layer's spike counts."""
+    """Optional :class:`CubaConv` layers, then :class:`CubaDense` layers; input
+    (batch, time, *input_shape). ``forward`` returns every layer's spikes; the class
+    scores are the output layer's spike counts.
+
+    conv: a list of dicts with ``channels``, ``kernel``, ``stride``, ``padding``
+    (input_shape must then be (C, H, W)); conv outputs are flattened in torch's
+    (C, H, W) order before the dense layers, as netx's flatten block does.
+    """
 
     def __init__(self, input_shape: Sequence[int], hidden: Sequence[int], num_classes: int,
                  neuron: CubaFloatParameters, surrogate: SurrogateParameters,
-                 backward: str = "dense"):
+                 backward: str = "dense", conv: Sequence[dict] = (), batch_norm: bool = False):
         super().__init__()
         self.input_shape = tuple(int(s) for s in input_shape)
-        sizes = [math.prod(self.input_shape), *hidden, num_classes]
-        self.layers = nn.ModuleList(
-            CubaDense(a, b, neuron, surrogate, backward)
-            for a, b in zip(sizes[:-1], sizes[1:])
-        )
+        layers: List[nn.Module] = []
+        shape = self.input_shape
+        for spec in conv:
+            if len(shape) != 3:
+                raise ValueError(f"conv layers need a (C, H, W) input, got {shape}")
+            layer = CubaConv(shape, spec["channels"], spec["kernel"], spec.get("stride", 1),
+                             spec.get("padding", 0), neuron=neuron, surrogate=surrogate,
+                             batch_norm=batch_norm)
+            layers.append(layer)
+            shape = layer.output_shape
+        self.num_conv = len(layers)
+        sizes = [math.prod(shape), *hidden, num_classes]
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            last = i == len(sizes) - 2
+            layers.append(CubaDense(a, b, neuron, surrogate, backward,
+                                    batch_norm=batch_norm and not last))
+        self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        s = x.reshape(x.shape[0], x.shape[1], -1)
+        s = x
         out = []
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            if i == self.num_conv:
+                s = s.reshape(s.shape[0], s.shape[1], -1)
             s = layer(s)
             out.append(s)
         return out
