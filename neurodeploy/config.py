@@ -46,6 +46,8 @@ class SurrogateConfig(_Strict):
     # Truncate the surrogate to |v - threshold| < band (None: no truncation). The sparse
     # backward needs a band; with dense BPTT a band lets silent neurons die (no gradient).
     band: Optional[float] = Field(None, gt=0)
+    # Deep networks: set each layer's height so its backward gain is 1 (train.depth).
+    tune_height: bool = False
 
 
 class ConvConfig(_Strict):

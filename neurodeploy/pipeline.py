@@ -156,6 +156,11 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
         f"input {tuple(train_set.input_shape)}, {cfg.data.steps} steps")
 
     model = build_model(cfg, train_set.input_shape, train_set.num_classes)
+    if cfg.model.surrogate.tune_height:  # on the fresh model, so a resumed run gets the same heights
+        from neurodeploy.train.depth import tune_surrogate_heights
+        x, _ = next(iter(train_set.batches(cfg.train.batch_size, shuffle=True, seed=cfg.seed)))
+        heights = tune_surrogate_heights(model, x)
+        log("surrogate heights tuned per layer: " + ", ".join(f"{h:.3g}" for h in heights))
     t0 = time.perf_counter()
     history = fit(model, train_set, test_set, epochs=cfg.train.epochs, lr=cfg.train.lr,
                   batch_size=cfg.train.batch_size, seed=cfg.seed, logit_scale=cfg.train.logit_scale,

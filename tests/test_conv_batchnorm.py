@@ -66,3 +66,19 @@ def test_batch_norm_needs_non_integrating_current():
     with pytest.raises(ValueError, match="current_decay = 1.0"):
         SpikingNetwork((4,), [3], 2, CubaFloatParameters(0.25, 0.1, 1.0), SurrogateParameters(),
                        batch_norm=True)
+
+
+def test_tuned_surrogate_heights_give_unit_backward_gain_per_layer():
+    from neurodeploy.train.depth import layer_backward_gain, tune_surrogate_heights
+
+    torch.manual_seed(1)
+    m = SpikingNetwork((20,), [30, 30, 30, 30], 5, CubaFloatParameters(0.5, 0.1, 1.0), SurrogateParameters(3.0))
+    x = (torch.rand(8, 12, 20) < 0.5).float()
+    heights = tune_surrogate_heights(m, x)
+    assert len(heights) == 5 and len(set(heights)) > 1
+    s = x
+    for i, layer in enumerate(m.layers):
+        assert layer.surrogate.height == pytest.approx(heights[i])
+        assert layer_backward_gain(layer, s, seed=i) == pytest.approx(1.0, rel=1e-5)
+        with torch.no_grad():
+            s = layer(s)

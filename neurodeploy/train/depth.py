@@ -1,0 +1,48 @@
+"""Surrogate-gradient tuning for deep SNNs (after Ledinauskas et al. 2020).
+
+Through depth, BPTT multiplies a layer's backward gain at every layer: too small
+and gradients vanish, too large and they explode. With the reset detached and no
+recurrent spike path, every gradient path from a layer's output spikes to its
+input crosses exactly one surrogate derivative, so a layer's backward gain is
+proportional to the surrogate's height. :func:`tune_surrogate_heights` measures
+each layer's gain ||dL/d input|| / ||dL/d output|| for a random unit output
+gradient on a calibration batch at height 1, and sets the height to its inverse:
+every layer then passes gradients on with gain 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+def layer_backward_gain(layer, x: torch.Tensor, seed: int = 0) -> float:
+    """||d<g, layer(x)>/dx|| / ||g|| for a random g (same shape as the output)."""
+    x = x.detach().clone().requires_grad_(True)
+    out = layer(x)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    (grad,) = torch.autograd.grad(out, x, grad_outputs=g.to(out.device))
+    return float(grad.norm() / g.norm())
+
+
+def tune_surrogate_heights(model, x: torch.Tensor, min_height: float = 1e-3,
+                           max_height: float = 1e3) -> list:
+    """Set each layer's surrogate height so its backward gain is 1 on batch ``x``
+    (batch, time, *input_shape). Returns the heights (clamped to [min, max];
+    a layer with no gradient at all keeps max_height)."""
+    heights = []
+    was_training = model.training
+    model.eval()
+    s = x
+    for i, layer in enumerate(model.layers):
+        if i == getattr(model, "num_conv", 0):
+            s = s.reshape(s.shape[0], s.shape[1], -1)
+        layer.surrogate = dataclasses.replace(layer.surrogate, height=1.0)
+        gain = layer_backward_gain(layer, s, seed=i)
+        h = max_height if gain == 0 else min(max(1.0 / gain, min_height), max_height)
+        layer.surrogate = dataclasses.replace(layer.surrogate, height=h)
+        heights.append(h)
+        with torch.no_grad():
+            s = layer(s)
+    model.train(was_training)
+    return heights
