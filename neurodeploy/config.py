@@ -58,6 +58,8 @@ class ConvConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    # Reshape each input sample to this shape (e.g. [1, 8, 8] to run digits through conv layers).
+    input_shape: Optional[List[int]] = None
     conv: List[ConvConfig] = Field(default_factory=list)  # conv layers before the dense ones
     hidden: List[int] = Field(default_factory=lambda: [128])
     batch_norm: bool = False  # on input currents; folded at export (needs current_decay 1.0)

@@ -48,6 +48,11 @@ def prepare_output_dir(out_dir: Path) -> Path:
 
 def build_model(cfg: RunConfig, input_shape, num_classes: int) -> SpikingNetwork:
     n, s = cfg.model.neuron, cfg.model.surrogate
+    if cfg.model.input_shape is not None:
+        if int(np.prod(cfg.model.input_shape)) != int(np.prod(input_shape)):
+            raise ValueError(f"model.input_shape {cfg.model.input_shape} does not hold the dataset's "
+                             f"input shape {tuple(input_shape)}")
+        input_shape = cfg.model.input_shape
     return SpikingNetwork(
         input_shape, cfg.model.hidden, num_classes,
         CubaFloatParameters(n.current_decay, n.voltage_decay, n.threshold),
@@ -170,6 +175,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
     model.cpu()
     float_acc = evaluate(model, test_set)
     encoded_test = test_set.encode(np.arange(len(test_set)))
+    encoded_test = encoded_test.reshape(*encoded_test.shape[:2], *model.input_shape)
     labels = np.asarray(test_set.labels)
 
     # post-training quantisation of the float model, evaluated bit-exactly

@@ -163,7 +163,7 @@ class SpikingNetwork(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        s = x
+        s = x.reshape(x.shape[0], x.shape[1], *self.input_shape)
         out = []
         for i, layer in enumerate(self.layers):
             if i == self.num_conv:
