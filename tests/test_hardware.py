@@ -22,7 +22,7 @@ from neurodeploy.hardware.config import (
     HW_CONFIG_DIR, HardwareConfigError, load_hardware_config,
 )
 from neurodeploy.hardware.mapper import (
-    MappingError, estimate_activity, estimate_energy, map_network, network_fan_outs, neuron_updates,
+    MappingError, estimate_activity, estimate_energy, hardware_metrics, map_network, network_fan_outs, neuron_updates,
     spikes_from_simulation, synaptic_ops, weight_bits_needed,
 )
 from neurodeploy.network import CubaNeuron, Dense, Network, SigmaDeltaNeuron
@@ -205,7 +205,7 @@ def test_map_cli_writes_json_and_fails_with_exit_code(tmp_path):
     big = tmp_path / "big.net"
     write_netx(dense_net([10, 5000, 3]), big)
     res = CliRunner().invoke(main, ["map", str(big), "--hw", str(HW_CONFIG_DIR / "loihi1.yaml")])
-    assert res.exit_code == 2
+    assert res.exit_code == 4
     assert "layer 1 (dense)" in res.output and "input_axons_per_core" in res.output
 
 
@@ -243,6 +243,16 @@ def test_estimate_activity_from_given_spike_counts(loihi1):
     assert names == ["input", "0", "1"]
     with pytest.raises(ValueError, match=r"missing for population\(s\) \['1'\]"):
         estimate_activity(net, loihi1, {"input": [1, 1], "0": [0, 0, 0]}, steps=10)
+
+
+def test_hardware_metrics_for_the_pipeline(loihi1):
+    net = dense_net([20, 32, 5])
+    x = (np.random.default_rng(3).random((2, 20, 30)) < 0.3).astype(np.int64)
+    d = json.loads(json.dumps(hardware_metrics(net, loihi1, x)))
+    assert d["total_cores"] == 2 and d["config"]["name"] == "loihi1"
+    assert d["activity"]["steps"] == 30 and d["activity"]["samples"] == 2
+    assert d["activity"]["energy_pj"] > 0 and "ESTIMATE" in d["activity"]["label"]
+    assert hardware_metrics(net, loihi1)["activity"] is None
 
 
 def test_spike_counts_from_the_simulator_match_its_output():
@@ -408,6 +418,14 @@ def test_bundle_contents_and_checksums(small_model, tmp_path, loihi2):
     assert verify_bundle(out).ok
     with pytest.raises(BundleError, match="not empty"):
         write_bundle(path, out)
+    assert write_bundle(path, out, steps=7, overwrite=True) == out  # replaces a bundle
+    assert not (out / "inputs.npz").exists()
+    other = tmp_path / "notabundle"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep")
+    with pytest.raises(BundleError, match="not a bundle"):
+        write_bundle(path, other, overwrite=True)
+    assert (other / "precious.txt").exists()
 
 
 def test_verify_bundle_detects_changes_and_missing_files(small_model, tmp_path):

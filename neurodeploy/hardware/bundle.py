@@ -96,6 +96,8 @@ def write_bundle(net_path: os.PathLike, out_dir: os.PathLike, steps: Optional[in
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise BundleError(f"{out}: directory exists and is not empty (use overwrite)")
+        if not (out / MANIFEST).exists():
+            raise BundleError(f"{out}: not empty and not a bundle (no {MANIFEST}); refusing to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     if inputs is not None:

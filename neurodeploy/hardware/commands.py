@@ -11,7 +11,7 @@ import click
 from neurodeploy.hardware.config import HardwareConfigError
 from neurodeploy.hardware.mapper import MappingError
 
-EXIT_DOES_NOT_FIT = 2
+EXIT_DOES_NOT_FIT = 4  # (click uses 2 for usage errors)
 EXIT_NO_CHIP = 3
 
 
@@ -56,9 +56,14 @@ def map_command(model: Path, hw: str, json_path: Optional[Path], data: Optional[
     if data is not None:
         x, _ = load_samples(data)
         x = x[:samples]
-        report = report.with_activity(estimate_activity(
-            network, config, spikes_from_simulation(network, x), steps=x.shape[-1], samples=x.shape[0],
-            count_zero_weights=not nonzero_only))
+        try:
+            spikes = spikes_from_simulation(network, x)
+        except NotImplementedError as e:
+            click.echo(f"warning: no activity estimate, the simulator cannot run this network ({e})", err=True)
+        else:
+            report = report.with_activity(estimate_activity(
+                network, config, spikes, steps=x.shape[-1], samples=x.shape[0],
+                count_zero_weights=not nonzero_only))
     click.echo(report.table())
     out = json_path or model.with_name(f"{model.stem}.{config.name}.mapping.json")
     d = report.to_dict()

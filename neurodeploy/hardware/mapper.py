@@ -585,12 +585,19 @@ def hardware_metrics(network: Network, hw: HardwareConfig, inputs: Optional[np.n
     estimate when ``inputs`` (batch, *input_shape, T) are given. Raises
     :class:`MappingError` when the network does not fit."""
     report = map_network(network, hw)
+    activity_error = None
     if inputs is not None:
         x = np.asarray(inputs)
         steps = int(x.shape[-1] if steps is None else steps)
         samples = x.shape[0] if x.ndim == len(network.input_shape) + 2 else 1
-        report = report.with_activity(estimate_activity(
-            network, hw, spikes_from_simulation(network, x, steps), steps, samples))
+        try:
+            spikes = spikes_from_simulation(network, x, steps)
+        except NotImplementedError as e:  # a block the simulator does not run yet
+            activity_error = f"no activity estimate: the simulator cannot run this network ({e})"
+        else:
+            report = report.with_activity(estimate_activity(network, hw, spikes, steps, samples))
     d = report.to_dict()
+    if activity_error:
+        d["notes"].append(activity_error)
     d["config"] = hw.to_dict()
     return d
