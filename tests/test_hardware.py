@@ -26,6 +26,7 @@ from neurodeploy.hardware.mapper import (
     spikes_from_simulation, synaptic_ops, weight_bits_needed,
 )
 from neurodeploy.network import CubaNeuron, Dense, Network, SigmaDeltaNeuron
+from neurodeploy.sim.samples import sample_stream, stream_steps
 from neurodeploy.sim.simulator import simulate
 
 NEURON = CubaNeuron(current_decay=1024, voltage_decay=128, threshold=60)
@@ -259,7 +260,8 @@ def test_spike_counts_from_the_simulator_match_its_output():
     net = dense_net([20, 32, 5])
     x = (np.random.default_rng(3).random((3, 20, 30)) < 0.3).astype(np.int64)
     counts = spikes_from_simulation(net, x)
-    out = simulate(net, x).spikes
+    out = dep.simulated_outputs(net, x)  # each sample alone, as the pipeline / chip run it
+    assert out.sum() > 0
     np.testing.assert_allclose(counts["1"], out.sum(-1).mean(0))
     np.testing.assert_allclose(counts["input"], x.sum(-1).mean(0))
     assert counts["0"].shape == (32,)
@@ -337,7 +339,7 @@ def test_deploy_without_chip_errors_or_falls_back_to_sim(small_model):
     with pytest.raises(dep.ChipUnavailableError, match="lava-loihi missing.*--fallback sim"):
         dep.deploy(path, x, labels, availability=UNREACHABLE)
     r = dep.deploy(path, x, labels, fallback="sim", availability=UNREACHABLE)
-    expect = np.mean(dep.predictions(simulate(net, x).spikes) == labels)
+    expect = np.mean(dep.predictions(dep.simulated_outputs(net, x)) == labels)
     assert r.target == "simulator" and r.accuracy == pytest.approx(expect)
     assert r.spike_agreement is None and r.time_per_step_us is None
 
@@ -358,27 +360,29 @@ def test_deploy_on_a_stubbed_chip_reports_agreement(small_model, monkeypatch):
     calls = {}
     monkeypatch.setattr(lava_adapter, "connect_loihi", lambda kind, **kw: calls.update(kind=kind, **kw))
 
-    def fake_chip(p, stream, reset_interval=None, **kw):
-        calls["reset_interval"] = reset_interval
-        out = simulate(net, stream, reset_interval=reset_interval).spikes
+    def fake_chip(p, stream, steps=None, reset_interval=None, **kw):
+        calls.update(steps=steps, reset_interval=reset_interval)
+        out = simulate(net, stream, steps=steps, reset_interval=reset_interval).spikes
         return lava_adapter.LoihiRun(spikes=out, time_per_step_us=12.5, total_power_w=1.0,
                                      energy_per_step_uj=12.5)
     monkeypatch.setattr(lava_adapter, "run_netx_on_loihi", fake_chip)
     r = dep.deploy(path, x, labels, availability=REACHABLE)
-    assert calls["kind"] == "slurm" and calls["partition"] == "p" and calls["reset_interval"] == 30
-    assert r.target == "loihi2" and r.spike_agreement == 1.0 and r.prediction_agreement == 1.0
+    assert calls["kind"] == "slurm" and calls["partition"] == "p"
+    assert calls["reset_interval"] == 30 and calls["steps"] == (4 + 1) * 30 + 2 - 1
+    assert r.target == "loihi2" and r.spike_agreement == 1.0 and r.sample_agreement == 1.0
+    assert r.prediction_agreement == 1.0
     assert r.time_per_step_us == 12.5 and r.energy_per_step_uj == 12.5
-    sim_pred = dep.predictions(np.stack(np.split(simulate(net, np.concatenate(list(x), -1),
-                                                          reset_interval=30).spikes, 4, -1)))
-    assert r.accuracy == pytest.approx(np.mean(sim_pred == labels))
+    assert r.accuracy == pytest.approx(np.mean(dep.predictions(dep.simulated_outputs(net, x)) == labels))
 
-    def faulty_chip(p, stream, reset_interval=None, **kw):
-        out = simulate(net, stream, reset_interval=reset_interval).spikes.copy()
-        out[:, :10] = 1 - out[:, :10]
+    def faulty_chip(p, stream, steps=None, reset_interval=None, **kw):
+        out = simulate(net, stream, steps=steps, reset_interval=reset_interval).spikes.copy()
+        first = 30 + 2 - 1  # sample 0's output window starts at (0 + 1) P + L - 1
+        out[:, first:first + 10] = 1 - out[:, first:first + 10]
         return lava_adapter.LoihiRun(spikes=out)
     monkeypatch.setattr(lava_adapter, "run_netx_on_loihi", faulty_chip)
     r = dep.deploy(path, x, labels, availability=REACHABLE)
-    assert r.spike_agreement == pytest.approx(1 - 10 / 120)
+    assert r.spike_agreement == pytest.approx(1 - 5 * 10 / (4 * 5 * 30))
+    assert r.sample_agreement == pytest.approx(3 / 4)
 
 
 def test_deploy_cli_exit_codes(small_model, tmp_path, monkeypatch):
@@ -467,8 +471,10 @@ def test_bundle_runs_on_lava_cpu_models_and_matches_the_simulator(small_model, t
                          env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr[-2000:]
     lava_out = np.load(out / "output_spikes.npy")
-    ref = simulate(net, np.concatenate(list(x), -1), reset_interval=x.shape[-1]).spikes
+    n, p = x.shape[0], x.shape[-1]
+    ref = simulate(net, sample_stream(x), steps=stream_steps(n, p, 2), reset_interval=p).spikes
     np.testing.assert_array_equal(lava_out, ref)
     result = json.loads((out / "results.json").read_text())
-    pred = dep.predictions(np.stack(np.split(ref, len(x), -1)))
+    pred = dep.predictions(dep.simulated_outputs(net, x))
     assert result["predictions"] == pred.tolist()
+    assert result["accuracy"] == pytest.approx(np.mean(pred == labels))

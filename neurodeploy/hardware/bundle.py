@@ -69,6 +69,10 @@ def input_encoding(network, steps: int, reset_interval: Optional[int] = None, ki
         "reset_interval": int(reset_interval if reset_interval is not None else steps),
         "kind": kind,  # 'spikes' (0/1) or 'graded' (integers)
         "feeds": "input layer's neuron a_in" if network.has_input_layer else "network inp port",
+        "neuron_layers": len(network.neuron_layers),
+        "stream_layout": ("samples back to back after P-1 zero steps, one zero step at the end, state "
+                          "reset every P steps; run (N+1)P + L-1 steps; sample k's output is steps "
+                          "(k+1)P + L-1 ... (k+2)P + L-2 (neurodeploy.sim.samples)"),
         "data_file": {"format": "npz", "inputs": "int (samples, *input_shape_torch, steps_per_sample)",
                       "labels": "int (samples,), optional"},
         "decode": "class = argmax over output neurons of spike counts per sample",
@@ -294,10 +298,16 @@ def main():
         print("no --data: running one all-zero sample of %d steps (timing only)" % t)
     x = np.asarray(x)
     samples, t = x.shape[0], x.shape[-1]
+    if t != int(enc["reset_interval"]):
+        sys.exit("data has %d steps per sample; this bundle was made for %d" % (t, int(enc["reset_interval"])))
     k = len(enc["input_shape_torch"])
+    layers = int(enc["neuron_layers"])
     axes = [0] + [k - i for i in range(k)] + [k + 1]  # torch order -> netx order
-    stream = np.concatenate(list(np.transpose(x, axes)), axis=-1).astype(np.int32)
-    steps = stream.shape[-1]
+    x = np.transpose(x, axes)
+    # the stream layout of neurodeploy.sim.samples: each sample runs from a fresh state
+    zeros = lambda m: np.zeros(x.shape[1:-1] + (m,), dtype=np.int32)  # noqa: E731
+    stream = np.concatenate([zeros(t - 1)] + list(x) + [zeros(1)], axis=-1).astype(np.int32)
+    steps = (samples + 1) * t + layers - 1
 
     if not args.sim:
         why = connect(args)
@@ -334,8 +344,9 @@ def main():
     finally:
         net.stop()
     result["wall_s"] = time.time() - t0
-    counts = np.stack(np.split(out.reshape(-1, steps), samples, axis=-1)).sum(-1)
-    pred = counts.argmax(-1)
+    starts = (np.arange(samples) + 1) * t + layers - 1
+    windows = out.reshape(-1, steps)[:, starts[:, None] + np.arange(t)[None, :]]  # (neurons, N, P)
+    pred = windows.sum(-1).argmax(0)
     result["predictions"] = pred.tolist()
     if labels is not None:
         result["accuracy"] = float(np.mean(pred == np.asarray(labels)))

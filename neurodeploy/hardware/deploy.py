@@ -101,8 +101,9 @@ def detect_loihi(partition: Optional[str] = None, board: Optional[str] = None, h
 class DeployResult:
     """What a deployment run reports. target: 'loihi2' or 'simulator' (the
     bit-accurate fallback). accuracy: fraction correct (None without labels);
-    spike_agreement: fraction of output (neuron, step) values equal to the
-    simulator's on the same stream; prediction_agreement: fraction of samples with
+    spike_agreement: fraction of output (sample, neuron, step) values equal to the
+    simulator's on the same stream; sample_agreement: fraction of samples whose
+    whole output equals the simulator's; prediction_agreement: fraction of samples with
     the same predicted class; time/energy: lava-loihi profiler measurements."""
 
     target: str
@@ -111,6 +112,7 @@ class DeployResult:
     steps_per_sample: int
     accuracy: Optional[float] = None
     spike_agreement: Optional[float] = None
+    sample_agreement: Optional[float] = None
     prediction_agreement: Optional[float] = None
     time_per_step_us: Optional[float] = None
     total_power_w: Optional[float] = None
@@ -154,22 +156,35 @@ def _to_netx_order(x: np.ndarray, feature_dims: int) -> np.ndarray:
     return np.transpose(x, axes)
 
 
+def simulated_outputs(network, samples: np.ndarray) -> np.ndarray:
+    """Bit-accurate output spikes (N, *out_shape, P) of independent samples
+    (N, *input_shape, P), laid out on Lava's timeline exactly as on the chip
+    (:mod:`neurodeploy.sim.samples`)."""
+    from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
+    from neurodeploy.sim.simulator import simulate
+
+    n, p, layers = samples.shape[0], samples.shape[-1], len(network.neuron_layers)
+    out = simulate(network, sample_stream(samples), steps=stream_steps(n, p, layers), reset_interval=p).spikes
+    return output_windows(out, n, p, layers)
+
+
 def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarray] = None,
            fallback: Optional[str] = None, availability: Optional[Availability] = None,
            hw_config: str = "loihi2", **target_options) -> DeployResult:
     """Map, then run ``net_path`` on Loihi 2 if reachable, else (``fallback='sim'``)
     on the bit-accurate simulator; otherwise raise :class:`ChipUnavailableError`.
 
-    inputs: (samples, *input_shape, T). On the chip the samples run back to back
-    in one stream with neuron state reset every T steps (netx reset_interval),
-    and the simulator runs the same stream for the agreement figures.
-    The mapping check (:class:`~neurodeploy.hardware.mapper.MappingError`) runs
-    first, so a network that does not fit never reaches the chip.
+    inputs: (samples, *input_shape, P). The samples run back to back in one stream
+    laid out as the pipeline lays them out for Lava (:mod:`neurodeploy.sim.samples`:
+    state reset every P steps, so each sample is independent); the simulator runs
+    the same stream for the agreement figures. The mapping check
+    (:class:`~neurodeploy.hardware.mapper.MappingError`) runs first, so a network
+    that does not fit never reaches the chip.
     """
     from neurodeploy.export.netx import read_netx
     from neurodeploy.hardware.config import load_hardware_config
     from neurodeploy.hardware.mapper import map_network
-    from neurodeploy.sim.simulator import simulate
+    from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
 
     if fallback not in (None, "sim"):
         raise ValueError(f"fallback must be None or 'sim', got {fallback!r}")
@@ -178,7 +193,10 @@ def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarra
     x = np.asarray(inputs).astype(np.int64)
     if x.ndim == len(network.input_shape) + 1:
         x = x[None]
-    samples, t = x.shape[0], x.shape[-1]
+    if tuple(x.shape[1:-1]) != tuple(network.input_shape):
+        raise ValueError(f"inputs must be (samples, {', '.join(map(str, network.input_shape))}, P); "
+                         f"got {x.shape}")
+    n, p, layers = x.shape[0], x.shape[-1], len(network.neuron_layers)
     availability = availability or detect_loihi(**target_options)
     if availability.reachable:
         from neurodeploy import lava_adapter
@@ -186,28 +204,31 @@ def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarra
         tgt = availability.target
         lava_adapter.connect_loihi(tgt.kind, partition=tgt.partition, board=tgt.board, host=tgt.host,
                                    loihi_gen=tgt.loihi_gen)
-        stream = np.concatenate(list(x), axis=-1)  # (*input_shape, samples * T)
+        stream = sample_stream(x)  # (*input_shape, (N + 1) P), torch order
         chip = lava_adapter.run_netx_on_loihi(net_path, _to_netx_order(stream, len(network.input_shape)),
-                                              reset_interval=t)
-        ref = simulate(network, stream, reset_interval=t).spikes  # (*out_shape, samples*T)
-        ref = _to_netx_order(ref, len(network.output_shape))
-        out = np.asarray(chip.spikes).reshape(ref.shape)
-        split = lambda s: np.stack(np.split(s, samples, axis=-1))  # noqa: E731
-        pred_chip, pred_sim = predictions(split(out)), predictions(split(ref))
+                                              steps=stream_steps(n, p, layers), reset_interval=p)
+        out_netx = np.asarray(chip.spikes)
+        # netx order -> torch order (the reversal is its own inverse)
+        out = _to_netx_order(out_netx.reshape(*network.output_shape[::-1], out_netx.shape[-1]),
+                             len(network.output_shape))
+        got = output_windows(out, n, p, layers)
+        ref = simulated_outputs(network, x)
+        pred_chip, pred_sim = predictions(got), predictions(ref)
+        same = [np.array_equal(a, b) for a, b in zip(got, ref)]
         return DeployResult(
-            target="loihi2", reason=availability.message, samples=samples, steps_per_sample=t,
+            target="loihi2", reason=availability.message, samples=n, steps_per_sample=p,
             accuracy=None if labels is None else float(np.mean(pred_chip == np.asarray(labels))),
-            spike_agreement=float(np.mean(out == ref)),
+            spike_agreement=float(np.mean(got == ref)),
+            sample_agreement=float(np.mean(same)),
             prediction_agreement=float(np.mean(pred_chip == pred_sim)),
             time_per_step_us=chip.time_per_step_us, total_power_w=chip.total_power_w,
             energy_per_step_uj=chip.energy_per_step_uj, notes=chip.notes)
     if fallback != "sim":
         raise ChipUnavailableError(availability.message + ". Use --fallback sim to run the bit-accurate "
                                    "simulator instead.")
-    sim = simulate(network, x).spikes
-    pred = predictions(sim)
+    pred = predictions(simulated_outputs(network, x))
     return DeployResult(
         target="simulator", reason=availability.message + " -> ran the bit-accurate simulator (fallback)",
-        samples=samples, steps_per_sample=t,
+        samples=n, steps_per_sample=p,
         accuracy=None if labels is None else float(np.mean(pred == np.asarray(labels))),
         notes=("no chip measurements: this is the bit-accurate simulator, not Loihi 2",))

@@ -554,44 +554,51 @@ def estimate_activity(network: Network, hw: HardwareConfig, spikes: Dict[str, np
                             neuron_energy_pj=neu, energy_pj=total, time_us=time_us, notes=tuple(notes))
 
 
-def spikes_from_simulation(network: Network, inputs: np.ndarray, steps: Optional[int] = None) -> Dict[str, np.ndarray]:
-    """Per-neuron spike counts per sample (mean over the batch) from the
-    bit-accurate simulator: ``simulate(network, inputs, steps, record=True)``,
-    records ``s/<i>`` (batch, neurons, steps). Nonzero graded values count once."""
+def spikes_from_simulation(network: Network, inputs: np.ndarray) -> Dict[str, np.ndarray]:
+    """Per-neuron spike counts per sample (mean over samples) from the bit-accurate
+    simulator, each sample run independently on Lava's timeline as the pipeline and
+    the chip run it (:mod:`neurodeploy.sim.samples`: zero padding, state reset
+    every P steps). Neuron layer l's spikes for a sample are counted in its own
+    P-step window, which starts l steps after the sample (one step per layer).
+    Uses only ``simulate(network, inputs, steps, reset_interval, record=True)`` and
+    its ``s/<i>`` records (batch, neurons, steps). Nonzero graded values count once.
+
+    inputs: (samples, *input_shape, P) or (*input_shape, P).
+    """
+    from neurodeploy.sim.samples import sample_stream, stream_steps
     from neurodeploy.sim.simulator import simulate
 
     x = np.asarray(inputs)
     if x.ndim == len(network.input_shape) + 1:
         x = x[None]
-    t = x.shape[-1]
-    steps = int(t if steps is None else steps)
-    idx = np.arange(steps) % t
-    stream = x.reshape(x.shape[0], -1, t)[..., idx]
-    counts = {"input": np.count_nonzero(stream, axis=-1).mean(axis=0)}
-    res = simulate(network, x, steps=steps, record=True)
-    for i, _ in network.neuron_layers:
+    p = x.shape[-1]
+    layers = network.neuron_layers
+    streams = np.stack([sample_stream(sample[None]) for sample in x])
+    res = simulate(network, streams, steps=stream_steps(1, p, len(layers)), reset_interval=p, record=True)
+    counts = {"input": np.count_nonzero(x.reshape(x.shape[0], -1, p), axis=-1).mean(axis=0)}
+    for l, (i, _) in enumerate(layers):
         key = f"s/{i}"
         if key not in res.records:
             raise KeyError(f"the simulator recorded no spikes for layer {i} ('{key}')")
         s = np.asarray(res.records[key])
-        s = s.reshape(s.shape[0], -1, s.shape[-1])
+        s = s.reshape(s.shape[0], -1, s.shape[-1])[..., p + l: 2 * p + l]
         counts[str(i)] = np.count_nonzero(s, axis=-1).mean(axis=0)
     return counts
 
 
-def hardware_metrics(network: Network, hw: HardwareConfig, inputs: Optional[np.ndarray] = None,
-                     steps: Optional[int] = None) -> dict:
+def hardware_metrics(network: Network, hw: HardwareConfig, inputs: Optional[np.ndarray] = None) -> dict:
     """The ``hardware`` entry of a run's metrics.json: the mapping, and the activity
-    estimate when ``inputs`` (batch, *input_shape, T) are given. Raises
+    estimate when ``inputs`` (samples, *input_shape, P) are given (P time steps
+    per sample = per inference). Raises
     :class:`MappingError` when the network does not fit."""
     report = map_network(network, hw)
     activity_error = None
     if inputs is not None:
         x = np.asarray(inputs)
-        steps = int(x.shape[-1] if steps is None else steps)
+        steps = int(x.shape[-1])
         samples = x.shape[0] if x.ndim == len(network.input_shape) + 2 else 1
         try:
-            spikes = spikes_from_simulation(network, x, steps)
+            spikes = spikes_from_simulation(network, x)
         except NotImplementedError as e:  # a block the simulator does not run yet
             activity_error = f"no activity estimate: the simulator cannot run this network ({e})"
         else:
