@@ -151,13 +151,17 @@ def connect_loihi(kind: str, partition: Optional[str] = None, board: Optional[st
 class LoihiRun:
     """Output of a Loihi 2 run: ``spikes`` (*out_shape, steps) and what
     lava-loihi's profiler measured (None where it gave nothing): mean time per
-    step in microseconds, mean total power in watts (as its Loihi2Power reports),
-    and energy per step in microjoules (power x time per step)."""
+    step in microseconds (Loihi2ExecutionTime.avg_time_per_step), mean total and
+    static power in watts (Loihi2Power.total_power / static_total_power), energy per
+    step in microjoules (total power x time per step) and its dynamic part
+    ((total - static) power x time per step)."""
 
     spikes: np.ndarray
     time_per_step_us: Optional[float] = None
     total_power_w: Optional[float] = None
+    static_power_w: Optional[float] = None
     energy_per_step_uj: Optional[float] = None
+    dynamic_energy_per_step_uj: Optional[float] = None
     notes: tuple = ()
 
 
@@ -207,8 +211,12 @@ def run_netx_on_loihi(path: os.PathLike, stream: np.ndarray, steps: Optional[int
             result.time_per_step_us = float(np.mean(runtime.avg_time_per_step))
         if power is not None:
             result.total_power_w = float(np.mean(power.total_power))
+            result.static_power_w = float(np.mean(power.static_total_power))
         if result.time_per_step_us is not None and result.total_power_w is not None:
             result.energy_per_step_uj = result.total_power_w * result.time_per_step_us
+            if result.static_power_w is not None:
+                result.dynamic_energy_per_step_uj = ((result.total_power_w - result.static_power_w)
+                                                     * result.time_per_step_us)
     except Exception as e:  # attribute names differ between lava-loihi releases
         result.notes = result.notes + (f"could not read profiler results ({e})",)
     return result
