@@ -355,6 +355,7 @@ def main():
             result["time_per_step_us"] = float(np.mean(runtime.avg_time_per_step))
         if power is not None:
             result["total_power_w"] = float(np.mean(power.total_power))
+            result["static_power_w"] = float(np.mean(power.static_total_power))
     except Exception as e:
         result["profiler"] = "results unreadable (%s)" % e
     np.save(os.path.join(HERE, "output_spikes.npy"), out)

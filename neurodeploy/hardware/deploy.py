@@ -104,7 +104,8 @@ class DeployResult:
     spike_agreement: fraction of output (sample, neuron, step) values equal to the
     simulator's on the same stream; sample_agreement: fraction of samples whose
     whole output equals the simulator's; prediction_agreement: fraction of samples with
-    the same predicted class; time/energy: lava-loihi profiler measurements."""
+    the same predicted class; time (us per step), power (W) and energy (uJ per
+    step, total and dynamic = total - static power): lava-loihi profiler measurements."""
 
     target: str
     reason: str
@@ -116,7 +117,9 @@ class DeployResult:
     prediction_agreement: Optional[float] = None
     time_per_step_us: Optional[float] = None
     total_power_w: Optional[float] = None
+    static_power_w: Optional[float] = None
     energy_per_step_uj: Optional[float] = None
+    dynamic_energy_per_step_uj: Optional[float] = None
     notes: Tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
@@ -222,7 +225,8 @@ def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarra
             sample_agreement=float(np.mean(same)),
             prediction_agreement=float(np.mean(pred_chip == pred_sim)),
             time_per_step_us=chip.time_per_step_us, total_power_w=chip.total_power_w,
-            energy_per_step_uj=chip.energy_per_step_uj, notes=chip.notes)
+            static_power_w=chip.static_power_w, energy_per_step_uj=chip.energy_per_step_uj,
+            dynamic_energy_per_step_uj=chip.dynamic_energy_per_step_uj, notes=chip.notes)
     if fallback != "sim":
         raise ChipUnavailableError(availability.message + ". Use --fallback sim to run the bit-accurate "
                                    "simulator instead.")
