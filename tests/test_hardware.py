@@ -21,10 +21,10 @@ from neurodeploy.hardware.config import (
     HW_CONFIG_DIR, HardwareConfigError, load_hardware_config,
 )
 from neurodeploy.hardware.mapper import (
-    MappingError, estimate_activity, estimate_energy, hardware_metrics, map_network, network_fan_outs, neuron_updates,
+    MappingError, conv_input_axons, estimate_activity, estimate_energy, hardware_metrics, map_network, network_fan_outs, neuron_updates,
     spikes_from_simulation, synaptic_ops, weight_bits_needed,
 )
-from neurodeploy.network import CubaNeuron, Dense, Network, SigmaDeltaNeuron
+from neurodeploy.network import Conv, CubaNeuron, Dense, Input, Network, SigmaDeltaNeuron
 from neurodeploy.sim.samples import sample_stream, stream_steps
 from neurodeploy.sim.simulator import simulate
 
@@ -144,6 +144,24 @@ def test_output_axons_count_destination_cores(loihi1):
     assert r.layers[1].output_axons_per_core == 1000  # last layer: one per neuron, to the host
 
 
+def test_conv_layer_synapses_and_input_axons(loihi1):
+    # input (2, 8, 8) -> conv 4 x (2, 3, 3), no padding -> (4, 6, 6): 144 neurons, fan-in 18
+    rng = np.random.default_rng(2)
+    conv = Conv(weight=2 * rng.integers(1, 60, (4, 2, 3, 3)), neuron=NEURON, shape=(4, 6, 6))
+    net = Network(layers=(Input(shape=(2, 8, 8), neuron=NEURON), conv), input_shape=(2, 8, 8))
+    r = map_network(net, loihi1)
+    p = r.layers[1]
+    assert (p.fan_in, p.synapses, p.cores) == (18, 144 * 18, 1)
+    assert p.input_axons_per_core == 128  # the whole 2 x 8 x 8 input reaches the one core
+    assert conv_input_axons(conv, (2, 8, 8), 1) == 18
+    assert conv_input_axons(conv, (2, 8, 8), 4 * 4) == 4 * 4 * 2  # 2x2 positions -> 4x4 field
+    # with 40 input axons per core, a core may hold 6 positions (3x2 -> 5x4 field x 2 = 40)
+    narrow = map_network(net, replace(loihi1, input_axons_per_core=40)).layers[1]
+    assert (narrow.cores, narrow.limited_by, narrow.input_axons_per_core) == (6, "input axons", 40)
+    with pytest.raises(MappingError, match=r"layer 1 \(conv\): fan-in 18 exceeds .* 10 input axons"):
+        map_network(net, replace(loihi1, input_axons_per_core=10))
+
+
 def test_nonzero_only_counts_fewer_synapses(loihi2):
     net = dense_net([50, 40, 10], lo=0, hi=3)  # many zero weights
     full = map_network(net, loihi2)
@@ -249,7 +267,7 @@ def test_hardware_metrics_for_the_pipeline(loihi1):
     net = dense_net([20, 32, 5])
     x = (np.random.default_rng(3).random((2, 20, 30)) < 0.3).astype(np.int64)
     d = json.loads(json.dumps(hardware_metrics(net, loihi1, x)))
-    assert d["total_cores"] == 2 and d["config"]["name"] == "loihi1"
+    assert d["fits"] and d["total_cores"] == 2 and d["config"]["name"] == "loihi1"
     assert d["activity"]["steps"] == 30 and d["activity"]["samples"] == 2
     assert d["activity"]["energy_pj"] > 0 and "ESTIMATE" in d["activity"]["label"]
     assert hardware_metrics(net, loihi1)["activity"] is None

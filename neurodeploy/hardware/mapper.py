@@ -589,7 +589,7 @@ def spikes_from_simulation(network: Network, inputs: np.ndarray) -> Dict[str, np
 def hardware_metrics(network: Network, hw: HardwareConfig, inputs: Optional[np.ndarray] = None) -> dict:
     """The ``hardware`` entry of a run's metrics.json: the mapping, and the activity
     estimate when ``inputs`` (samples, *input_shape, P) are given (P time steps
-    per sample = per inference). Raises
+    per sample = per inference), and ``fits: True``. Raises
     :class:`MappingError` when the network does not fit."""
     report = map_network(network, hw)
     activity_error = None
@@ -604,6 +604,7 @@ def hardware_metrics(network: Network, hw: HardwareConfig, inputs: Optional[np.n
         else:
             report = report.with_activity(estimate_activity(network, hw, spikes, steps, samples))
     d = report.to_dict()
+    d["fits"] = True
     if activity_error:
         d["notes"].append(activity_error)
     d["config"] = hw.to_dict()
