@@ -43,3 +43,10 @@ def pipeline(config, out_dir, resume, data_dir, epochs, limit, lava_samples):
         run_pipeline(cfg, out, resume=resume, log=click.echo)
     except (OutputDirError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e))
+
+
+from neurodeploy.hardware.commands import bundle_command, deploy_command, map_command  # noqa: E402
+
+main.add_command(map_command)
+main.add_command(deploy_command)
+main.add_command(bundle_command)

@@ -1,0 +1,611 @@
+"""Map an integer network onto a hardware target: per-layer placement, resource
+use, and (from per-layer spike counts) synaptic ops and an energy *estimate*.
+
+Model (what is assumed, stated once):
+
+- Each neuron-holding block (input, dense, dense_rec, conv) is placed on its own
+  cores; a core holds neurons of one layer only (as Lava's compiler partitions
+  processes). Flatten holds no neurons.
+- Synapses are stored on the core of their postsynaptic neuron. A dense block
+  stores its full (out, in) matrix: zero weights are counted as stored synapses
+  (Lava's Dense hands the compiler the whole matrix; a compressed sparse encoding
+  is not documented), ``nonzero_synapses`` is reported beside it. A conv block is
+  counted expanded (no weight sharing), out_neurons x kernel fan-in (an upper
+  bound: padding positions are counted).
+- Synaptic memory of a layer = stored synapses x (the layer's weight bits +
+  ``synapse_overhead_bits`` of the config). The layer's weight bits are the
+  fewest bits that hold its integer weights exactly, as netx's
+  ``optimize_weight_bits`` chooses ``num_weight_bits`` (weight_exp absorbs scale).
+- Input axons of a core = distinct presynaptic neurons that reach it: for dense
+  every presynaptic neuron (plus the layer's own for dense_rec); for conv the
+  receptive field of a compact tile of output positions (all channels) held by
+  the core (an estimate of a good placement).
+  An input block's neurons each take one external input axon.
+- Output axons of a core = neurons on it x destination cores per neuron (one
+  axon per destination core): every core of a following dense layer; for a
+  following conv layer the cores its kernel window reaches (estimate); for the
+  last layer one per neuron (to the host).
+- Cores of a layer = the fewest that satisfy neurons/core, synaptic memory/core,
+  input and output axons/core. Layers are placed from the last to the first since
+  output axons depend on the next layer's cores.
+
+A network that cannot fit raises :class:`MappingError` naming the layer and the
+limit, before anything is deployed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from neurodeploy import fixedpoint as fx
+from neurodeploy.hardware.config import HardwareConfig
+from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron
+
+ESTIMATE_LABEL = ("ESTIMATE from the hardware config's published per-operation figures, not a "
+                  "measurement")
+
+
+class MappingError(ValueError):
+    """The network does not fit the hardware target. ``layer`` is the block index
+    (None for whole-network limits), ``limit`` the config key that is exceeded."""
+
+    def __init__(self, message: str, layer: Optional[int] = None, limit: Optional[str] = None,
+                 value=None, maximum=None):
+        super().__init__(message)
+        self.layer, self.limit, self.value, self.maximum = layer, limit, value, maximum
+
+
+# --- per-layer geometry -------------------------------------------------------
+def weight_bits_needed(weight: np.ndarray) -> int:
+    """Fewest weight bits that hold ``weight`` exactly given a free weight exponent:
+    drop the common trailing zero bits, then count magnitude bits, plus a sign bit
+    for mixed-sign layers (netx's ``optimize_weight_bits`` rule). 1 for all-zero."""
+    w = np.asarray(weight, dtype=np.int64)
+    nz = w[w != 0]
+    if nz.size == 0:
+        return 1
+    tz = int(min(((int(abs(x)) & -int(abs(x))).bit_length() - 1) for x in np.unique(np.abs(nz))))
+    v = nz >> tz
+    if fx.sign_mode(w) == "mixed":
+        return max(int(v.max()).bit_length(), int(-v.min() - 1).bit_length()) + 1
+    return int(np.abs(v).max()).bit_length()
+
+
+@dataclass(frozen=True)
+class LayerPlacement:
+    """Placement of one neuron-holding block.
+
+    fan_in: synapses into one neuron (max); synapses: stored synapses;
+    synaptic_memory_bits: synapses x (weight_bits + overhead); cores: cores used;
+    neurons_per_core / synaptic_memory_bits_per_core / input_axons_per_core /
+    output_axons_per_core: the most on any one of its cores; limited_by: the
+    resource that set the core count.
+    """
+
+    index: int
+    kind: str
+    neurons: int
+    fan_in: int
+    synapses: int
+    nonzero_synapses: int
+    weight_bits: int
+    synaptic_memory_bits: int
+    cores: int
+    neurons_per_core: int
+    synaptic_memory_bits_per_core: int
+    input_axons_per_core: int
+    output_axons_per_core: int
+    limited_by: str
+
+
+@dataclass(frozen=True)
+class ActivityEstimate:
+    """Per-sample activity and the energy/time estimate derived from it.
+
+    steps: time steps per inference; spikes: per block (key 'input' for the input
+    stream, else the block index) spikes per sample (nonzero graded events count
+    one each); synaptic_ops: synaptic events per sample (spike x fan-out);
+    neuron_updates: neurons x steps per sample. Energies in picojoules and time in
+    microseconds are None where the config has no published figure.
+    """
+
+    steps: int
+    samples: int
+    spikes: Dict[str, float]
+    synaptic_ops: float
+    neuron_updates: int
+    synaptic_energy_pj: Optional[float]
+    neuron_energy_pj: Optional[float]
+    energy_pj: Optional[float]
+    time_us: Optional[float]
+    label: str = ESTIMATE_LABEL
+    notes: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MappingReport:
+    """Result of :func:`map_network`."""
+
+    network: str
+    hardware: str
+    layers: Tuple[LayerPlacement, ...]
+    total_cores: int
+    chips_used: int
+    chips_available: int
+    cores_available: int
+    neurons: int
+    synapses: int
+    synaptic_memory_bits: int
+    neuron_utilisation: float  # neurons / (cores used x neurons per core)
+    synaptic_memory_utilisation: Optional[float]  # memory used / (cores used x memory per core)
+    core_utilisation: float  # cores used / cores available
+    activity: Optional[ActivityEstimate] = None
+    notes: Tuple[str, ...] = ()
+
+    def with_activity(self, activity: ActivityEstimate) -> "MappingReport":
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        d["activity"] = activity
+        return MappingReport(**d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = [asdict(p) for p in self.layers]
+        d["notes"] = list(self.notes)
+        if self.activity is not None:
+            d["activity"]["notes"] = list(self.activity.notes)
+        return d
+
+    def table(self) -> str:
+        """A plain-text table of the placement and totals."""
+        head = ("layer", "kind", "neurons", "fan-in", "synapses", "w bits", "syn mem KiB",
+                "cores", "neur/core", "in ax/core", "out ax/core", "limited by")
+        rows = [head]
+        for p in self.layers:
+            rows.append((str(p.index), p.kind, str(p.neurons), str(p.fan_in), str(p.synapses),
+                         str(p.weight_bits), f"{p.synaptic_memory_bits / 8192:.1f}", str(p.cores),
+                         str(p.neurons_per_core), str(p.input_axons_per_core),
+                         str(p.output_axons_per_core), p.limited_by))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        mem = ("n/a (no published synaptic memory size)" if self.synaptic_memory_utilisation is None
+               else f"{100 * self.synaptic_memory_utilisation:.1f}%")
+        lines += [
+            "",
+            f"hardware: {self.hardware}   network: {self.network}",
+            f"cores: {self.total_cores} of {self.cores_available} "
+            f"({100 * self.core_utilisation:.2f}%), chips used: {self.chips_used} of {self.chips_available}",
+            f"neurons: {self.neurons} (utilisation of used cores {100 * self.neuron_utilisation:.1f}%)",
+            f"synapses: {self.synapses}, synaptic memory {self.synaptic_memory_bits / 8192:.1f} KiB "
+            f"(utilisation of used cores {mem})",
+        ]
+        a = self.activity
+        if a is not None:
+            lines += [
+                "",
+                f"per inference ({a.steps} time steps, mean over {a.samples} samples) - {a.label}:",
+                f"  synaptic ops: {a.synaptic_ops:.4g}   neuron updates: {a.neuron_updates}",
+                "  energy: " + ("n/a (no published per-op energy for this target)" if a.energy_pj is None
+                                else f"{a.energy_pj / 1e3:.4g} nJ (synaptic {a.synaptic_energy_pj / 1e3:.4g} nJ"
+                                     f" + neuron {a.neuron_energy_pj / 1e3:.4g} nJ)"),
+                "  time: " + ("n/a (no published time per step for this target)" if a.time_us is None
+                              else f"{a.time_us:.4g} us"),
+            ]
+        for n in self.notes + (a.notes if a is not None else ()):
+            lines.append(f"note: {n}")
+        return "\n".join(lines)
+
+
+def _block_kind(layer) -> str:
+    if isinstance(layer, Dense):
+        return "dense_rec" if layer.weight_rec is not None else "dense"
+    return type(layer).__name__.lower()
+
+
+@dataclass
+class _Geometry:
+    index: int
+    kind: str
+    neurons: int
+    fan_in: int
+    synapses: int
+    nonzero: int
+    presynaptic: int  # distinct presynaptic neurons reaching the layer
+    weight_bits: int
+    conv: bool
+    fan_out_in: np.ndarray = field(default=None)  # stored synapses per presynaptic neuron
+    layer: object = None
+    in_shape: Tuple[int, ...] = ()
+
+
+def _conv_fan_in(layer: Conv) -> int:
+    return int(layer.weight.shape[1] * layer.weight.shape[2] * layer.weight.shape[3])
+
+
+def _geometry(network: Network, count_zero_weights: bool) -> List[_Geometry]:
+    out: List[_Geometry] = []
+    prev = int(np.prod(network.input_shape))
+    prev_shape = tuple(network.input_shape)
+    for i, layer in enumerate(network.layers):
+        kind = _block_kind(layer)
+        if isinstance(layer, Flatten):
+            prev_shape = (prev,)
+            continue
+        if isinstance(layer, Input):
+            n = layer.num_neurons
+            g = _Geometry(i, kind, n, 1, 0, 0, n, 1, False, np.zeros(prev))
+        elif isinstance(layer, Dense):
+            n, w = layer.num_neurons, layer.weight
+            mats = [w] + ([layer.weight_rec] if layer.weight_rec is not None else [])
+            stored = sum(m.size for m in mats) if count_zero_weights else sum(int(np.count_nonzero(m)) for m in mats)
+            nonzero = sum(int(np.count_nonzero(m)) for m in mats)
+            per_pre = (np.full(w.shape[1], w.shape[0], dtype=np.int64) if count_zero_weights
+                       else np.count_nonzero(w, axis=0))
+            bits = max(weight_bits_needed(m) for m in mats)
+            g = _Geometry(i, kind, n, sum(m.shape[1] for m in mats), stored, nonzero,
+                          sum(m.shape[1] for m in mats), bits, False, per_pre)
+        elif isinstance(layer, Conv):
+            n = layer.num_neurons
+            k = _conv_fan_in(layer)
+            positions = int(np.prod(layer.shape[1:])) if len(layer.shape) > 1 else 1
+            stored_kernel = layer.weight.size if count_zero_weights else int(np.count_nonzero(layer.weight))
+            stored = stored_kernel * positions
+            nonzero = int(np.count_nonzero(layer.weight)) * positions
+            per_pre = np.full(prev, stored / max(prev, 1))
+            g = _Geometry(i, kind, n, k, stored, nonzero, prev, weight_bits_needed(layer.weight),
+                          True, per_pre)
+        else:  # pragma: no cover - Network admits only the block types above
+            raise TypeError(f"layer {i}: cannot map block {type(layer).__name__}")
+        g.layer, g.in_shape = layer, prev_shape
+        out.append(g)
+        prev = g.neurons
+        prev_shape = tuple(layer.shape)
+    return out
+
+
+def _conv_tile(layer: Conv, neurons_on_core: int) -> Tuple[int, int, int]:
+    """(channels, rows, cols) of output neurons on one core, assuming the compiler
+    packs all output channels of a compact spatial tile together."""
+    c_out = layer.shape[0]
+    h, w = (layer.shape[1], layer.shape[2]) if len(layer.shape) == 3 else (1, 1)
+    channels = min(neurons_on_core, c_out)
+    positions = max(1, _ceil_div(neurons_on_core, c_out))
+    rows = min(h, int(math.ceil(math.sqrt(positions))))
+    cols = min(w, _ceil_div(positions, rows))
+    return channels, rows, cols
+
+
+def conv_input_axons(layer: Conv, in_shape: Tuple[int, ...], neurons_on_core: int) -> int:
+    """Estimated distinct presynaptic neurons reaching one core of a conv layer
+    holding ``neurons_on_core`` neurons: the receptive field of a compact output
+    tile (all channels of a spatial tile), capped at the presynaptic layer size."""
+    c_in = in_shape[0]
+    h_in, w_in = (in_shape[1], in_shape[2]) if len(in_shape) == 3 else (1, 1)
+    channels, rows, cols = _conv_tile(layer, neurons_on_core)
+    (sh, sw), (dh, dw) = layer.stride, layer.dilation
+    kh, kw = layer.weight.shape[2], layer.weight.shape[3]
+    field_rows = min(h_in, (rows - 1) * sh + dh * (kh - 1) + 1)
+    field_cols = min(w_in, (cols - 1) * sw + dw * (kw - 1) + 1)
+    per_group_out = max(1, layer.shape[0] // layer.groups)
+    groups_hit = min(layer.groups, _ceil_div(channels, per_group_out))
+    in_channels = min(c_in, groups_hit * (c_in // layer.groups))
+    return int(min(int(np.prod(in_shape)), field_rows * field_cols * in_channels))
+
+
+def _conv_destinations(layer: Conv, cores: int) -> int:
+    """Estimated cores of a conv layer one presynaptic neuron projects to: the
+    output positions its kernel window covers (all channels), spread over cores
+    holding ``neurons / cores`` neurons each, plus one for a tile boundary."""
+    kh, kw = layer.weight.shape[2], layer.weight.shape[3]
+    (sh, sw) = layer.stride
+    reached = _ceil_div(kh, sh) * _ceil_div(kw, sw) * (layer.shape[0] // layer.groups)
+    per_core = _ceil_div(layer.num_neurons, cores)
+    return int(min(cores, _ceil_div(reached, per_core) + 1))
+
+
+# --- checks -------------------------------------------------------------------
+def check_bit_widths(network: Network, hw: HardwareConfig) -> None:
+    """Raise :class:`MappingError` for the first parameter beyond the target's bit
+    widths (weights, bias mantissa, threshold, delays, graded spikes, state)."""
+    if hw.state_bits < fx.STATE_BITS:
+        raise MappingError(f"{hw.name}: neuron state is {hw.state_bits} bit ('state_bits'), but the "
+                           f"network's CUBA state is {fx.STATE_BITS} bit", None, "state_bits",
+                           fx.STATE_BITS, hw.state_bits)
+    bias_lo, bias_hi = -(1 << (hw.bias_mantissa_bits - 1)), (1 << (hw.bias_mantissa_bits - 1)) - 1
+    th_hi = (1 << hw.threshold_bits) - 1
+    for i, layer in enumerate(network.layers):
+        kind = _block_kind(layer)
+        where = f"layer {i} ({kind})"
+        mats = []
+        if isinstance(layer, Dense):
+            mats = [("weight", layer.weight)] + ([("weight_rec", layer.weight_rec)]
+                                                 if layer.weight_rec is not None else [])
+        elif isinstance(layer, Conv):
+            mats = [("weight", layer.weight)]
+        for name, w in mats:
+            eff = fx.effective_weights(w)
+            if not np.array_equal(eff, w):
+                bad = tuple(np.argwhere(eff != w)[0])
+                raise MappingError(f"{where}: {name}{list(bad)} = {w[bad]} is not an 8-bit Loihi weight "
+                                   f"(Lava's Dense would use {eff[bad]})", i, "weight_bits", int(w[bad]), 8)
+            need = weight_bits_needed(w)
+            if need > hw.weight_bits:
+                raise MappingError(f"{where}: {name} needs {need} weight bits, {hw.name} has "
+                                   f"{hw.weight_bits} ('weight_bits')", i, "weight_bits", need, hw.weight_bits)
+        bias = getattr(layer, "bias", None)
+        if bias is not None and bias.size and (bias.min() < bias_lo or bias.max() > bias_hi):
+            v = int(bias.min() if bias.min() < bias_lo else bias.max())
+            raise MappingError(f"{where}: bias mantissa {v} is outside {hw.name}'s "
+                               f"{hw.bias_mantissa_bits}-bit signed range [{bias_lo}, {bias_hi}] "
+                               "('bias_mantissa_bits')", i, "bias_mantissa_bits", v, bias_hi)
+        neuron = getattr(layer, "neuron", None)
+        th = getattr(neuron, "threshold", None)
+        if th is not None and not 0 <= int(th) <= th_hi:
+            raise MappingError(f"{where}: threshold {th} is outside {hw.name}'s {hw.threshold_bits}-bit "
+                               f"unsigned range [0, {th_hi}] ('threshold_bits')", i, "threshold_bits",
+                               int(th), th_hi)
+        graded = isinstance(neuron, SigmaDeltaNeuron) or (isinstance(neuron, CubaNeuron) and neuron.graded_spike)
+        if graded and hw.spike_payload_bits <= 1:
+            raise MappingError(f"{where}: graded spikes need a spike payload, {hw.name} has binary "
+                               f"spikes only ('spike_payload_bits' = {hw.spike_payload_bits})", i,
+                               "spike_payload_bits", 2, hw.spike_payload_bits)
+        delay = getattr(layer, "delay", None)
+        if delay is not None and delay.size and (delay.min() < 0 or delay.max() > hw.max_delay_steps):
+            v = int(delay.max() if delay.max() > hw.max_delay_steps else delay.min())
+            raise MappingError(f"{where}: delay {v} steps is outside {hw.name}'s range "
+                               f"[0, {hw.max_delay_steps}] ('max_delay_steps')", i, "max_delay_steps",
+                               v, hw.max_delay_steps)
+
+
+def _ceil_div(a: float, b: float) -> int:
+    return int(math.ceil(a / b))
+
+
+def map_network(network: Network, hw: HardwareConfig, count_zero_weights: bool = True) -> MappingReport:
+    """Place ``network`` on ``hw``; raise :class:`MappingError` if it does not fit.
+
+    count_zero_weights: count every entry of a dense matrix as a stored synapse
+    (default; see the module docstring) or only nonzero weights.
+    """
+    check_bit_widths(network, hw)
+    geo = _geometry(network, count_zero_weights)
+    mem_core = hw.synaptic_memory_bits_per_core
+    syn_bits = lambda g: g.weight_bits + hw.synapse_overhead_bits  # noqa: E731
+    placements: List[Optional[LayerPlacement]] = [None] * len(geo)
+    next_cores = None  # cores of the following layer (None: output to the host)
+    for j in range(len(geo) - 1, -1, -1):
+        g = geo[j]
+        where = f"layer {g.index} ({g.kind})"
+        need: Dict[str, int] = {"neurons": _ceil_div(g.neurons, hw.neurons_per_core)}
+        # synaptic memory
+        if mem_core is not None and g.synapses:
+            one = g.fan_in * syn_bits(g)
+            if one > mem_core:
+                raise MappingError(f"{where}: one neuron's {g.fan_in} synapses x {syn_bits(g)} bits = {one} "
+                                   f"bits exceed {hw.name}'s synaptic memory per core ({mem_core} bits, "
+                                   "'synaptic_memory_kib_per_core')", g.index, "synaptic_memory_kib_per_core",
+                                   one, mem_core)
+            need["synaptic memory"] = _ceil_div(g.synapses * syn_bits(g), mem_core)
+        # input axons
+        if hw.input_axons_per_core is not None:
+            if g.kind == "input":
+                need["input axons"] = _ceil_div(g.neurons, hw.input_axons_per_core)
+            elif g.conv:
+                limit = hw.input_axons_per_core
+                if conv_input_axons(g.layer, g.in_shape, 1) > limit:
+                    raise MappingError(f"{where}: fan-in {g.fan_in} exceeds {hw.name}'s {limit} input "
+                                       "axons per core ('input_axons_per_core')", g.index,
+                                       "input_axons_per_core", g.fan_in, limit)
+                c = 1
+                while conv_input_axons(g.layer, g.in_shape, _ceil_div(g.neurons, c)) > limit:
+                    c = min(g.neurons, max(c + 1, int(c * 1.25)))
+                need["input axons"] = c
+            elif g.presynaptic > hw.input_axons_per_core:
+                raise MappingError(f"{where}: fan-in {g.presynaptic} presynaptic neurons exceeds {hw.name}'s "
+                                   f"{hw.input_axons_per_core} input axons per core ('input_axons_per_core'); "
+                                   "every core of a dense layer receives every presynaptic neuron",
+                                   g.index, "input_axons_per_core", g.presynaptic, hw.input_axons_per_core)
+        # output axons
+        dest = 1 if next_cores is None else (
+            _conv_destinations(geo[j + 1].layer, next_cores) if geo[j + 1].conv else next_cores)
+        if hw.output_axons_per_core is not None:
+            if dest > hw.output_axons_per_core:
+                raise MappingError(f"{where}: each neuron projects to {dest} cores, more than {hw.name}'s "
+                                   f"{hw.output_axons_per_core} output axons per core "
+                                   "('output_axons_per_core')", g.index, "output_axons_per_core",
+                                   dest, hw.output_axons_per_core)
+            need["output axons"] = _ceil_div(g.neurons * dest, hw.output_axons_per_core)
+        limited_by = max(need, key=lambda k: need[k])
+        cores = max(1, need[limited_by])
+        per_core = _ceil_div(g.neurons, cores)
+        in_ax = per_core if g.kind == "input" else (
+            conv_input_axons(g.layer, g.in_shape, per_core) if g.conv else g.presynaptic)
+        placements[j] = LayerPlacement(
+            index=g.index, kind=g.kind, neurons=g.neurons, fan_in=g.fan_in, synapses=g.synapses,
+            nonzero_synapses=g.nonzero, weight_bits=g.weight_bits,
+            synaptic_memory_bits=g.synapses * syn_bits(g) if g.synapses else 0, cores=cores,
+            neurons_per_core=per_core,
+            synaptic_memory_bits_per_core=_ceil_div(g.synapses * syn_bits(g), cores) if g.synapses else 0,
+            input_axons_per_core=in_ax, output_axons_per_core=per_core * dest, limited_by=limited_by)
+        next_cores = cores
+    layers = tuple(placements)
+    total_cores = sum(p.cores for p in layers)
+    chips_used = _ceil_div(total_cores, hw.cores_per_chip)
+    if total_cores > hw.cores:
+        worst = max(layers, key=lambda p: p.cores)
+        raise MappingError(f"{network.name}: needs {total_cores} cores, {hw.name} has {hw.cores} "
+                           f"({hw.chips} chip(s) x {hw.cores_per_chip} cores, 'chips'/'cores_per_chip'); "
+                           f"largest: layer {worst.index} ({worst.kind}) with {worst.cores} cores",
+                           worst.index, "cores_per_chip", total_cores, hw.cores)
+    neurons = sum(p.neurons for p in layers)
+    synapses = sum(p.synapses for p in layers)
+    if hw.neurons_per_chip is not None and neurons > hw.neurons_per_chip * hw.chips:
+        raise MappingError(f"{network.name}: {neurons} neurons exceed {hw.name}'s "
+                           f"{hw.neurons_per_chip * hw.chips} ('neurons_per_chip' x chips)", None,
+                           "neurons_per_chip", neurons, hw.neurons_per_chip * hw.chips)
+    if hw.synapses_per_chip is not None and synapses > hw.synapses_per_chip * hw.chips:
+        worst = max(layers, key=lambda p: p.synapses)
+        raise MappingError(f"{network.name}: {synapses} synapses exceed {hw.name}'s "
+                           f"{hw.synapses_per_chip * hw.chips} ('synapses_per_chip' x chips); largest: "
+                           f"layer {worst.index} ({worst.kind}) with {worst.synapses}", worst.index,
+                           "synapses_per_chip", synapses, hw.synapses_per_chip * hw.chips)
+    mem_bits = sum(p.synaptic_memory_bits for p in layers)
+    notes = []
+    if hw.input_axons_per_core is None or hw.output_axons_per_core is None:
+        notes.append(f"{hw.name}: axon limits per core are not published; axon checks skipped")
+    if hw.synaptic_memory_kib_per_core is None:
+        notes.append(f"{hw.name}: synaptic memory per core is not published; memory check skipped")
+    if count_zero_weights:
+        notes.append("dense synapses counted as full matrices (zero weights included)")
+    if any(p.kind == "conv" for p in layers):
+        notes.append("conv synapses counted expanded (no weight sharing), an upper bound")
+    return MappingReport(
+        network=network.name, hardware=hw.name, layers=layers, total_cores=total_cores,
+        chips_used=chips_used, chips_available=hw.chips, cores_available=hw.cores,
+        neurons=neurons, synapses=synapses, synaptic_memory_bits=mem_bits,
+        neuron_utilisation=neurons / (total_cores * hw.neurons_per_core),
+        synaptic_memory_utilisation=None if mem_core is None else mem_bits / (total_cores * mem_core),
+        core_utilisation=total_cores / hw.cores, notes=tuple(notes))
+
+
+# --- activity -> ops -> energy (pure arithmetic) -------------------------------
+SpikeCounts = Union[float, np.ndarray]
+
+
+def synaptic_ops(spike_counts: Sequence[SpikeCounts], fan_outs: Sequence[SpikeCounts]) -> float:
+    """Synaptic events = sum over presynaptic populations k of
+    ``sum_j spikes_k[j] * fan_out_k[j]`` (one event per spike per outgoing synapse).
+
+    spike_counts[k]: spikes of population k (per neuron array, or a total when
+    fan_outs[k] is a scalar mean fan-out); fan_outs[k]: outgoing stored synapses
+    per neuron of population k.
+    """
+    if len(spike_counts) != len(fan_outs):
+        raise ValueError(f"{len(spike_counts)} spike-count populations but {len(fan_outs)} fan-outs")
+    total = 0.0
+    for k, (s, f) in enumerate(zip(spike_counts, fan_outs)):
+        s, f = np.asarray(s, dtype=np.float64), np.asarray(f, dtype=np.float64)
+        if f.ndim == 0:
+            total += float(s.sum() * f)
+        else:
+            if s.shape != f.shape:
+                raise ValueError(f"population {k}: spike counts shape {s.shape} != fan-out shape {f.shape}")
+            total += float(s @ f)
+    return total
+
+
+def neuron_updates(neurons: Sequence[int], steps: int) -> int:
+    """Every neuron is updated every time step (the chip's time-stepped dynamics)."""
+    return int(sum(int(n) for n in neurons) * int(steps))
+
+
+def estimate_energy(n_synaptic_ops: float, n_neuron_updates: int,
+                    hw: HardwareConfig) -> Tuple[Optional[float], Optional[float], Optional[float]]:
+    """(synaptic pJ, neuron pJ, total pJ): ops x the config's pJ per op; None where
+    the config has no published figure (total needs both)."""
+    syn = None if hw.energy_per_synaptic_op_pj is None else n_synaptic_ops * hw.energy_per_synaptic_op_pj
+    neu = None if hw.energy_per_neuron_update_pj is None else n_neuron_updates * hw.energy_per_neuron_update_pj
+    total = None if syn is None or neu is None else syn + neu
+    return syn, neu, total
+
+
+def network_fan_outs(network: Network, count_zero_weights: bool = True) -> List[Tuple[str, np.ndarray]]:
+    """(population, fan-out per neuron) for every presynaptic population: 'input'
+    (the input stream) and each neuron block's index. A dense_rec block's neurons
+    also project onto themselves. The input stream into an input block and the
+    last block's output carry no synapses (fan-out 0)."""
+    geo = _geometry(network, count_zero_weights)
+    names = ["input"] + [str(g.index) for g in geo]
+    fan = [g.fan_out_in.astype(np.float64) for g in geo]  # population k feeds block k
+    fan.append(np.zeros(geo[-1].neurons))  # the last block's spikes go to the host
+    for k, g in enumerate(geo):
+        layer = network.layers[g.index]
+        if isinstance(layer, Dense) and layer.weight_rec is not None:
+            fan[k + 1] = fan[k + 1] + (
+                np.full(layer.num_neurons, layer.num_neurons, dtype=np.float64) if count_zero_weights
+                else np.count_nonzero(layer.weight_rec, axis=0).astype(np.float64))
+    return list(zip(names, fan))
+
+
+def estimate_activity(network: Network, hw: HardwareConfig, spikes: Dict[str, np.ndarray],
+                      steps: int, samples: int = 1, count_zero_weights: bool = True) -> ActivityEstimate:
+    """Per-sample synaptic ops, neuron updates and the energy/time estimate from
+    per-neuron spike counts per sample: ``spikes['input']`` (input stream events)
+    and ``spikes[str(i)]`` for each neuron block i (arrays of shape (neurons,))."""
+    pops = network_fan_outs(network, count_zero_weights)
+    missing = [name for name, _ in pops if name not in spikes]
+    if missing:
+        raise ValueError(f"spike counts missing for population(s) {missing}")
+    counts = [np.asarray(spikes[name], dtype=np.float64).reshape(-1) for name, _ in pops]
+    ops = synaptic_ops(counts, [f for _, f in pops])
+    neurons = [p.num_neurons for _, p in network.neuron_layers]
+    updates = neuron_updates(neurons, steps)
+    syn, neu, total = estimate_energy(ops, updates, hw)
+    time_us = None if hw.time_per_step_us is None else steps * hw.time_per_step_us
+    notes = ["input-stream events into an input block are injected by the host / embedded cores "
+             "and not counted as synaptic ops"] if network.has_input_layer else []
+    notes.append("neuron updates assume every neuron is updated every step")
+    return ActivityEstimate(steps=int(steps), samples=int(samples),
+                            spikes={name: float(c.sum()) for (name, _), c in zip(pops, counts)},
+                            synaptic_ops=ops, neuron_updates=updates, synaptic_energy_pj=syn,
+                            neuron_energy_pj=neu, energy_pj=total, time_us=time_us, notes=tuple(notes))
+
+
+def spikes_from_simulation(network: Network, inputs: np.ndarray) -> Dict[str, np.ndarray]:
+    """Per-neuron spike counts per sample (mean over samples) from the bit-accurate
+    simulator, each sample run independently on Lava's timeline as the pipeline and
+    the chip run it (:mod:`neurodeploy.sim.samples`: zero padding, state reset
+    every P steps). Neuron layer l's spikes for a sample are counted in its own
+    P-step window, which starts l steps after the sample (one step per layer).
+    Uses only ``simulate(network, inputs, steps, reset_interval, record=True)`` and
+    its ``s/<i>`` records (batch, neurons, steps). Nonzero graded values count once.
+
+    inputs: (samples, *input_shape, P) or (*input_shape, P).
+    """
+    from neurodeploy.sim.samples import sample_stream, stream_steps
+    from neurodeploy.sim.simulator import simulate
+
+    x = np.asarray(inputs)
+    if x.ndim == len(network.input_shape) + 1:
+        x = x[None]
+    p = x.shape[-1]
+    layers = network.neuron_layers
+    streams = np.stack([sample_stream(sample[None]) for sample in x])
+    res = simulate(network, streams, steps=stream_steps(1, p, len(layers)), reset_interval=p, record=True)
+    counts = {"input": np.count_nonzero(x.reshape(x.shape[0], -1, p), axis=-1).mean(axis=0)}
+    for l, (i, _) in enumerate(layers):
+        key = f"s/{i}"
+        if key not in res.records:
+            raise KeyError(f"the simulator recorded no spikes for layer {i} ('{key}')")
+        s = np.asarray(res.records[key])
+        s = s.reshape(s.shape[0], -1, s.shape[-1])[..., p + l: 2 * p + l]
+        counts[str(i)] = np.count_nonzero(s, axis=-1).mean(axis=0)
+    return counts
+
+
+def hardware_metrics(network: Network, hw: HardwareConfig, inputs: Optional[np.ndarray] = None) -> dict:
+    """The ``hardware`` entry of a run's metrics.json: the mapping, and the activity
+    estimate when ``inputs`` (samples, *input_shape, P) are given (P time steps
+    per sample = per inference), and ``fits: True``. Raises
+    :class:`MappingError` when the network does not fit."""
+    report = map_network(network, hw)
+    activity_error = None
+    if inputs is not None:
+        x = np.asarray(inputs)
+        steps = int(x.shape[-1])
+        samples = x.shape[0] if x.ndim == len(network.input_shape) + 2 else 1
+        try:
+            spikes = spikes_from_simulation(network, x)
+        except NotImplementedError as e:  # a block the simulator does not run yet
+            activity_error = f"no activity estimate: the simulator cannot run this network ({e})"
+        else:
+            report = report.with_activity(estimate_activity(network, hw, spikes, steps, samples))
+    d = report.to_dict()
+    d["fits"] = True
+    if activity_error:
+        d["notes"].append(activity_error)
+    d["config"] = hw.to_dict()
+    return d
