@@ -84,7 +84,9 @@ class LavaConfig(_Strict):
 
 
 class HardwareConfigRef(_Strict):
-    config: Optional[str] = None  # path to a hw_configs/*.yaml for the resource report
+    # hw_configs/ name or path of the target for the resource/energy report (None: skip)
+    config: Optional[str] = "loihi2"
+    activity_samples: int = Field(32, ge=0)  # test samples simulated for the activity estimate
 
 
 class RunConfig(_Strict):

@@ -218,6 +218,16 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
         "history": history.as_dict(),
     }
 
+    if cfg.hardware.config is not None:
+        from neurodeploy.hardware.config import load_hardware_config
+        from neurodeploy.hardware.mapper import MappingError, hardware_metrics
+        try:
+            hw = load_hardware_config(cfg.hardware.config)
+            metrics["hardware"] = hardware_metrics(network, hw, test_samples[:cfg.hardware.activity_samples])
+        except MappingError as e:
+            metrics["hardware"] = {"fits": False, "error": str(e)}
+            log(f"hardware: does not fit {cfg.hardware.config}: {e}")
+
     if cfg.lava.enabled:
         from neurodeploy.lava_adapter import lava_available
         if not lava_available():
@@ -271,6 +281,17 @@ def summary(m: dict, out_dir: Path) -> str:
             fm = ag["first_mismatch"]
             lines.append(f"              first difference: sample {fm['sample']}, neuron {fm['neuron']}, step {fm['step']} "
                          f"(quantized {fm['quantized']}, lava {fm['lava']})")
+    hw = m.get("hardware")
+    if hw:
+        if hw.get("fits"):
+            act = hw.get("activity") or {}
+            energy = act.get("energy_pj")
+            lines.append(f" hardware     {hw['hardware']}: {hw['total_cores']} cores on {hw['chips_used']} chip(s), "
+                         f"{act.get('synaptic_ops', 0):.0f} synaptic ops/inference"
+                         + (f", ~{energy / 1000:.1f} nJ/inference (estimate)" if energy is not None
+                            else ", energy: no published per-op figures for this target"))
+        else:
+            lines.append(f" hardware     DOES NOT FIT: {hw['error']}")
     lines.append(" timings      " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
     lines.append(f" written to   {out_dir}/ (model.net, metrics.json, training.png, raster.png)")
     return "\n".join(lines)
