@@ -56,6 +56,34 @@ class LavaRun:
     probes: Dict[str, np.ndarray]
 
 
+def _build_network(netx, path, stream: np.ndarray, reset_interval, reset_offset):
+    """lava-dl netx Network for ``path``; a file whose first block is a conv has no
+    record of its input shape, so it is taken from the stream (netx order)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        first = f["layer/0/type"][0].decode("ascii")
+    kwargs = {} if first in ("input", "dense", "dense_rec") else {"input_shape": tuple(stream.shape[:-1])}
+    return netx.hdf5.Network(net_config=str(path), reset_interval=reset_interval,
+                             reset_offset=reset_offset, **kwargs)
+
+
+def _wire(netx, io, path, stream: np.ndarray, steps: int, reset_interval, reset_offset):
+    """Build the netx network and connect a RingBuffer source where netx feeds
+    input (``net.inp``, or the input layer's neuron ``a_in``) and a sink on ``net.out``."""
+    net = _build_network(netx, path, stream, reset_interval, reset_offset)
+    has_input_layer = type(net.layers[0]).__name__ == "Input"
+    target = net.layers[0].neuron.a_in if has_input_layer else net.inp
+    if tuple(stream.shape[:-1]) != tuple(target.shape):
+        raise ValueError(f"input stream shape {stream.shape[:-1]} does not match the network's "
+                         f"input port shape {tuple(target.shape)} (netx order, time last)")
+    source = io.source.RingBuffer(data=np.asarray(stream).astype(np.int32))
+    sink = io.sink.RingBuffer(shape=net.out.shape, buffer=steps)
+    source.s_out.connect(target)
+    net.out.connect(sink.a_in)
+    return net, sink
+
+
 def run_netx(
     path: os.PathLike,
     stream: np.ndarray,
@@ -73,17 +101,7 @@ def run_netx(
     """
     netx, RunSteps, Loihi2SimCfg, io = _import_lava()
     steps = int(stream.shape[-1] if steps is None else steps)
-    net = netx.hdf5.Network(net_config=str(path), reset_interval=reset_interval,
-                            reset_offset=reset_offset)
-    has_input_layer = type(net.layers[0]).__name__ == "Input"
-    target = net.layers[0].neuron.a_in if has_input_layer else net.inp
-    if tuple(stream.shape[:-1]) != tuple(target.shape):
-        raise ValueError(f"input stream shape {stream.shape[:-1]} does not match the network's "
-                         f"input port shape {tuple(target.shape)} (netx order, time last)")
-    source = io.source.RingBuffer(data=np.asarray(stream).astype(np.int32))
-    sink = io.sink.RingBuffer(shape=net.out.shape, buffer=steps)
-    source.s_out.connect(target)
-    net.out.connect(sink.a_in)
+    net, sink = _wire(netx, io, path, stream, steps, reset_interval, reset_offset)
     try:
         net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
         out = sink.data.get()
@@ -189,17 +207,7 @@ def run_netx_on_loihi(path: os.PathLike, stream: np.ndarray, steps: Optional[int
             callbacks = [power, runtime]
         except Exception as e:  # profiler API differs between lava-loihi releases
             notes.append(f"lava-loihi profiler unavailable ({e}); no time/energy measured")
-    net = netx.hdf5.Network(net_config=str(path), reset_interval=reset_interval,
-                            reset_offset=reset_offset)
-    has_input_layer = type(net.layers[0]).__name__ == "Input"
-    target = net.layers[0].neuron.a_in if has_input_layer else net.inp
-    if tuple(stream.shape[:-1]) != tuple(target.shape):
-        raise ValueError(f"input stream shape {stream.shape[:-1]} does not match the network's "
-                         f"input port shape {tuple(target.shape)} (netx order, time last)")
-    source = io.source.RingBuffer(data=np.asarray(stream).astype(np.int32))
-    sink = io.sink.RingBuffer(shape=net.out.shape, buffer=steps)
-    source.s_out.connect(target)
-    net.out.connect(sink.a_in)
+    net, sink = _wire(netx, io, path, stream, steps, reset_interval, reset_offset)
     try:
         net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2HwCfg(callback_fxs=callbacks))
         out = sink.data.get()
