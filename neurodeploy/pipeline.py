@@ -29,6 +29,9 @@ from neurodeploy.train.loop import History, evaluate, fit
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
 
 
+DEPLOY_SAMPLES = 512  # encoded test samples written to test_data.npz
+
+
 class OutputDirError(OSError):
     """The output directory cannot be created or written."""
 
@@ -204,6 +207,10 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
     timings["export"] = time.perf_counter() - t0
     q_out = quantized_outputs(network, test_samples)
     q_acc = float((predictions(q_out) == labels).mean())
+    # encoded test samples in the Lava port's order, for `neurodeploy deploy/bundle --data`
+    keep = min(len(test_samples), DEPLOY_SAMPLES)
+    np.savez_compressed(out_dir / "test_data.npz", inputs=test_samples[:keep].astype(np.int16),
+                        labels=labels[:keep])
 
     metrics = {
         "name": cfg.name,
