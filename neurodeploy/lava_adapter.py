@@ -34,8 +34,15 @@ def _import_lava():
     # library (tqdm's lock, for one) already fixed the context: release it first.
     if multiprocessing.get_start_method(allow_none=True) is not None:
         multiprocessing.set_start_method(None, force=True)
+    import contextlib
+    import io as _io
+    import logging
+
+    # lava-dl prints a Prophesee toolbox notice and torch warns about CUDA_HOME at import
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
-        from lava.lib.dl import netx
+        with contextlib.redirect_stdout(_io.StringIO()):
+            from lava.lib.dl import netx
         from lava.magma.core.run_conditions import RunSteps
         from lava.magma.core.run_configs import Loihi2SimCfg
         from lava.proc import io
