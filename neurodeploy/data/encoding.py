@@ -49,10 +49,12 @@ def latency_encode(intensity: np.ndarray, steps: int) -> np.ndarray:
 
 
 def bin_events(times: np.ndarray, units: np.ndarray, n_units: int, steps: int, window: float,
-               counts: bool = False) -> np.ndarray:
+               counts: bool = False, out: np.ndarray = None) -> np.ndarray:
     """Events (``times`` in the same unit as ``window``, from 0; ``units`` in
     [0, n_units)) -> (steps, n_units) float32: bin ``floor(t * steps / window)``;
-    events outside [0, window) dropped; counts clipped to 1 unless ``counts``."""
+    events outside [0, window) dropped; counts clipped to 1 unless ``counts``.
+    ``out``: a zeroed, C-contiguous float32 array of ``steps * n_units`` elements (any
+    shape) to write into instead of allocating (a batch's row); it is returned."""
     times = np.asarray(times, dtype=np.float64).reshape(-1)
     units = np.asarray(units, dtype=np.int64).reshape(-1)
     if times.shape != units.shape:
@@ -65,6 +67,13 @@ def bin_events(times: np.ndarray, units: np.ndarray, n_units: int, steps: int, w
     keep = (times >= 0) & (times < window)
     b = np.floor(times[keep] * steps / window).astype(np.int64)
     b = np.minimum(b, steps - 1)  # guards t just below window rounding up to `steps`
-    flat = np.bincount(b * n_units + units[keep], minlength=steps * n_units)
-    out = flat.reshape(steps, n_units).astype(np.float32)
-    return out if counts else np.minimum(out, np.float32(1.0))
+    if out is None:
+        out = np.zeros((steps, n_units), dtype=np.float32)
+    elif out.size != steps * n_units or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"bin_events: out must be C-contiguous float32 with {steps * n_units} elements")
+    flat = out.reshape(-1)  # a view: writes land in out
+    if counts:
+        np.add.at(flat, b * n_units + units[keep], np.float32(1.0))
+    else:
+        flat[b * n_units + units[keep]] = 1.0
+    return out

@@ -104,8 +104,9 @@ def list_split(directory: Path, split: int) -> Tuple[List[Path], np.ndarray]:
     return files, np.asarray(labels, dtype=np.int64)
 
 
-def encode_file(path, spec: DataSpec) -> np.ndarray:
-    """One recording -> (steps, C, 34, 34) float32 spikes (C = 2 split, 1 merged)."""
+def encode_file(path, spec: DataSpec, out: np.ndarray = None) -> np.ndarray:
+    """One recording -> (steps, C, 34, 34) float32 spikes (C = 2 split, 1 merged),
+    written into ``out`` (zeroed) when given."""
     x, y, polarity, t = read_events(path)
     window = DEFAULT_WINDOW_US if spec.window is None else spec.window
     pixel = y.astype(np.int64) * SENSOR + x
@@ -113,8 +114,10 @@ def encode_file(path, spec: DataSpec) -> np.ndarray:
         channels, units = 2, polarity.astype(np.int64) * SENSOR * SENSOR + pixel
     else:
         channels, units = 1, pixel
-    out = bin_events(t, units, channels * SENSOR * SENSOR, spec.steps, window, counts=spec.counts)
-    return out.reshape(spec.steps, channels, SENSOR, SENSOR)
+    if out is None:
+        out = np.zeros((spec.steps, channels, SENSOR, SENSOR), dtype=np.float32)
+    bin_events(t, units, channels * SENSOR * SENSOR, spec.steps, window, counts=spec.counts, out=out)
+    return out
 
 
 def load_splits(spec: DataSpec):
@@ -127,7 +130,10 @@ def load_splits(spec: DataSpec):
         files = [files[i] for i in keep]
 
         def encode(i, files=files):
-            return np.stack([encode_file(files[k], spec) for k in i])
+            out = np.zeros((len(i), spec.steps, channels, SENSOR, SENSOR), dtype=np.float32)
+            for row, k in enumerate(i):
+                encode_file(files[k], spec, out=out[row])
+            return out
 
         splits.append(SpikeDataset(encode, labels[keep], (channels, SENSOR, SENSOR), NUM_CLASSES, spec.steps,
                                    name=f"nmnist/{SPLIT_DIRS[split].lower()}"))

@@ -96,8 +96,11 @@ def read_samples(path: Path, indices):
 def encode_samples(path: Path, indices, spec: DataSpec) -> np.ndarray:
     """Samples at ``indices`` of the file -> (n, steps, 700) float32."""
     window = DEFAULT_WINDOW_S if spec.window is None else spec.window
-    return np.stack([bin_events(t, u, CHANNELS, spec.steps, window, counts=spec.counts)
-                     for t, u in read_samples(path, indices)])
+    samples = read_samples(path, indices)
+    out = np.zeros((len(samples), spec.steps, CHANNELS), dtype=np.float32)
+    for row, (t, u) in enumerate(samples):
+        bin_events(t, u, CHANNELS, spec.steps, window, counts=spec.counts, out=out[row])
+    return out
 
 
 def load_splits(spec: DataSpec):
