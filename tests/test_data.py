@@ -54,7 +54,8 @@ def test_bin_events_bins_by_floor_drops_outside_window_and_clips_or_counts():
     counts[1, 0] = 2  # t=25 and t=30 on unit 0
     assert np.array_equal(bin_events(times, units, 3, 4, 100, counts=True), counts)
     row = np.zeros((2, 4, 3), np.float32)  # a batch; bin into row 1 in place
-    assert bin_events(times, units, 3, 4, 100, out=row[1]) is row[1]
+    target = row[1]
+    assert bin_events(times, units, 3, 4, 100, out=target) is target
     assert np.array_equal(row[1], expected) and not row[0].any()
     with pytest.raises(ValueError, match="units"):
         bin_events([1.0], [3], 3, 4, 100)
