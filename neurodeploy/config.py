@@ -32,6 +32,8 @@ class DataConfig(_Strict):
     window: Optional[float] = Field(None, gt=0)  # event data: time span binned into `steps`
     test_fraction: float = Field(0.2, gt=0, lt=1)  # digits only
     limit: Optional[int] = Field(None, ge=1)  # samples per split, for quick runs
+    polarity: Literal["split", "merge"] = "split"  # N-MNIST: 2 polarity channels, or merged
+    counts: bool = False  # event data: bins hold event counts instead of 0/1 spikes
 
 
 class NeuronConfig(_Strict):

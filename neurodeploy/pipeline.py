@@ -30,6 +30,7 @@ from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
 
 
 DEPLOY_SAMPLES = 512  # encoded test samples written to test_data.npz
+EVAL_BATCH = 256  # test samples encoded and simulated at a time
 
 
 class OutputDirError(OSError):
@@ -69,7 +70,8 @@ def data_spec(cfg: RunConfig):
     from neurodeploy.data import DataSpec
     d = cfg.data
     kwargs = dict(name=d.name, dir=d.dir, encoding=d.encoding, steps=d.steps,
-                  test_fraction=d.test_fraction, seed=cfg.seed, limit=d.limit)
+                  test_fraction=d.test_fraction, seed=cfg.seed, limit=d.limit,
+                  polarity=d.polarity, counts=d.counts)
     if d.window is not None:
         kwargs["window"] = d.window
     return DataSpec(**kwargs)
@@ -177,15 +179,20 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
     timings["train"] = time.perf_counter() - t0
     model.cpu()
     float_acc = evaluate(model, test_set)
-    encoded_test = test_set.encode(np.arange(len(test_set)))
-    encoded_test = encoded_test.reshape(*encoded_test.shape[:2], *model.input_shape)
     labels = np.asarray(test_set.labels)
+
+    def test_samples(network, indices):  # encoded on demand: a whole test set may not fit in memory
+        enc = test_set.encode(indices)
+        return netx_samples(enc.reshape(*enc.shape[:2], *model.input_shape), network)
+
+    def test_outputs(network):
+        return np.concatenate([quantized_outputs(network, test_samples(network, idx))
+                               for idx in np.array_split(np.arange(len(test_set)),
+                                                         max(1, -(-len(test_set) // EVAL_BATCH)))])
 
     # post-training quantisation of the float model, evaluated bit-exactly
     t0 = time.perf_counter()
-    ptq_network = quantize_model(model)
-    test_samples = netx_samples(encoded_test, ptq_network)
-    ptq_acc = float((predictions(quantized_outputs(ptq_network, test_samples)) == labels).mean())
+    ptq_acc = float((predictions(test_outputs(quantize_model(model))) == labels).mean())
     timings["quantized_eval"] = time.perf_counter() - t0
 
     cotrained_acc = None
@@ -205,12 +212,13 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
     network = quantize_model(model, name=cfg.name)
     net_path = write_netx(network, out_dir / "model.net")
     timings["export"] = time.perf_counter() - t0
-    q_out = quantized_outputs(network, test_samples)
+    q_out = test_outputs(network)
     q_acc = float((predictions(q_out) == labels).mean())
     # encoded test samples in the Lava port's order, for `neurodeploy deploy/bundle --data`
-    keep = min(len(test_samples), DEPLOY_SAMPLES)
-    np.savez_compressed(out_dir / "test_data.npz", inputs=test_samples[:keep].astype(np.int16),
-                        labels=labels[:keep])
+    keep = np.arange(min(len(test_set), DEPLOY_SAMPLES))
+    first_samples = test_samples(network, keep)
+    np.savez_compressed(out_dir / "test_data.npz", inputs=first_samples.astype(np.int16),
+                        labels=labels[keep])
 
     metrics = {
         "name": cfg.name,
@@ -230,7 +238,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
         from neurodeploy.hardware.mapper import MappingError, hardware_metrics
         try:
             hw = load_hardware_config(cfg.hardware.config)
-            metrics["hardware"] = hardware_metrics(network, hw, test_samples[:cfg.hardware.activity_samples])
+            metrics["hardware"] = hardware_metrics(network, hw, first_samples[:cfg.hardware.activity_samples])
         except MappingError as e:
             metrics["hardware"] = {"fits": False, "error": str(e)}
             log(f"hardware: does not fit {cfg.hardware.config}: {e}")
@@ -241,10 +249,10 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
             log("lava: not importable on this interpreter (needs CPython 3.10); skipped")
             metrics["lava_skipped"] = "lava-nc / lava-dl not importable"
         else:
-            n = len(test_samples) if cfg.lava.samples is None else min(cfg.lava.samples, len(test_samples))
+            n = len(test_set) if cfg.lava.samples is None else min(cfg.lava.samples, len(test_set))
             log(f"lava: running {n} test samples on Loihi2SimCfg(fixed_pt) ...")
             t0 = time.perf_counter()
-            l_out = lava_outputs(net_path, network, test_samples[:n])
+            l_out = lava_outputs(net_path, network, test_samples(network, np.arange(n)))
             timings["lava"] = time.perf_counter() - t0
             same = np.array([np.array_equal(a, b) for a, b in zip(q_out[:n], l_out)])
             metrics["accuracy"]["lava"] = float((predictions(l_out) == labels[:n]).mean())
@@ -262,7 +270,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
     try:
         from neurodeploy import plots
         plots.training_curve(history, out_dir / "training.png")
-        plots.raster(network, test_samples[0], int(labels[0]), out_dir / "raster.png")
+        plots.raster(network, first_samples[0], int(labels[0]), out_dir / "raster.png")
     except Exception as e:  # plots must never lose a finished run
         log(f"plots: failed ({e})")
     log(summary(metrics, out_dir))
