@@ -111,29 +111,43 @@ def _filter(x: torch.Tensor, decay_keep: float) -> torch.Tensor:
     return y
 
 
-def _last_spike_before(spikes: torch.Tensor) -> torch.Tensor:
-    """L[n, t, j] = the last step < t at which neuron j spiked (-1 if none)."""
-    b, t, n = spikes.shape
-    steps = torch.arange(t, device=spikes.device).view(1, t, 1)
-    marked = torch.where(spikes > 0, steps, torch.full_like(steps, -1)).expand(b, t, n)
-    last_incl = torch.cummax(marked, dim=1).values  # last spike at <= t
-    return torch.cat([torch.full_like(last_incl[:, :1], -1), last_incl[:, :-1]], dim=1)
-
-
 class _SparseCuba(torch.autograd.Function):
+    """Forward: the dense dynamics, plus what the sparse backward needs: the active
+    entries with their surrogate derivative and last spike, the spikes, and the
+    presynaptic traces V (input, and own delayed spikes for recurrent layers), as in
+    the paper's forward (which also stores a presynaptic trace)."""
+
     @staticmethod
     def forward(ctx, x_in, weight, bias, weight_rec, p, surrogate, active_below):
         with torch.no_grad():
             current = x_in @ weight.T
             bsz, steps, n = current.shape
+            keep_u, keep_v = 1.0 - p.current_decay, 1.0 - p.voltage_decay
             u = current.new_zeros(bsz, n)
             v = current.new_zeros(bsz, n)
             s = current.new_zeros(bsz, n)
             spikes = torch.empty_like(current)
             vmt = torch.empty_like(current)
-            keep_u, keep_v = 1.0 - p.current_decay, 1.0 - p.voltage_decay
+            last = torch.full((bsz, n), -1, dtype=torch.int32, device=current.device)
+            last_before = torch.empty((bsz, steps, n), dtype=torch.int32, device=current.device)
+            x_det = x_in.detach()
+            tr_u = x_det.new_zeros(bsz, x_det.shape[2])
+            tr_v = torch.zeros_like(tr_u)
+            v_trace = torch.empty_like(x_det)
+            if weight_rec is not None:
+                rec_u, rec_v = torch.zeros_like(s), torch.zeros_like(s)
+                v_trace_rec = torch.empty_like(current)
             for k in range(steps):
-                x = current[:, k] if weight_rec is None else current[:, k] + s @ weight_rec.T
+                tr_u = keep_u * tr_u + x_det[:, k]
+                tr_v = keep_v * tr_v + tr_u
+                v_trace[:, k] = tr_v
+                if weight_rec is None:
+                    x = current[:, k]
+                else:
+                    x = current[:, k] + s @ weight_rec.T
+                    rec_u = keep_u * rec_u + s  # trace of s[t-1]
+                    rec_v = keep_v * rec_v + rec_u
+                    v_trace_rec[:, k] = rec_v
                 u = keep_u * u + x
                 v = keep_v * v + u
                 if bias is not None:
@@ -141,42 +155,40 @@ class _SparseCuba(torch.autograd.Function):
                 vmt[:, k] = v - p.threshold
                 s = (v > p.threshold).to(v.dtype)
                 spikes[:, k] = s
+                last_before[:, k] = last
+                last = torch.where(s > 0, k, last)
                 v = v * (1.0 - s)
             active = (vmt.abs() < surrogate.band).nonzero(as_tuple=True)  # (n, t, j) indices
             dsdv = surrogate_derivative(vmt[active], surrogate)
-            last = _last_spike_before(spikes)[active]
+            last_active = last_before[active].to(torch.int64)
+            del vmt, last_before, current
         ctx.p, ctx.surrogate = p, surrogate
         ctx.has_bias, ctx.recurrent = bias is not None, weight_rec is not None
         ctx.active_below = active_below
         ctx.shape = (bsz, steps, n)
-        ctx.save_for_backward(x_in, weight, weight_rec if weight_rec is not None else weight.new_zeros(0),
-                              spikes, *active, dsdv, last)
+        ctx.save_for_backward(weight, weight_rec if weight_rec is not None else weight.new_zeros(0),
+                              spikes, *active, dsdv, last_active, v_trace,
+                              v_trace_rec if weight_rec is not None else weight.new_zeros(0))
         ctx.mark_non_differentiable(*active)
         return (spikes, *active)
 
     @staticmethod
     def backward(ctx, grad_spikes, *_grad_indices):
-        x_in, weight, weight_rec, spikes, an, at, aj, dsdv, last = ctx.saved_tensors
+        weight, weight_rec, spikes, an, at, aj, dsdv, last, v_trace, v_trace_rec = ctx.saved_tensors
         p = ctx.p
         bsz, steps, n = ctx.shape
         keep_u, keep_v = 1.0 - p.current_decay, 1.0 - p.voltage_decay
         need_input = ctx.needs_input_grad[0]
-        g_ext = grad_spikes[an, at, aj] * dsdv  # external part of g on active entries
 
         if ctx.recurrent:
             g_dense, du = _recurrent_scan(grad_spikes, spikes, weight_rec, an, at, aj, dsdv, keep_u, keep_v)
             g = g_dense[an, at, aj]
         else:
-            g = g_ext
+            g = grad_spikes[an, at, aj] * dsdv  # g = dL/ds * dS/dV on active entries
             du = _scan(g, an, at, aj, spikes, keep_u, keep_v) if need_input else None
 
-        # weight gradient over active entries through the presynaptic traces
-        v_trace = _filter(_filter(x_in.detach(), keep_u), keep_v)
         grad_w = _trace_gradient(g, an, at, aj, last, v_trace, keep_v, n)
-        grad_w_rec = None
-        if ctx.recurrent:
-            own = torch.cat([torch.zeros_like(spikes[:, :1]), spikes[:, :-1]], dim=1)  # s[t-1]
-            grad_w_rec = _trace_gradient(g, an, at, aj, last, _filter(_filter(own, keep_u), keep_v), keep_v, n)
+        grad_w_rec = _trace_gradient(g, an, at, aj, last, v_trace_rec, keep_v, n) if ctx.recurrent else None
         grad_b = None
         if ctx.has_bias:
             ones = torch.ones(1, steps, 1, dtype=g.dtype, device=g.device)
@@ -190,9 +202,9 @@ class _SparseCuba(torch.autograd.Function):
             below = ctx.active_below
             if below is None:
                 grad_x = du @ weight
-            else:  # only where the layer below is active
+            else:  # only where the layer below is active: elsewhere its surrogate is zero
                 bn, bt, bi = below
-                grad_x = torch.zeros_like(x_in)
+                grad_x = torch.zeros(bsz, steps, weight.shape[1], dtype=du.dtype, device=du.device)
                 chunk = max(1, (1 << 22) // max(n, 1))
                 for start in range(0, len(bn), chunk):
                     sl = slice(start, start + chunk)
