@@ -207,6 +207,19 @@ def synaptic_input(weight: torch.Tensor, spikes: torch.Tensor, weight_exp: int =
     return a
 
 
+def conv_synaptic_input(spikes: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
+                        groups: int) -> torch.Tensor:
+    """Lava's fixed-point Conv (``lava.proc.conv``): ``F.conv2d`` in float32 on the
+    (C, H, W) layout with the stored (out, in, kH, kW) integer weights, cast to int
+    (toward zero), then a signed 24-bit wrap. No weight truncation or exponent.
+    spikes: (N, C, H, W) integers -> (N, C', H', W') int64."""
+    a = torch.nn.functional.conv2d(spikes.to(torch.float32), weight.to(torch.float32), stride=stride,
+                                   padding=padding, dilation=dilation, groups=groups)
+    a = a.to(torch.int64)  # numpy astype(int32): truncation toward zero
+    base = 1 << 24
+    return torch.remainder(a + base // 2, base) - base // 2
+
+
 # --- quantisation -----------------------------------------------------------
 def choose_weight_exponent(max_abs_weight: float, limit: int = WEIGHT_RANGE_MIXED[1]) -> int:
     """Largest exponent e with ``max_abs_weight * 2**e <= limit`` (8-bit mantissa).

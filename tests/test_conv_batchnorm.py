@@ -19,7 +19,7 @@ def _trained_bn_model():
     x = (torch.rand(16, 10, 2, 8, 8) < 0.3).float()
     opt = torch.optim.SGD(m.parameters(), lr=0.05)
     for _ in range(3):  # move running statistics and BN affine parameters off their defaults
-        loss = m.scores(x).sum()
+        loss = -m.scores(x).sum()  # push activity up: agreement on silent layers proves nothing
         opt.zero_grad(); loss.backward(); opt.step()
     with torch.no_grad():
         for layer in m.layers:
@@ -82,3 +82,24 @@ def test_tuned_surrogate_heights_give_unit_backward_gain_per_layer():
         assert layer_backward_gain(layer, s, seed=i) == pytest.approx(1.0, rel=1e-5)
         with torch.no_grad():
             s = layer(s)
+
+
+@pytest.mark.lava
+@pytest.mark.slow
+def test_folded_conv_network_is_spike_exact_on_lava(tmp_path):
+    from conftest import LAVA
+
+    if not LAVA:
+        pytest.skip("lava-nc / lava-dl not installed")
+    from neurodeploy.export.netx import read_netx, write_netx
+    from neurodeploy.pipeline import lava_outputs, netx_samples, quantized_outputs
+
+    m, x = _trained_bn_model()
+    net = quantize_model(m)
+    path = write_netx(net, tmp_path / "conv.net")
+    samples = netx_samples(x[:4].numpy(), net)  # (4, x, y, c, T)
+    assert samples.shape == (4, 8, 8, 2, 10)
+    ours = quantized_outputs(read_netx(path, input_shape=net.input_shape), samples)
+    lava = lava_outputs(path, net, samples)
+    assert lava.sum() > 0
+    assert np.array_equal(ours, lava)

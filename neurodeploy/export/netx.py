@@ -184,9 +184,10 @@ def _read_neuron(g: h5py.Group, where: str):
     raise NetxFormatError(f"{w}: neuron type '{kind}' is not supported (CUBA/LOIHI, SDNN are)")
 
 
-def read_netx(path: Union[str, os.PathLike]) -> Network:
+def read_netx(path: Union[str, os.PathLike], input_shape=None) -> Network:
     """Read a netx ``.net`` file into a :class:`Network`, with errors naming the
-    file, layer and dataset."""
+    file, layer and dataset. ``input_shape`` (torch order, (C, H, W)) is needed only
+    for files whose first block is a conv: netx stores no input shape for them."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"netx file not found: {path}")
@@ -200,7 +201,8 @@ def read_netx(path: Union[str, os.PathLike]) -> Network:
         keys = sorted(f["layer"].keys(), key=lambda k: int(k) if k.isdigit() else -1)
         if [int(k) for k in keys if k.isdigit()] != list(range(len(keys))):
             raise NetxFormatError(f"{path}: layer groups must be named 0..N-1, found {keys}")
-        layers, shape = [], None
+        layers = []
+        given_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
         input_shape = None
         for i, k in enumerate(keys):
             g = f["layer"][k]
@@ -257,7 +259,10 @@ def read_netx(path: Union[str, os.PathLike]) -> Network:
                              bias=None if b is None else _integers(b, "bias", where).reshape(-1),
                              delay=None if d is None else np.floor(d).astype(np.int64).reshape(-1))
                 if input_shape is None:
-                    raise NetxFormatError(f"{where}: a conv first block needs an input layer for its shape")
+                    if given_shape is None:
+                        raise NetxFormatError(f"{where}: the file starts with a conv block and stores no "
+                                              "input shape; pass input_shape=(C, H, W)")
+                    input_shape = given_shape
             else:
                 layer = Flatten(shape=block_shape)
             layers.append(layer)
