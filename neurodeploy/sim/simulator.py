@@ -52,7 +52,7 @@ def _neuron_bias(layer, shape) -> Optional[torch.Tensor]:
     """Bias mantissa per neuron in torch layout (channel-wise bias broadcast as netx does)."""
     if layer.bias is None:
         return None
-    b = torch.as_tensor(layer.bias)
+    b = torch.tensor(layer.bias)
     if len(shape) == 3 and b.numel() == shape[0]:
         b = b.view(-1, 1, 1).expand(*shape)
     return b.reshape(-1)
@@ -100,7 +100,7 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
         elif isinstance(layer, Conv):
             if layer.delay is not None:
                 raise NotImplementedError(f"layer {i}: conv delays are not simulated yet")
-            a = fx.conv_synaptic_input(s.reshape(steps * batch, *s.shape[2:]), torch.as_tensor(layer.weight),
+            a = fx.conv_synaptic_input(s.reshape(steps * batch, *s.shape[2:]), torch.tensor(layer.weight),
                                        layer.stride, layer.padding, layer.dilation, layer.groups)
             shape = tuple(a.shape[1:])
             if shape != tuple(layer.shape):
