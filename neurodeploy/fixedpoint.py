@@ -82,12 +82,17 @@ def shift_right_floor(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def decay(x: torch.Tensor, decay_factor) -> torch.Tensor:
-    """``trunc0(x * (4096 - decay_factor) / 4096)``: Loihi's decay, rounding toward zero.
+    """``trunc0(x * (4096 - decay_factor) / 4096)``: Loihi's decay, rounding toward zero
+    (Lava: ``sign(p) * (|p| >> 12)``).
 
     ``decay_factor`` is a 12-bit decay (0 keeps x, 4096 zeroes it); a scalar or a
     tensor broadcastable to x.
     """
-    return torch.div(x * (DECAY_UNITY - decay_factor), DECAY_UNITY, rounding_mode="trunc")
+    p = x * (DECAY_UNITY - decay_factor)
+    if p.dtype.is_floating_point:
+        return torch.trunc(p / DECAY_UNITY)
+    r = p.abs() >> DECAY_SHIFT
+    return torch.where(p < 0, -r, r)
 
 
 def wrap_current(u: torch.Tensor) -> torch.Tensor:
@@ -195,11 +200,84 @@ def effective_weights(weight: np.ndarray, num_weight_bits: int = WEIGHT_BITS) ->
     return (w >> k) << k
 
 
-def synaptic_input(weight: torch.Tensor, spikes: torch.Tensor, weight_exp: int = 0) -> torch.Tensor:
+class Int8Weights(NamedTuple):
+    """Integer weights split for exact int8 GEMMs: W = scale * (128 * high + low)."""
+
+    low: torch.Tensor  # (in, out) int8, contiguous
+    high: Optional[torch.Tensor]  # (in, out) int8, or None when zero
+    scale: int
+    max_abs: int
+
+
+def int8_weights(weight: torch.Tensor) -> Optional[Int8Weights]:
+    """Prepare (out, in) integer weights for :func:`synaptic_input`'s int8 path
+    (None when |W| > 2**14 * scale)."""
+    w = weight.to(torch.int64)
+    if w.numel() == 0:
+        return None
+    scale = 1
+    while scale < 256 and bool((w % (2 * scale) == 0).all()) and bool((w != 0).any()):
+        scale *= 2
+    w = w // scale
+    if int(w.min()) >= -128 and int(w.max()) <= 127:
+        low, high = w, None  # fits int8 as it is: one GEMM
+    elif int(w.abs().max()) > 127 * 128:
+        return None
+    else:
+        low = torch.remainder(w, 128)
+        high = (w - low) // 128
+    return Int8Weights(low.T.to(torch.int8).contiguous(),
+                       None if high is None else high.T.to(torch.int8).contiguous(),
+                       scale, int(weight.abs().max()))
+
+
+def _int8_matmul(spikes2d: torch.Tensor, prepared: Optional[Int8Weights]):
+    """Exact ``spikes2d @ W.T`` with int8 GEMMs (int32 accumulation), or None when
+    the values do not fit or the platform's int8 kernel refuses the shapes."""
+    if prepared is None or spikes2d.shape[0] <= 16 or not hasattr(torch, "_int_mm"):
+        return None
+    if spikes2d.dtype == torch.int8:
+        peak = 128
+    else:
+        smin, smax = int(spikes2d.min()), int(spikes2d.max())
+        if smin < -128 or smax > 127:
+            return None
+        peak = max(abs(smin), abs(smax))
+    if prepared.max_abs * spikes2d.shape[1] * peak >= 2 ** 31:
+        return None
+    s8 = spikes2d if spikes2d.dtype == torch.int8 else spikes2d.to(torch.int8)
+    try:
+        a = torch._int_mm(s8, prepared.low)
+        if prepared.high is not None:
+            a = a + 128 * torch._int_mm(s8, prepared.high)
+    except RuntimeError:
+        return None
+    return a * prepared.scale if prepared.scale != 1 else a
+
+
+def synaptic_input(weight: torch.Tensor, spikes: torch.Tensor, weight_exp: int = 0,
+                   prepared: Optional[Int8Weights] = None) -> torch.Tensor:
     """Dense synaptic input ``a = (W @ s) << weight_exp`` (arithmetic right shift
     for negative exponents). weight: (out, in) integers; spikes: (..., in), binary
-    or graded. Exact in float64 while |a| < 2**53."""
-    a = spikes.to(weight.dtype) @ weight.T
+    or graded integers. ``prepared``: :func:`int8_weights` of ``weight``, to reuse
+    across calls. Integer tensors are multiplied exactly: with int8 GEMMs
+    when values fit (int32 result), else in float32 when every sum provably stays
+    below 2**24, float64 below 2**53, else int64."""
+    if weight.dtype.is_floating_point and spikes.dtype.is_floating_point:
+        a = spikes.to(weight.dtype) @ weight.T  # float path (training forward): exact integers
+    else:
+        flat = spikes.reshape(-1, spikes.shape[-1])
+        if prepared is None and flat.shape[0] > 16:
+            prepared = int8_weights(weight)
+        a = _int8_matmul(flat, prepared) if flat.numel() else None
+        if a is None:
+            bound = float(weight.abs().sum(dim=1).max()) * float(spikes.abs().max()) if spikes.numel() else 0.0
+            dtype = torch.float32 if bound < 2 ** 24 else torch.float64 if bound < 2 ** 53 else None
+            if dtype is None:
+                a = flat.to(torch.int64) @ weight.to(torch.int64).T
+            else:
+                a = (flat.to(dtype) @ weight.to(dtype).T).to(torch.int64)
+        a = a.reshape(*spikes.shape[:-1], weight.shape[0])  # int32 from the int8 path, else int64
     if weight_exp > 0:
         return shift_left(a, weight_exp)
     if weight_exp < 0:
@@ -280,3 +358,98 @@ def quantize_threshold(threshold: float, exponent: int) -> int:
     q = int(np.round(threshold * 2.0 ** exponent))
     check_range("threshold (vThMant)", q, *THRESHOLD_RANGE)
     return q
+
+
+# --- compiled CUBA-LIF layer (the simulator's hot loop) -----------------------
+# The same step as :func:`cuba_step`, written per neuron over scalars so numba can
+# compile it into one loop over (neuron, time) with the state in registers. Both
+# forms are checked against Lava's PyLifModelBitAcc by the test suite.
+def _cuba_neuron_steps(a, current_factor, voltage_factor, threshold_eff, bias_eff, reset,
+                       u_state, v_state, spikes, u_rec, v_rec, record):  # pragma: no cover - numba
+    steps, n = a.shape
+    for j in _prange(n):
+        u = u_state[j]
+        v = v_state[j]
+        b = bias_eff[j]
+        for t in range(steps):
+            if reset[t]:
+                u = 0
+                v = 0
+            p = u * current_factor
+            u = (p >> DECAY_SHIFT) if p >= 0 else -((-p) >> DECAY_SHIFT)
+            u += np.int64(a[t, j]) << ACTIVATION_SHIFT
+            if u > STATE_MAX:
+                u -= 2 * STATE_MAX
+            elif u <= -STATE_MAX:
+                u += 2 * STATE_MAX
+            q = v * voltage_factor
+            v = (q >> DECAY_SHIFT) if q >= 0 else -((-q) >> DECAY_SHIFT)
+            v = v + u + b
+            if v > VOLTAGE_LIMIT:
+                v = VOLTAGE_LIMIT
+            elif v < -VOLTAGE_LIMIT:
+                v = -VOLTAGE_LIMIT
+            if v > threshold_eff:
+                spikes[t, j] = 1
+                v = 0
+            else:
+                spikes[t, j] = 0
+            if record:
+                u_rec[t, j] = u
+                v_rec[t, j] = v
+        u_state[j] = u
+        v_state[j] = v
+
+
+_compiled = None
+
+
+def _prange(n):  # replaced by numba.prange when compiled
+    return range(n)
+
+
+def compiled_cuba_steps():
+    """The numba-compiled per-neuron loop, or None when numba is unavailable."""
+    global _compiled
+    if _compiled is None:
+        try:
+            import numba
+        except ImportError:
+            _compiled = False
+            return None
+        g = dict(globals(), _prange=numba.prange)
+        fn = type(_cuba_neuron_steps)(_cuba_neuron_steps.__code__, g)
+        _compiled = numba.njit(parallel=True, cache=True, nogil=True)(fn)
+    return _compiled or None
+
+
+def cuba_run(a: np.ndarray, p: CubaParameters, bias: Optional[np.ndarray], reset: np.ndarray,
+             state: Optional[tuple] = None, record: bool = False):
+    """Run CUBA-LIF neurons over ``a`` (steps, neurons) int64 synaptic input, resetting
+    u and v before the steps where ``reset`` is True. Returns (spikes (steps, neurons)
+    uint8, (u, v) final state, u_rec, v_rec)."""
+    steps, n = a.shape
+    u = np.zeros(n, np.int64) if state is None else state[0]
+    v = np.zeros(n, np.int64) if state is None else state[1]
+    bias_eff = (np.zeros(n, np.int64) if bias is None
+                else np.broadcast_to(np.asarray(bias, np.int64) << BIAS_EXP, (n,)).copy())
+    spikes = np.empty((steps, n), np.uint8)
+    u_rec = np.empty((steps, n), np.int64) if record else np.empty((1, 1), np.int64)
+    v_rec = np.empty((steps, n), np.int64) if record else np.empty((1, 1), np.int64)
+    kernel = compiled_cuba_steps()
+    if kernel is None:  # pure torch fallback, same arithmetic
+        st = CubaState(torch.from_numpy(u), torch.from_numpy(v))
+        b = torch.from_numpy(np.asarray(bias, np.int64)) if bias is not None else None
+        at = torch.from_numpy(np.ascontiguousarray(a, np.int64))
+        for k in range(steps):
+            if reset[k]:
+                st = cuba_initial_state((n,))
+            s_k, st = cuba_step(at[k], st, p, b)
+            spikes[k] = s_k.numpy()
+            if record:
+                u_rec[k], v_rec[k] = st.current.numpy(), st.voltage.numpy()
+        return spikes, (st.current.numpy().copy(), st.voltage.numpy().copy()), u_rec, v_rec
+    kernel(np.ascontiguousarray(a), DECAY_UNITY - p.current_decay, DECAY_UNITY - p.voltage_decay,
+           p.threshold << THRESHOLD_SHIFT, bias_eff, np.ascontiguousarray(reset, np.bool_),
+           u, v, spikes, u_rec, v_rec, record)
+    return spikes, (u, v), u_rec, v_rec
