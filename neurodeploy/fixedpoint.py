@@ -255,6 +255,17 @@ def _int8_matmul(spikes2d: torch.Tensor, prepared: Optional[Int8Weights]):
     return a * prepared.scale if prepared.scale != 1 else a
 
 
+def synaptic_input_unscaled(weight: torch.Tensor, spikes: torch.Tensor, prepared: Optional[Int8Weights]):
+    """(a, scale) with ``scale * a == synaptic_input(weight, spikes)`` (weight_exp 0):
+    lets the caller fold the int8 path's power-of-two scale into a later step."""
+    flat = spikes.reshape(-1, spikes.shape[-1])
+    if prepared is not None and prepared.scale != 1:
+        a = _int8_matmul(flat, prepared._replace(scale=1))
+        if a is not None:
+            return a.reshape(*spikes.shape[:-1], weight.shape[0]), prepared.scale
+    return synaptic_input(weight, spikes, 0, prepared), 1
+
+
 def synaptic_input(weight: torch.Tensor, spikes: torch.Tensor, weight_exp: int = 0,
                    prepared: Optional[Int8Weights] = None) -> torch.Tensor:
     """Dense synaptic input ``a = (W @ s) << weight_exp`` (arithmetic right shift
@@ -364,8 +375,8 @@ def quantize_threshold(threshold: float, exponent: int) -> int:
 # The same step as :func:`cuba_step`, written per neuron over scalars so numba can
 # compile it into one loop over (neuron, time) with the state in registers. Both
 # forms are checked against Lava's PyLifModelBitAcc by the test suite.
-def _cuba_neuron_steps(a, current_factor, voltage_factor, threshold_eff, bias_eff, reset,
-                       u_state, v_state, spikes, u_rec, v_rec, record):  # pragma: no cover - numba
+def _cuba_neuron_steps(a, a_first, scale, delayed, current_factor, voltage_factor, threshold_eff,
+                       bias_eff, reset, u_state, v_state, spikes, u_rec, v_rec, record):  # pragma: no cover
     steps, n = a.shape
     for j in _prange(n):
         u = u_state[j]
@@ -375,9 +386,13 @@ def _cuba_neuron_steps(a, current_factor, voltage_factor, threshold_eff, bias_ef
             if reset[t]:
                 u = 0
                 v = 0
+            if delayed:  # input of step t is a[t - 1] (a_first at t = 0): the synapse's delay
+                a_t = np.int64(a_first[j]) if t == 0 else np.int64(a[t - 1, j])
+            else:
+                a_t = np.int64(a[t, j])
             p = u * current_factor
             u = (p >> DECAY_SHIFT) if p >= 0 else -((-p) >> DECAY_SHIFT)
-            u += np.int64(a[t, j]) << ACTIVATION_SHIFT
+            u += (a_t * scale) << ACTIVATION_SHIFT
             if u > STATE_MAX:
                 u -= 2 * STATE_MAX
             elif u <= -STATE_MAX:
@@ -424,11 +439,21 @@ def compiled_cuba_steps():
 
 
 def cuba_run(a: np.ndarray, p: CubaParameters, bias: Optional[np.ndarray], reset: np.ndarray,
-             state: Optional[tuple] = None, record: bool = False):
-    """Run CUBA-LIF neurons over ``a`` (steps, neurons) int64 synaptic input, resetting
-    u and v before the steps where ``reset`` is True. Returns (spikes (steps, neurons)
-    uint8, (u, v) final state, u_rec, v_rec)."""
+             state: Optional[tuple] = None, record: bool = False, a_first: Optional[np.ndarray] = None,
+             scale: int = 1):
+    """Run CUBA-LIF neurons over synaptic input ``scale * a`` (steps, neurons) integers,
+    resetting u and v before the steps where ``reset`` is True. With ``a_first`` the
+    input is delayed by one step (step t gets a[t - 1], step 0 gets a_first), as a
+    Lava synapse delivers it. Returns (spikes (steps, neurons) uint8, (u, v) final
+    state, u_rec, v_rec)."""
     steps, n = a.shape
+    if a_first is not None or scale != 1:
+        if compiled_cuba_steps() is None:  # the torch fallback takes the delayed, scaled input
+            first = np.zeros(n, np.int64) if a_first is None else np.asarray(a_first, np.int64)
+            full = np.asarray(a, np.int64) * scale
+            if a_first is not None:
+                full = np.concatenate([first[None] * scale, full[:-1]])
+            return cuba_run(full, p, bias, reset, state, record)
     u = np.zeros(n, np.int64) if state is None else state[0]
     v = np.zeros(n, np.int64) if state is None else state[1]
     bias_eff = (np.zeros(n, np.int64) if bias is None
@@ -449,7 +474,9 @@ def cuba_run(a: np.ndarray, p: CubaParameters, bias: Optional[np.ndarray], reset
             if record:
                 u_rec[k], v_rec[k] = st.current.numpy(), st.voltage.numpy()
         return spikes, (st.current.numpy().copy(), st.voltage.numpy().copy()), u_rec, v_rec
-    kernel(np.ascontiguousarray(a), DECAY_UNITY - p.current_decay, DECAY_UNITY - p.voltage_decay,
+    delayed = a_first is not None
+    first = np.ascontiguousarray(a_first if delayed else np.zeros(1, a.dtype), dtype=a.dtype)
+    kernel(np.ascontiguousarray(a), first, int(scale), delayed, DECAY_UNITY - p.current_decay, DECAY_UNITY - p.voltage_decay,
            p.threshold << THRESHOLD_SHIFT, bias_eff, np.ascontiguousarray(reset, np.bool_),
            u, v, spikes, u_rec, v_rec, record)
     return spikes, (u, v), u_rec, v_rec

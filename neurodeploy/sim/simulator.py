@@ -97,18 +97,16 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
             if k not in weights and isinstance(layer, Dense):
                 w = torch.from_numpy(fx.effective_weights(layer.weight))
                 weights[k] = (w, fx.int8_weights(w))
-            a, shape = _synaptic(i, layer, s, count, batch, weights.get(k))
-            if pending[k] is None:
-                pending[k] = torch.zeros_like(a[0])
-            delayed = torch.cat([pending[k][None], a[:-1]])  # the synapse's 1-step delay
-            pending[k] = a[-1]
-            a = delayed
+            a, shape, scale = _synaptic(i, layer, s, count, batch, weights.get(k))
+            a = a.reshape(count, -1).numpy()
+            # the synapse's 1-step delay: step 0 of this chunk gets the last input of the previous
+            first = np.zeros(a.shape[1], a.dtype) if pending[k] is None else pending[k]
+            pending[k] = a[-1].copy()  # the scale is the layer's, the same in every chunk
             p = layer.neuron.parameters()
             bias = _neuron_bias(layer, shape, batch)
             spikes, state[k], u_rec, v_rec = fx.cuba_run(
-                a.reshape(count, -1).numpy(), p, bias,
-                _reset_mask(start, count, reset_interval, reset_offset, _neuron_index(plan, k)),
-                state=state[k], record=record)
+                a, p, bias, _reset_mask(start, count, reset_interval, reset_offset, _neuron_index(plan, k)),
+                state=state[k], record=record, a_first=first, scale=scale)
             s = torch.from_numpy(spikes.view(np.int8)).reshape(count, batch, *shape)
             if record:
                 rec.setdefault(f"u/{i}", []).append(_netx_order(torch.from_numpy(u_rec), count, batch, shape))
@@ -150,13 +148,16 @@ def _synaptic(i, layer, s, count, batch, prepared):
     block's neuron shape (torch order)."""
     if isinstance(layer, Dense):
         w, w8 = prepared
-        return fx.synaptic_input(w, s.reshape(count, batch, -1), layer.weight_exp, w8), layer.shape
+        if layer.weight_exp == 0:
+            a, scale = fx.synaptic_input_unscaled(w, s.reshape(count, batch, -1), w8)
+            return a, layer.shape, scale
+        return fx.synaptic_input(w, s.reshape(count, batch, -1), layer.weight_exp, w8), layer.shape, 1
     a = fx.conv_synaptic_input(s.reshape(count * batch, *s.shape[2:]), torch.tensor(layer.weight),
                                layer.stride, layer.padding, layer.dilation, layer.groups)
     shape = tuple(a.shape[1:])
     if shape != tuple(layer.shape):
         raise ValueError(f"layer {i} (conv): output shape {shape} differs from the file's {layer.shape}")
-    return a.reshape(count, batch, -1), shape
+    return a.reshape(count, batch, -1), shape, 1
 
 
 def _neuron_bias(layer, shape, batch) -> Optional[np.ndarray]:
