@@ -1,0 +1,323 @@
+"""Sparse backward pass for CUBA-LIF layers (sparse spiking gradient descent).
+
+After Perez-Nieves & Goodman 2021 (arXiv 2105.08810): with the surrogate
+derivative truncated to zero outside ``|v - threshold| < band``, only the
+*active* (sample, step, neuron) entries carry gradient, and the weight gradient
+can be computed from those entries alone.
+
+Forward (one layer, per sample; a = 1 - current_decay, c = 1 - voltage_decay;
+the equations of :mod:`neurodeploy.train.neuron`)::
+
+    x[t] = W s_in[t] (+ W_rec s[t-1])
+    u[t] = a u[t-1] + x[t]
+    v[t] = c v[t-1] + u[t] + bias          (v before reset; called v_pre below)
+    s[t] = H(v[t] - theta);  v[t] <- v[t] (1 - s[t])
+
+Gradient definition (the one dense autograd computes through
+:func:`neurodeploy.train.neuron.cuba_float_step`; :func:`cuba_layer` with
+``backward="dense"`` is that reference):
+
+* dS/dV is the band-truncated surrogate ``sg`` at ``v_pre[t] - theta``; entries
+  with ``|v_pre - theta| >= band`` contribute nothing. Let ``e[t] = G[t] sg[t]``
+  where ``G[t] = dL/ds[t]`` (total, including the recurrent path).
+* The reset is detached: ``v[t] = v_pre[t] (1 - s[t])`` is differentiated with
+  ``s[t]`` held constant. So the gradient through the voltage stops at the last
+  spike, while the current ``u`` (never reset) carries it further back. This is
+  kept exactly (unlike the paper's single trace, which fits reset-by-subtraction).
+* Everything else (both leaks, the bias, the recurrent input ``W_rec s[t-1]``
+  with gradient into ``s[t-1]``) is kept exactly.
+
+Sparse weight gradient. ``v_pre[t]`` depends on ``W`` through the state chain
+restarted after the neuron's last spike ``r < t`` (``r = -1``: none)::
+
+    dv_pre[t]/dW_ji = sum_{k=r+1..t} c^(t-k) y_i[k],  y_i[k] = sum_{t'<=k} a^(k-t') s_in_i[t']
+                    = Y_i[t] - c^(t-r) Y_i[r],         Y_i[t] = sum_{k<=t} c^(t-k) y_i[k]
+
+with ``Y`` a doubly leaky-filtered input trace that does not depend on the
+output neuron. Hence ``dW = A @ Y`` with ``A`` a sparse (out, batch*time) matrix
+holding ``e`` at each active (b, t, j) and ``-e c^(t-r)`` at (b, r, j): at most
+two nonzeros per active entry. The bias and ``W_rec`` (input ``s[t-1]``) use the
+same formula. Cost: O(active * in) instead of O(batch * time * out * in).
+
+Gradient to the input and the recurrent path: ``dx[t] = du[t]`` from the
+adjoint of the (u, v) filter, ``dv[t] = e[t] + c (1 - s[t]) dv[t+1]``,
+``du[t] = dv[t] + a du[t+1]``, run backward over time on (batch, out) tensors
+(elementwise only); ``dL/ds_in = dx W``. For a recurrent layer ``G[t]`` at the
+active entries needs ``W_rec^T dx[t+1]``, gathered for those entries only. The
+adjoint is skipped for a feed-forward layer whose input needs no gradient.
+
+Implementations: this module (torch, any device) and
+:mod:`neurodeploy.train.sparse_cuda` (Triton kernels for the time loops, used
+automatically for CUDA tensors; imported lazily).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from neurodeploy.train.neuron import (
+    CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_step,
+    surrogate_derivative,
+)
+
+BACKWARDS = ("dense", "sparse")
+
+
+def check_backward_mode(backward: str, layer_kind: str, layer_name: str = "layer") -> None:
+    """Raise a clear error unless ``backward`` is valid for a layer of ``layer_kind``
+    ('cuba' is the only kind with a sparse backward: dense or recurrent CUBA-LIF)."""
+    if backward not in BACKWARDS:
+        raise ValueError(f"{layer_name}: backward must be one of {BACKWARDS}, got {backward!r}")
+    if backward == "sparse" and layer_kind != "cuba":
+        raise ValueError(
+            f"{layer_name}: the sparse backward exists only for CUBA-LIF dense/recurrent layers, "
+            f"not for a {layer_kind!r} layer; use backward='dense' for it")
+
+
+def _check_inputs(x_in, weight, bias, weight_rec, surrogate, backward):
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    if not isinstance(surrogate, SurrogateParameters):
+        raise TypeError(f"surrogate must be SurrogateParameters, got {type(surrogate).__name__}")
+    if backward == "sparse":
+        if surrogate.band is None:
+            raise ValueError("the sparse backward needs a truncated surrogate: set surrogate band "
+                             "(e.g. train.surrogate.band: 0.2); got band None")
+        if not surrogate.band > 0:
+            raise ValueError(f"surrogate band must be > 0, got {surrogate.band}")
+    if x_in.dim() != 3:
+        raise ValueError(f"x_in must be (batch, time, in), got shape {tuple(x_in.shape)}")
+    if weight.dim() != 2 or weight.shape[1] != x_in.shape[2]:
+        raise ValueError(f"weight must be (out, in) with in = {x_in.shape[2]} (x_in's last dim), "
+                         f"got shape {tuple(weight.shape)}")
+    out = weight.shape[0]
+    if not x_in.is_floating_point():
+        raise TypeError(f"x_in must be a floating point tensor, got {x_in.dtype}")
+    named = [("weight", weight), ("bias", bias), ("weight_rec", weight_rec)]
+    for name, t in named:
+        if t is None:
+            continue
+        if t.dtype != x_in.dtype:
+            raise TypeError(f"{name} dtype {t.dtype} does not match x_in dtype {x_in.dtype}")
+        if t.device != x_in.device:
+            raise ValueError(f"{name} is on {t.device}, x_in on {x_in.device}")
+    if bias is not None and tuple(bias.shape) != (out,):
+        raise ValueError(f"bias must be ({out},), got shape {tuple(bias.shape)}")
+    if weight_rec is not None and tuple(weight_rec.shape) != (out, out):
+        raise ValueError(f"weight_rec must be ({out}, {out}), got shape {tuple(weight_rec.shape)}")
+
+
+def cuba_layer(x_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+               p: CubaFloatParameters, surrogate: SurrogateParameters,
+               weight_rec: Optional[torch.Tensor] = None, backward: str = "dense") -> torch.Tensor:
+    """A dense (optionally recurrent) CUBA-LIF layer over time -> spikes (batch, time, out).
+
+    x_in: (batch, time, in) input spikes or values; weight: (out, in); bias: (out,)
+    or None; weight_rec: (out, out) or None (input ``weight_rec @ s[t-1]``).
+    backward: 'dense' = autograd BPTT through neuron.cuba_float_step (the reference);
+    'sparse' = the sparse backward (module docstring), needs ``surrogate.band``.
+    The spikes are identical in both modes.
+    """
+    _check_inputs(x_in, weight, bias, weight_rec, surrogate, backward)
+    if backward == "dense":
+        return _dense_layer(x_in, weight, bias, p, surrogate, weight_rec)
+    if x_in.is_cuda:
+        from neurodeploy.train import sparse_cuda
+        return sparse_cuda.cuba_layer_sparse_cuda(x_in, weight, bias, p, surrogate, weight_rec)
+    return SparseCubaFunction.apply(x_in, weight, bias, weight_rec, p, surrogate)
+
+
+def _dense_layer(x_in, weight, bias, p, surrogate, weight_rec):
+    """Dense autograd reference: the time loop of neuron.cuba_float_step."""
+    current = x_in @ weight.T
+    b, t, n = current.shape
+    state = CubaFloatState(current.new_zeros(b, n), current.new_zeros(b, n))
+    s = current.new_zeros(b, n)
+    spikes = []
+    for k in range(t):
+        x = current[:, k]
+        if weight_rec is not None:
+            x = x + s @ weight_rec.T
+        s, state = cuba_float_step(x, state, p, surrogate, bias)
+        spikes.append(s)
+    return torch.stack(spikes, dim=1)
+
+
+# --- torch implementation of the sparse backward ---------------------------------------------
+
+def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
+    """Forward without autograd -> (spikes (B, T, N), active flat index in (T, B, N) order
+    (int64), surrogate derivative at the active entries). Same arithmetic, in the same
+    order, as neuron.cuba_float_step, so the spikes match the dense reference bit for bit."""
+    current = x_in @ weight.T
+    b, t, n = current.shape
+    u = current.new_zeros(b, n)
+    v = current.new_zeros(b, n)
+    s = current.new_zeros(b, n)
+    spikes = current.new_empty(b, t, n)
+    vmt_all = current.new_empty(t, b, n)   # transient: freed when forward returns
+    wr_t = weight_rec.T if weight_rec is not None else None
+    for k in range(t):
+        x = current[:, k]
+        if wr_t is not None:
+            x = x + s @ wr_t
+        u = (1.0 - p.current_decay) * u + x
+        v = (1.0 - p.voltage_decay) * v + u
+        if bias is not None:
+            v = v + bias
+        vmt = v - p.threshold
+        s = (vmt > 0).to(vmt.dtype)
+        v = v * (1.0 - s)
+        spikes[:, k] = s
+        vmt_all[k] = vmt
+    flat = vmt_all.reshape(-1)
+    active = torch.nonzero(flat.abs() < surrogate.band).squeeze(1)
+    sg = surrogate_derivative(flat[active], surrogate)
+    return spikes, active, sg
+
+
+def filtered_trace(x: torch.Tensor, a: float, c: float) -> torch.Tensor:
+    """Y[t] = c Y[t-1] + y[t], y[t] = a y[t-1] + x[t] over dim 1 of (B, T, n), fresh state."""
+    out = torch.empty_like(x)
+    y = x.new_zeros(x.shape[0], x.shape[2])
+    yy = torch.zeros_like(y)
+    for k in range(x.shape[1]):
+        y = a * y + x[:, k]
+        yy = c * yy + y
+        out[:, k] = yy
+    return out
+
+
+def last_spike_before(spikes: torch.Tensor) -> torch.Tensor:
+    """(B, T, N) -> for each entry the step of the neuron's last spike strictly before
+    it (int64; -1 when none)."""
+    b, t, n = spikes.shape
+    steps = torch.arange(t, device=spikes.device).view(1, t, 1)
+    marked = torch.where(spikes > 0, steps, torch.full_like(steps, -1)).expand(b, t, n)
+    incl = torch.cummax(marked, dim=1).values
+    prev = torch.full_like(incl, -1)
+    prev[:, 1:] = incl[:, :-1]
+    return prev
+
+
+def sparse_weight_gradient(e, bi, ti, ji, r, c, inputs, out_features):
+    """dW = A @ Y (module docstring): e, bi, ti, ji, r per active entry; inputs (B, T, n)
+    is the layer's input sequence (s_in, or s[t-1] for W_rec); returns (out, n)."""
+    b, t, n = inputs.shape
+    if e.numel() == 0:
+        return inputs.new_zeros(out_features, n)
+    y = filtered_trace(inputs, *c).reshape(b * t, n)
+    rows, cols, vals = _sparse_pairs(e, bi, ti, ji, r, c[1], t)
+    a_mat = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (out_features, b * t),
+                                    check_invariants=False)
+    return torch.sparse.mm(a_mat, y)
+
+
+def _sparse_pairs(e, bi, ti, ji, r, c, t):
+    has = r >= 0
+    decay = torch.pow(torch.as_tensor(c, dtype=e.dtype, device=e.device), (ti - r)[has].to(e.dtype))
+    rows = torch.cat([ji, ji[has]])
+    cols = torch.cat([bi * t + ti, bi[has] * t + r[has]])
+    vals = torch.cat([e, -e[has] * decay])
+    return rows, cols, vals
+
+
+def sparse_bias_gradient(e, ti, ji, r, c, t, out_features):
+    """dbias_j = sum over active of e (Yb[t] - c^(t-r) Yb[r]), Yb[t] = sum_{k<=t} c^(t-k)."""
+    yb = torch.empty(t, dtype=e.dtype, device=e.device)
+    acc = 0.0
+    for k in range(t):
+        acc = c * acc + 1.0
+        yb[k] = acc
+    has = r >= 0
+    decay = torch.pow(torch.as_tensor(c, dtype=e.dtype, device=e.device), (ti - r)[has].to(e.dtype))
+    contrib = e * yb[ti]
+    contrib[has] -= e[has] * decay * yb[r[has]]
+    return torch.zeros(out_features, dtype=e.dtype, device=e.device).index_add_(0, ji, contrib)
+
+
+def adjoint(grad_spikes, spikes, active_tbn, sg, p, weight_rec, need_dx):
+    """Backward over time of the (u, v) filter -> (e per active entry, dx (B, T, N) or
+    None). ``e = G sg`` with G = dL/ds including, when weight_rec is set, the recurrent
+    term W_rec^T dx[t+1] gathered at the active entries only."""
+    b, t, n = spikes.shape
+    ti = torch.div(active_tbn, b * n, rounding_mode="floor")
+    rem = active_tbn - ti * (b * n)
+    bi = torch.div(rem, n, rounding_mode="floor")
+    ji = rem - bi * n
+    g_act = grad_spikes[bi, ti, ji]
+    if weight_rec is None and not need_dx:
+        return g_act * sg, None
+    a = 1.0 - p.current_decay
+    c = 1.0 - p.voltage_decay
+    counts = torch.bincount(ti, minlength=t).tolist()
+    ends = torch.tensor(counts).cumsum(0).tolist()
+    e = torch.empty_like(sg)
+    dx = grad_spikes.new_empty(b, t, n) if need_dx else None
+    dv = grad_spikes.new_zeros(b, n)
+    du = grad_spikes.new_zeros(b, n)
+    wr_t = weight_rec.T if weight_rec is not None else None
+    for k in range(t - 1, -1, -1):
+        lo, hi = ends[k] - counts[k], ends[k]
+        dv = c * (1.0 - spikes[:, k]) * dv
+        if hi > lo:
+            bk, jk = bi[lo:hi], ji[lo:hi]
+            g = g_act[lo:hi]
+            if wr_t is not None and k + 1 < t:
+                g = g + (du[bk] * wr_t[jk]).sum(-1)
+            ek = g * sg[lo:hi]
+            e[lo:hi] = ek
+            dv = dv.index_put((bk, jk), ek, accumulate=True)
+        du = dv + a * du
+        if need_dx:
+            dx[:, k] = du
+    return e, dx
+
+
+class SparseCubaFunction(torch.autograd.Function):
+    """Sparse-backward CUBA-LIF layer (module docstring). Saved for backward: the input
+    (by reference), the output spikes, the active indices and their surrogate values;
+    no per-step state."""
+
+    @staticmethod
+    def forward(ctx, x_in, weight, bias, weight_rec, p, surrogate):
+        with torch.no_grad():
+            spikes, active, sg = forward_active(x_in, weight, bias, weight_rec, p, surrogate)
+        ctx.p = p
+        ctx.has_bias = bias is not None
+        ctx.has_rec = weight_rec is not None
+        ctx.save_for_backward(x_in, weight, weight_rec, spikes, active, sg)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        x_in, weight, weight_rec, spikes, active, sg = ctx.saved_tensors
+        p = ctx.p
+        grad_spikes = grad_spikes.contiguous()
+        need_dx = ctx.needs_input_grad[0]
+        with torch.no_grad():
+            e, dx = adjoint(grad_spikes, spikes, active, sg, p, weight_rec, need_dx)
+            return _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p)
+
+
+def _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p):
+    """Parameter and input gradients from the active errors ``e`` (and dx if computed)."""
+    b, t, n = spikes.shape
+    ti = torch.div(active, b * n, rounding_mode="floor")
+    rem = active - ti * (b * n)
+    bi = torch.div(rem, n, rounding_mode="floor")
+    ji = rem - bi * n
+    r = last_spike_before(spikes)[bi, ti, ji]
+    decays = (1.0 - p.current_decay, 1.0 - p.voltage_decay)
+    d_x = dx @ weight if dx is not None else None
+    d_w = sparse_weight_gradient(e, bi, ti, ji, r, decays, x_in, n) if ctx.needs_input_grad[1] else None
+    d_b = None
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        d_b = sparse_bias_gradient(e, ti, ji, r, decays[1], t, n)
+    d_wr = None
+    if ctx.has_rec and ctx.needs_input_grad[3]:
+        prev = torch.zeros_like(spikes)
+        prev[:, 1:] = spikes[:, :-1]
+        d_wr = sparse_weight_gradient(e, bi, ti, ji, r, decays, prev, n)
+    return d_x, d_w, d_b, d_wr, None, None
