@@ -52,6 +52,7 @@ automatically for CUDA tensors; imported lazily).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -180,25 +181,28 @@ def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
 def filtered_trace(x: torch.Tensor, a: float, c: float) -> torch.Tensor:
     """Y[t] = c Y[t-1] + y[t], y[t] = a y[t-1] + x[t] over dim 1 of (B, T, n), fresh state."""
     out = torch.empty_like(x)
-    y = x.new_zeros(x.shape[0], x.shape[2])
-    yy = torch.zeros_like(y)
+    y = torch.zeros_like(x[:, 0])
     for k in range(x.shape[1]):
-        y = a * y + x[:, k]
-        yy = c * yy + y
-        out[:, k] = yy
+        torch.add(x[:, k], y, alpha=a, out=y)
+        if k:
+            torch.add(y, out[:, k - 1], alpha=c, out=out[:, k])
+        else:
+            out[:, 0] = y
     return out
 
 
-def last_spike_before(spikes: torch.Tensor) -> torch.Tensor:
-    """(B, T, N) -> for each entry the step of the neuron's last spike strictly before
-    it (int64; -1 when none)."""
+def last_spike_before(spikes: torch.Tensor, bi, ti, ji) -> torch.Tensor:
+    """For entries (bi, ti, ji) of spikes (B, T, N): the step of neuron ji's last spike
+    strictly before ti in sample bi (int64; -1 when none). Searches the sorted spike
+    keys, so it costs O(spikes + entries log spikes), not O(B T N)."""
     b, t, n = spikes.shape
-    steps = torch.arange(t, device=spikes.device).view(1, t, 1)
-    marked = torch.where(spikes > 0, steps, torch.full_like(steps, -1)).expand(b, t, n)
-    incl = torch.cummax(marked, dim=1).values
-    prev = torch.full_like(incl, -1)
-    prev[:, 1:] = incl[:, :-1]
-    return prev
+    sb, st, sj = torch.nonzero(spikes > 0, as_tuple=True)
+    spike_keys = torch.sort((sb * n + sj) * t + st).values
+    keys = (bi * n + ji) * t + ti
+    pos = torch.searchsorted(spike_keys, keys) - 1   # last spike key < entry key
+    prev = spike_keys[pos.clamp(min=0)] if spike_keys.numel() else keys.new_full(keys.shape, -1)
+    same = (pos >= 0) & (torch.div(prev, t, rounding_mode="floor") == bi * n + ji)
+    return torch.where(same, prev - (bi * n + ji) * t, torch.full_like(keys, -1))
 
 
 def sparse_weight_gradient(e, bi, ti, ji, r, c, inputs, out_features):
@@ -209,9 +213,14 @@ def sparse_weight_gradient(e, bi, ti, ji, r, c, inputs, out_features):
         return inputs.new_zeros(out_features, n)
     y = filtered_trace(inputs, *c).reshape(b * t, n)
     rows, cols, vals = _sparse_pairs(e, bi, ti, ji, r, c[1], t)
-    a_mat = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (out_features, b * t),
-                                    check_invariants=False)
-    return torch.sparse.mm(a_mat, y)
+    order = torch.argsort(rows * (b * t) + cols)
+    crow = torch.zeros(out_features + 1, dtype=torch.int64, device=e.device)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=out_features), 0)
+    with warnings.catch_warnings():   # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        a_mat = torch.sparse_csr_tensor(crow, cols[order], vals[order], (out_features, b * t),
+                                        check_invariants=False)
+        return a_mat @ y
 
 
 def _sparse_pairs(e, bi, ti, ji, r, c, t):
@@ -254,13 +263,14 @@ def adjoint(grad_spikes, spikes, active_tbn, sg, p, weight_rec, need_dx):
     counts = torch.bincount(ti, minlength=t).tolist()
     ends = torch.tensor(counts).cumsum(0).tolist()
     e = torch.empty_like(sg)
+    keep = (1.0 - spikes).mul_(c)          # c (1 - s[t]): the detached reset cuts dv
     dx = grad_spikes.new_empty(b, t, n) if need_dx else None
     dv = grad_spikes.new_zeros(b, n)
     du = grad_spikes.new_zeros(b, n)
     wr_t = weight_rec.T if weight_rec is not None else None
     for k in range(t - 1, -1, -1):
         lo, hi = ends[k] - counts[k], ends[k]
-        dv = c * (1.0 - spikes[:, k]) * dv
+        dv.mul_(keep[:, k])
         if hi > lo:
             bk, jk = bi[lo:hi], ji[lo:hi]
             g = g_act[lo:hi]
@@ -268,8 +278,8 @@ def adjoint(grad_spikes, spikes, active_tbn, sg, p, weight_rec, need_dx):
                 g = g + (du[bk] * wr_t[jk]).sum(-1)
             ek = g * sg[lo:hi]
             e[lo:hi] = ek
-            dv = dv.index_put((bk, jk), ek, accumulate=True)
-        du = dv + a * du
+            dv.index_put_((bk, jk), ek, accumulate=True)
+        torch.add(dv, du, alpha=a, out=du)
         if need_dx:
             dx[:, k] = du
     return e, dx
@@ -308,7 +318,7 @@ def _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p):
     rem = active - ti * (b * n)
     bi = torch.div(rem, n, rounding_mode="floor")
     ji = rem - bi * n
-    r = last_spike_before(spikes)[bi, ti, ji]
+    r = last_spike_before(spikes, bi, ti, ji)
     decays = (1.0 - p.current_decay, 1.0 - p.voltage_decay)
     d_x = dx @ weight if dx is not None else None
     d_w = sparse_weight_gradient(e, bi, ti, ji, r, decays, x_in, n) if ctx.needs_input_grad[1] else None

@@ -1,0 +1,222 @@
+"""The sparse backward (neurodeploy.train.sparse) against the dense autograd reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
+from neurodeploy.train.sparse import (
+    SparseCubaFunction, check_backward_mode, cuba_layer, forward_active, last_spike_before,
+)
+
+F64 = torch.float64
+SURROGATE = SurrogateParameters(scale=10.0, height=1.0, band=0.3)
+
+
+def _net(n_in, sizes, recurrent, seed, scale=0.7, bias=True):
+    g = torch.Generator().manual_seed(seed)
+    layers, prev = [], n_in
+    for k, n in enumerate(sizes):
+        w = torch.randn(n, prev, generator=g, dtype=F64) * scale
+        b = torch.randn(n, generator=g, dtype=F64) * 0.1 if bias else None
+        r = torch.randn(n, n, generator=g, dtype=F64) * 0.4 if recurrent and k == 0 else None
+        layers.append((w, b, r))
+        prev = n
+    return layers
+
+
+def _run(x, layers, p, surrogate, mode, x_grad=True):
+    """Forward the network, a random linear loss on every layer's spikes, backward.
+    Returns (spikes of every layer, [grad x] + grads of every parameter)."""
+    x = x.clone().requires_grad_(x_grad)
+    params = [[t.clone().requires_grad_(True) if t is not None else None for t in layer]
+              for layer in layers]
+    h, outs = x, []
+    for w, b, r in params:
+        h = cuba_layer(h, w, b, p, surrogate, weight_rec=r, backward=mode)
+        outs.append(h)
+    g = torch.Generator().manual_seed(123)
+    loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in outs)
+    loss = loss + outs[-1].sum(1).pow(2).sum() * 0.1   # a nonlinear term
+    loss.backward()
+    grads = [x.grad] if x_grad else []
+    grads += [t.grad for layer in params for t in layer if t is not None]
+    return outs, grads
+
+
+def _assert_grads_close(dense, sparse, rtol=1e-4):
+    assert len(dense) == len(sparse)
+    for gd, gs in zip(dense, sparse):
+        assert gd is not None and gs is not None
+        scale = gd.abs().max().clamp(min=1e-12)
+        assert ((gd - gs).abs().max() / scale).item() <= rtol, (gd, gs)
+
+
+def _input(shape, rate, seed):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g, dtype=F64) < rate).to(F64)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_sparse_gradients_equal_dense_reference_multilayer(seed, recurrent):
+    p = CubaFloatParameters(current_decay=0.2 + 0.1 * seed, voltage_decay=0.05 * seed, threshold=1.0)
+    x = _input((3, 25, 9), 0.3, seed)
+    layers = _net(9, (8, 6, 4), recurrent, seed)
+    sd, gd = _run(x, layers, p, SURROGATE, "dense")
+    ss, gs = _run(x, layers, p, SURROGATE, "sparse")
+    for a, b in zip(sd, ss):
+        assert torch.equal(a, b)
+    assert 0 < sd[0].mean() < 1   # the test exercises spikes and resets
+    _assert_grads_close(gd, gs)
+
+
+def test_sparse_gradients_with_real_valued_input_and_extreme_decays():
+    # current_decay 1 (u = x), voltage_decay 0 (no leak) and the reverse
+    x = torch.randn(2, 20, 5, dtype=F64, generator=torch.Generator().manual_seed(3))
+    for cd, vd in [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)]:
+        p = CubaFloatParameters(current_decay=cd, voltage_decay=vd, threshold=0.8)
+        layers = _net(5, (6, 3), True, 7, scale=0.5)
+        _, gd = _run(x, layers, p, SURROGATE, "dense")
+        _, gs = _run(x, layers, p, SURROGATE, "sparse")
+        _assert_grads_close(gd, gs)
+
+
+def test_empty_active_set_gives_zero_gradients():
+    p = CubaFloatParameters()
+    x = _input((2, 15, 6), 0.3, 0)
+    layers = [(torch.zeros(4, 6, dtype=F64), None, None)]   # v stays 0, far from threshold 1
+    _, active, _ = forward_active(x, layers[0][0], None, None, p, SURROGATE)
+    assert active.numel() == 0
+    _, gd = _run(x, layers, p, SURROGATE, "dense")
+    _, gs = _run(x, layers, p, SURROGATE, "sparse")
+    for g in gs:
+        assert torch.count_nonzero(g) == 0
+    _assert_grads_close(gd, gs)
+
+
+def test_all_active_extreme_matches_dense():
+    p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
+    wide = SurrogateParameters(scale=1.0, height=1.0, band=1e6)
+    x = _input((2, 20, 7), 0.4, 1)
+    layers = _net(7, (5, 3), True, 2)
+    _, active, _ = forward_active(x, layers[0][0], layers[0][1], layers[0][2], p, wide)
+    assert active.numel() == 2 * 20 * 5
+    _, gd = _run(x, layers, p, wide, "dense")
+    _, gs = _run(x, layers, p, wide, "sparse")
+    _assert_grads_close(gd, gs)
+
+
+def test_first_layer_without_input_gradient_matches_dense():
+    p = CubaFloatParameters(current_decay=0.25, voltage_decay=0.1)
+    x = _input((4, 30, 10), 0.2, 5)
+    layers = _net(10, (7, 3), False, 5, bias=False)
+    _, gd = _run(x, layers, p, SURROGATE, "dense", x_grad=False)
+    _, gs = _run(x, layers, p, SURROGATE, "sparse", x_grad=False)
+    _assert_grads_close(gd, gs)
+
+
+def test_sparse_gradient_passes_gradcheck_against_surrogate_definition():
+    # torch's gradcheck of a spiking layer is meaningless (Heaviside); instead check the
+    # sparse Function's backward against autograd of the dense reference at many points
+    p = CubaFloatParameters(current_decay=0.4, voltage_decay=0.2)
+    for seed in range(10):
+        g = torch.Generator().manual_seed(100 + seed)
+        b, t, n_in, n = 1 + seed % 3, 5 + 3 * seed, 1 + seed % 4, 1 + seed % 5
+        x = _input((b, t, n_in), 0.5, seed)
+        w = torch.randn(n, n_in, generator=g, dtype=F64)
+        r = torch.randn(n, n, generator=g, dtype=F64) if seed % 2 else None
+        _, gd = _run(x, [(w, None, r)], p, SURROGATE, "dense")
+        _, gs = _run(x, [(w, None, r)], p, SURROGATE, "sparse")
+        _assert_grads_close(gd, gs)
+
+
+def test_float32_spikes_identical_and_gradients_close():
+    p = CubaFloatParameters(current_decay=0.2, voltage_decay=0.1)
+    x = _input((8, 50, 40), 0.1, 9).float()
+    layers = [tuple(t.float() if t is not None else None for t in layer)
+              for layer in _net(40, (30, 10), True, 9, scale=0.4)]
+    sd, gd = _run(x, layers, p, SURROGATE, "dense", x_grad=False)
+    ss, gs = _run(x, layers, p, SURROGATE, "sparse", x_grad=False)
+    for a, b in zip(sd, ss):
+        assert torch.equal(a, b)
+    _assert_grads_close(gd, gs, rtol=1e-4)
+
+
+def test_last_spike_before_finds_the_previous_spike_of_the_same_neuron():
+    s = torch.zeros(2, 6, 3)
+    s[0, 1, 0] = s[0, 4, 0] = s[1, 2, 2] = s[0, 2, 1] = 1
+    bi = torch.tensor([0, 0, 0, 0, 1, 1, 0])
+    ti = torch.tensor([1, 2, 5, 4, 3, 2, 5])
+    ji = torch.tensor([0, 0, 0, 0, 2, 2, 2])
+    r = last_spike_before(s, bi, ti, ji)
+    assert r.tolist() == [-1, 1, 4, 1, 2, -1, -1]
+
+
+def test_sparse_saves_less_for_backward_than_dense():
+    p = CubaFloatParameters(current_decay=0.2, voltage_decay=0.1)
+    x = _input((8, 100, 50), 0.05, 0).float()
+    w = (torch.randn(40, 50, generator=torch.Generator().manual_seed(0)) * 0.3).requires_grad_(True)
+    sizes = {}
+    for mode in ("dense", "sparse"):
+        seen = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            s = cuba_layer(x, w, None, p, SURROGATE, backward=mode)
+        s.sum().backward()
+        skip = {x.untyped_storage().data_ptr(), w.untyped_storage().data_ptr()}
+        sizes[mode] = sum(v for k, v in seen.items() if k not in skip)
+    assert sizes["sparse"] < sizes["dense"]
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+def test_sparse_needs_a_band():
+    x = torch.zeros(1, 3, 2)
+    with pytest.raises(ValueError, match="band"):
+        cuba_layer(x, torch.zeros(2, 2), None, CubaFloatParameters(),
+                   SurrogateParameters(band=None), backward="sparse")
+
+
+def test_band_must_be_positive():
+    with pytest.raises(ValueError, match="band must be > 0"):
+        SurrogateParameters(band=0.0)
+    with pytest.raises(ValueError, match="band must be > 0"):
+        SurrogateParameters(band=-0.1)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(weight=torch.zeros(2, 3)), "weight must be"),
+    (dict(x_in=torch.zeros(3, 2)), r"x_in must be \(batch, time, in\)"),
+    (dict(bias=torch.zeros(3)), "bias must be"),
+    (dict(weight_rec=torch.zeros(2, 3)), "weight_rec must be"),
+    (dict(weight=torch.zeros(2, 2, dtype=F64)), "dtype"),
+    (dict(bias=torch.zeros(2, dtype=F64)), "dtype"),
+    (dict(x_in=torch.zeros(1, 3, 2, dtype=torch.int64)), "floating point"),
+    (dict(backward="fast"), "backward must be one of"),
+])
+def test_bad_input_is_a_clear_error(kwargs, match):
+    args = dict(x_in=torch.zeros(1, 3, 2), weight=torch.zeros(2, 2), bias=None, weight_rec=None,
+                backward="sparse")
+    args.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=match):
+        cuba_layer(args["x_in"], args["weight"], args["bias"], CubaFloatParameters(), SURROGATE,
+                   weight_rec=args["weight_rec"], backward=args["backward"])
+
+
+def test_non_lif_layer_cannot_use_sparse_backward():
+    check_backward_mode("sparse", "cuba", "layer 0")
+    check_backward_mode("dense", "conv", "layer 1")
+    with pytest.raises(ValueError, match="layer 2.*sigma_delta"):
+        check_backward_mode("sparse", "sigma_delta", "layer 2")
+
+
+def test_sparse_function_is_what_cpu_dispatch_uses():
+    x = _input((1, 5, 2), 0.5, 0)
+    w = torch.ones(2, 2, dtype=F64, requires_grad=True)
+    s = cuba_layer(x, w, None, CubaFloatParameters(), SURROGATE, backward="sparse")
+    assert s.grad_fn.__class__.__name__ == SparseCubaFunction.__name__ + "Backward"
