@@ -34,14 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters  # noqa: E402
 from neurodeploy.train.sparse import cuba_layer, forward_active  # noqa: E402
 
-NEURON = CubaFloatParameters(current_decay=0.2, voltage_decay=0.1, threshold=1.0)
-# the paper's surrogate 1/(100|V - theta| + 1)^2, truncated to |V - theta| < 0.2 (B_th)
-SURROGATE = SurrogateParameters(scale=100.0, height=1.0, band=0.2)
+# tau_mem = 10 steps as in the paper (voltage_decay 0.1 ~ 1 - exp(-1/10)); a fast synaptic
+# current (the paper's neuron has none: current_decay 1) so both CUBA states are exercised
+NEURON = CubaFloatParameters(current_decay=0.5, voltage_decay=0.1, threshold=1.0)
+# the paper's surrogate 1/(100|V - theta| + 1)^2, truncated to |V - theta| < 0.1 (their
+# B_th is 0.2 on F-MNIST, 0.05 on SHD; our smoothed CUBA voltage dwells longer near
+# threshold, so 0.1 gives the paper's few-percent activity)
+SURROGATE = SurrogateParameters(scale=100.0, height=1.0, band=0.1)
 
 NETWORKS = {
-    "fmnist_784_200_10": dict(sizes=(784, 200, 10), recurrent=False, input="rate", scales=(1.0, 2.5)),
-    "shd_700_200_20": dict(sizes=(700, 200, 20), recurrent=False, input="shd", scales=(3.0, 2.5)),
-    "shd_700_200rec_20": dict(sizes=(700, 200, 20), recurrent=True, input="shd", scales=(3.0, 2.5)),
+    "fmnist_784_200_10": dict(sizes=(784, 200, 10), recurrent=False, input="rate", scales=(1.0, 3.0)),
+    "shd_700_200_20": dict(sizes=(700, 200, 20), recurrent=False, input="shd", scales=(1.5, 3.0)),
+    "shd_700_200rec_20": dict(sizes=(700, 200, 20), recurrent=True, input="shd", scales=(1.5, 3.0)),
 }
 
 

@@ -220,3 +220,80 @@ def test_sparse_function_is_what_cpu_dispatch_uses():
     w = torch.ones(2, 2, dtype=F64, requires_grad=True)
     s = cuba_layer(x, w, None, CubaFloatParameters(), SURROGATE, backward="sparse")
     assert s.grad_fn.__class__.__name__ == SparseCubaFunction.__name__ + "Backward"
+
+
+# --- the Triton (CUDA) implementation ------------------------------------------------------
+
+_TRITON_CHECK = r"""
+import torch
+from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
+from neurodeploy.train.sparse import SparseCubaFunction, TorchKernels
+from neurodeploy.train.sparse_cuda import TritonKernels
+
+p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
+sur = SurrogateParameters(scale=10.0, height=1.0, band=0.3)
+g = torch.Generator().manual_seed(0)
+for dtype in (torch.float64, torch.float32):
+    for recurrent in (False, True):
+        x = (torch.rand(3, 20, 9, generator=g) < 0.3).to(dtype)
+        w = torch.randn(6, 9, generator=g).to(dtype) * 0.7
+        b = torch.randn(6, generator=g).to(dtype) * 0.1
+        r = torch.randn(6, 6, generator=g).to(dtype) * 0.4 if recurrent else None
+        weights = torch.randn(3, 20, 6, generator=g).to(dtype)
+        res = {}
+        for name, kernels in (("torch", TorchKernels), ("triton", TritonKernels)):
+            ts = [t.clone().requires_grad_(True) if t is not None else None for t in (x, w, b, r)]
+            s = SparseCubaFunction.apply(ts[0], ts[1], ts[2], ts[3], p, sur, kernels)
+            (s * weights).sum().backward()
+            res[name] = [s] + [t.grad for t in ts if t is not None]
+        assert torch.equal(res["torch"][0], res["triton"][0]), "spikes differ"
+        assert 0 < res["torch"][0].mean() < 1
+        for a, c in zip(res["torch"][1:], res["triton"][1:]):
+            err = ((a - c).abs().max() / a.abs().max().clamp(min=1e-12)).item()
+            assert err <= (1e-10 if dtype == torch.float64 else 1e-5), err
+print("TRITON_OK")
+"""
+
+
+def test_triton_kernels_match_torch_in_interpreter_mode():
+    """The CUDA path's Triton kernels, run by Triton's CPU interpreter (no GPU needed)."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-c", _TRITON_CHECK], env=env, capture_output=True,
+                         text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0 and "TRITON_OK" in out.stdout, out.stderr[-3000:]
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_cuda_sparse_gradients_equal_dense_reference(recurrent):
+    pytest.importorskip("triton")
+    p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
+    x = _input((4, 40, 12), 0.3, 0).cuda()
+    layers = [tuple(t.cuda() if t is not None else None for t in layer)
+              for layer in _net(12, (10, 5), recurrent, 0)]
+    sd, gd = _run(x, layers, p, SURROGATE, "dense")
+    ss, gs = _run(x, layers, p, SURROGATE, "sparse")
+    assert ss[0].grad_fn is not None
+    for a, b in zip(sd, ss):
+        assert torch.equal(a, b)
+    _assert_grads_close(gd, gs)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_float32_spikes_identical_to_dense():
+    pytest.importorskip("triton")
+    p = CubaFloatParameters(current_decay=0.2, voltage_decay=0.1)
+    x = _input((16, 100, 64), 0.1, 2).float().cuda()
+    w = (torch.randn(48, 64, generator=torch.Generator().manual_seed(0)) * 0.4).cuda()
+    sd = cuba_layer(x, w, None, p, SURROGATE, backward="dense")
+    ss = cuba_layer(x, w, None, p, SURROGATE, backward="sparse")
+    assert torch.equal(sd, ss)

@@ -123,10 +123,11 @@ def cuba_layer(x_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
     _check_inputs(x_in, weight, bias, weight_rec, surrogate, backward)
     if backward == "dense":
         return _dense_layer(x_in, weight, bias, p, surrogate, weight_rec)
+    kernels = TorchKernels
     if x_in.is_cuda:
-        from neurodeploy.train import sparse_cuda
-        return sparse_cuda.cuba_layer_sparse_cuda(x_in, weight, bias, p, surrogate, weight_rec)
-    return SparseCubaFunction.apply(x_in, weight, bias, weight_rec, p, surrogate)
+        from neurodeploy.train.sparse_cuda import TritonKernels
+        kernels = TritonKernels
+    return SparseCubaFunction.apply(x_in, weight, bias, weight_rec, p, surrogate, kernels)
 
 
 def _dense_layer(x_in, weight, bias, p, surrogate, weight_rec):
@@ -205,13 +206,14 @@ def last_spike_before(spikes: torch.Tensor, bi, ti, ji) -> torch.Tensor:
     return torch.where(same, prev - (bi * n + ji) * t, torch.full_like(keys, -1))
 
 
-def sparse_weight_gradient(e, bi, ti, ji, r, c, inputs, out_features):
+def sparse_weight_gradient(e, bi, ti, ji, r, c, inputs, out_features, trace=None):
     """dW = A @ Y (module docstring): e, bi, ti, ji, r per active entry; inputs (B, T, n)
-    is the layer's input sequence (s_in, or s[t-1] for W_rec); returns (out, n)."""
+    is the layer's input sequence (s_in, or s[t-1] for W_rec); c = (a, c) decays;
+    trace: the filtered_trace implementation. Returns (out, n)."""
     b, t, n = inputs.shape
     if e.numel() == 0:
         return inputs.new_zeros(out_features, n)
-    y = filtered_trace(inputs, *c).reshape(b * t, n)
+    y = (trace or filtered_trace)(inputs.contiguous(), *c).reshape(b * t, n)
     rows, cols, vals = _sparse_pairs(e, bi, ti, ji, r, c[1], t)
     order = torch.argsort(rows * (b * t) + cols)
     crow = torch.zeros(out_features + 1, dtype=torch.int64, device=e.device)
@@ -285,16 +287,25 @@ def adjoint(grad_spikes, spikes, active_tbn, sg, p, weight_rec, need_dx):
     return e, dx
 
 
+class TorchKernels:
+    """The time loops of the sparse layer in plain torch (any device)."""
+
+    forward_active = staticmethod(forward_active)
+    filtered_trace = staticmethod(filtered_trace)
+    adjoint = staticmethod(adjoint)
+
+
 class SparseCubaFunction(torch.autograd.Function):
     """Sparse-backward CUBA-LIF layer (module docstring). Saved for backward: the input
     (by reference), the output spikes, the active indices and their surrogate values;
     no per-step state."""
 
     @staticmethod
-    def forward(ctx, x_in, weight, bias, weight_rec, p, surrogate):
+    def forward(ctx, x_in, weight, bias, weight_rec, p, surrogate, kernels=TorchKernels):
         with torch.no_grad():
-            spikes, active, sg = forward_active(x_in, weight, bias, weight_rec, p, surrogate)
+            spikes, active, sg = kernels.forward_active(x_in, weight, bias, weight_rec, p, surrogate)
         ctx.p = p
+        ctx.kernels = kernels
         ctx.has_bias = bias is not None
         ctx.has_rec = weight_rec is not None
         ctx.save_for_backward(x_in, weight, weight_rec, spikes, active, sg)
@@ -307,7 +318,7 @@ class SparseCubaFunction(torch.autograd.Function):
         grad_spikes = grad_spikes.contiguous()
         need_dx = ctx.needs_input_grad[0]
         with torch.no_grad():
-            e, dx = adjoint(grad_spikes, spikes, active, sg, p, weight_rec, need_dx)
+            e, dx = ctx.kernels.adjoint(grad_spikes, spikes, active, sg, p, weight_rec, need_dx)
             return _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p)
 
 
@@ -321,7 +332,7 @@ def _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p):
     r = last_spike_before(spikes, bi, ti, ji)
     decays = (1.0 - p.current_decay, 1.0 - p.voltage_decay)
     d_x = dx @ weight if dx is not None else None
-    d_w = sparse_weight_gradient(e, bi, ti, ji, r, decays, x_in, n) if ctx.needs_input_grad[1] else None
+    d_w = sparse_weight_gradient(e, bi, ti, ji, r, decays, x_in, n, ctx.kernels.filtered_trace) if ctx.needs_input_grad[1] else None
     d_b = None
     if ctx.has_bias and ctx.needs_input_grad[2]:
         d_b = sparse_bias_gradient(e, ti, ji, r, decays[1], t, n)
@@ -329,5 +340,5 @@ def _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p):
     if ctx.has_rec and ctx.needs_input_grad[3]:
         prev = torch.zeros_like(spikes)
         prev[:, 1:] = spikes[:, :-1]
-        d_wr = sparse_weight_gradient(e, bi, ti, ji, r, decays, prev, n)
-    return d_x, d_w, d_b, d_wr, None, None
+        d_wr = sparse_weight_gradient(e, bi, ti, ji, r, decays, prev, n, ctx.kernels.filtered_trace)
+    return d_x, d_w, d_b, d_wr, None, None, None
