@@ -11,8 +11,9 @@ the same network as an outside baseline.
 Memory: on CUDA the peak allocated memory of forward+backward
 (torch.cuda.max_memory_allocated, above the inputs and weights); on CPU the bytes
 held for backward (tensors saved by autograd, unique storages, excluding inputs
-and weights that exist before the forward) -- CPU allocator peaks are not
-observable from torch.
+and weights that exist before the forward) as memory_ratio, and the peak of torch's
+CPU allocations from the profiler's memory records (approximate: allocations net
+of frees inside each op) as peak_memory_ratio_profiler.
 
     python benchmarks/sparse_backward.py --device cpu --json benchmarks/results/sparse_backward_cpu.json
 """
@@ -151,7 +152,26 @@ def memory_mode(x, target, ws, rec, mode, device):
         return torch.cuda.max_memory_allocated() - base
     loss, nbytes = saved_bytes(lambda: loss_fn(network(x, ws, rec, mode)[1], target), [x] + params)
     loss.backward()
-    return nbytes
+    for p in params:
+        p.grad = None
+
+    def step():
+        loss_fn(network(x, ws, rec, mode)[1], target).backward()
+
+    return nbytes, cpu_peak_bytes(step)
+
+
+def cpu_peak_bytes(fn):
+    """Peak of torch's CPU allocations during fn() above its start, from the profiler's
+    memory records (allocations net of frees inside each op, at the op's start)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    cur = peak = 0
+    for ev in sorted(prof.events(), key=lambda e: e.time_range.start):
+        cur += ev.self_cpu_memory_usage
+        peak = max(peak, cur)
+    return peak
 
 
 def active_fraction(x, ws, rec, h):
@@ -175,11 +195,13 @@ def slayer_baseline(spec, x, target, reps, device):
                   voltage_decay=NEURON.voltage_decay, tau_grad=1.0, scale_grad=1.0)
     torch.manual_seed(0)
     if spec["recurrent"]:
-        first = slayer.block.cuba.Recurrent(params, sizes[0], sizes[1], weight_scale=2)
+        first = slayer.block.cuba.Recurrent(params, sizes[0], sizes[1], weight_scale=2,
+                                             delay_shift=False)
     else:
-        first = slayer.block.cuba.Dense(params, sizes[0], sizes[1], weight_scale=2)
+        first = slayer.block.cuba.Dense(params, sizes[0], sizes[1], weight_scale=2,
+                                         delay_shift=False)
     net = torch.nn.Sequential(first, slayer.block.cuba.Dense(params, sizes[1], sizes[2],
-                                                                weight_scale=2)).to(device)
+                                                                weight_scale=2, delay_shift=False)).to(device)
     xs = x.transpose(1, 2).contiguous()  # slayer: (batch, channels, time)
     times = []
     for i in range(reps + 1):
@@ -214,6 +236,10 @@ def bench_network(name, spec, batch, steps, reps, device, with_slayer):
     fs, bs, gs, _, out_s = time_mode(x, target, ws, rec, "sparse", reps, device)
     md = memory_mode(x, target, ws, rec, "dense", device)
     ms = memory_mode(x, target, ws, rec, "sparse", device)
+    if device == "cpu":   # (saved-for-backward bytes, profiler peak)
+        (md, pd), (ms, ps) = md, ms
+        res.update({"dense_peak_bytes_profiler": pd, "sparse_peak_bytes_profiler": ps,
+                    "peak_memory_ratio_profiler": ps / pd})
     act_hidden, act_all = active_fraction(x, ws, rec, h)
     res.update({
         "input_rate": x.mean().item(), "hidden_rate": h.mean().item(), "output_rate": out_d.mean().item(),
@@ -226,7 +252,12 @@ def bench_network(name, spec, batch, steps, reps, device, with_slayer):
         "grad_max_rel_err": grad_error(gd, gs),
     })
     if with_slayer:
-        res["slayer"] = slayer_baseline(spec, x, target, reps, device)
+        # slayer is slow on CPU (a python time loop per block): fewer repetitions there
+        res["slayer"] = slayer_baseline(spec, x, target, reps if device == "cuda" else 1, device)
+        if res["slayer"]["available"]:
+            fb = res["slayer"]["forward_backward_s"]
+            res["slayer"]["vs_sparse_forward_backward"] = fb / (fs + bs)
+            res["slayer"]["vs_dense_forward_backward"] = fb / (fd + bd)
     return res
 
 

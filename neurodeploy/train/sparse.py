@@ -206,23 +206,39 @@ def last_spike_before(spikes: torch.Tensor, bi, ti, ji) -> torch.Tensor:
     return torch.where(same, prev - (bi * n + ji) * t, torch.full_like(keys, -1))
 
 
-def sparse_weight_gradient(e, bi, ti, ji, r, c, inputs, out_features, trace=None):
+def sparse_weight_gradient(e, bi, ti, ji, r, c, inputs, out_features, trace=None,
+                           max_trace_elements=None):
     """dW = A @ Y (module docstring): e, bi, ti, ji, r per active entry; inputs (B, T, n)
     is the layer's input sequence (s_in, or s[t-1] for W_rec); c = (a, c) decays;
-    trace: the filtered_trace implementation. Returns (out, n)."""
+    trace: the filtered_trace implementation. Y is built in batch chunks of at most
+    ``max_trace_elements`` elements (bounds the backward's transient memory).
+    Returns (out, n)."""
     b, t, n = inputs.shape
+    d_w = inputs.new_zeros(out_features, n)
     if e.numel() == 0:
-        return inputs.new_zeros(out_features, n)
-    y = (trace or filtered_trace)(inputs.contiguous(), *c).reshape(b * t, n)
-    rows, cols, vals = _sparse_pairs(e, bi, ti, ji, r, c[1], t)
-    order = torch.argsort(rows * (b * t) + cols)
-    crow = torch.zeros(out_features + 1, dtype=torch.int64, device=e.device)
-    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=out_features), 0)
-    with warnings.catch_warnings():   # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        a_mat = torch.sparse_csr_tensor(crow, cols[order], vals[order], (out_features, b * t),
-                                        check_invariants=False)
-        return a_mat @ y
+        return d_w
+    trace = trace or filtered_trace
+    chunk = b if max_trace_elements is None else max(1, min(b, max_trace_elements // (t * n)))
+    for b0 in range(0, b, chunk):
+        b1 = min(b, b0 + chunk)
+        if chunk == b:
+            sel = slice(None)
+        else:
+            sel = torch.nonzero((bi >= b0) & (bi < b1)).squeeze(1)
+            if sel.numel() == 0:
+                continue
+        y = trace(inputs[b0:b1].contiguous(), *c).reshape((b1 - b0) * t, n)
+        rows, cols, vals = _sparse_pairs(e[sel], bi[sel] - b0, ti[sel], ji[sel], r[sel], c[1], t)
+        order = torch.argsort(rows * ((b1 - b0) * t) + cols)
+        crow = torch.zeros(out_features + 1, dtype=torch.int64, device=e.device)
+        crow[1:] = torch.cumsum(torch.bincount(rows, minlength=out_features), 0)
+        with warnings.catch_warnings():   # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            a_mat = torch.sparse_csr_tensor(crow, cols[order], vals[order],
+                                            (out_features, (b1 - b0) * t), check_invariants=False)
+            d_w += a_mat @ y
+        del y
+    return d_w
 
 
 def _sparse_pairs(e, bi, ti, ji, r, c, t):
@@ -332,7 +348,13 @@ def _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p):
     r = last_spike_before(spikes, bi, ti, ji)
     decays = (1.0 - p.current_decay, 1.0 - p.voltage_decay)
     d_x = dx @ weight if dx is not None else None
-    d_w = sparse_weight_gradient(e, bi, ti, ji, r, decays, x_in, n, ctx.kernels.filtered_trace) if ctx.needs_input_grad[1] else None
+    # transient trace no larger than what the dense backward allocates anyway: the
+    # gradient of the input currents (B, T, out), and of the input when it needs one
+    budget = b * t * max(n, x_in.shape[2] if dx is not None else 0)
+    d_w = None
+    if ctx.needs_input_grad[1]:
+        d_w = sparse_weight_gradient(e, bi, ti, ji, r, decays, x_in, n, ctx.kernels.filtered_trace,
+                                     budget)
     d_b = None
     if ctx.has_bias and ctx.needs_input_grad[2]:
         d_b = sparse_bias_gradient(e, ti, ji, r, decays[1], t, n)
