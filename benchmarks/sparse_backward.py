@@ -225,11 +225,16 @@ def grad_error(dense, sparse):
     return worst
 
 
-def bench_network(name, spec, batch, steps, reps, device, with_slayer):
+def network_data(spec, batch, steps, device):
     gen = torch.Generator().manual_seed(0)
     x = make_input(spec["input"], batch, steps, spec["sizes"][0], gen, device)
     target = torch.randint(0, spec["sizes"][-1], (batch,), generator=gen).to(device)
     ws, rec = make_weights(spec, gen, device)
+    return x, target, ws, rec
+
+
+def bench_network(name, spec, batch, steps, reps, device):
+    x, target, ws, rec = network_data(spec, batch, steps, device)
     res = {"network": name, "sizes": list(spec["sizes"]), "recurrent": spec["recurrent"],
            "batch": batch, "steps": steps}
     fd, bd, gd, h, out_d = time_mode(x, target, ws, rec, "dense", reps, device)
@@ -251,14 +256,18 @@ def bench_network(name, spec, batch, steps, reps, device, with_slayer):
         "dense_memory_bytes": md, "sparse_memory_bytes": ms, "memory_ratio": ms / md,
         "grad_max_rel_err": grad_error(gd, gs),
     })
-    if with_slayer:
-        # slayer is slow on CPU (a python time loop per block): fewer repetitions there
-        res["slayer"] = slayer_baseline(spec, x, target, reps if device == "cuda" else 1, device)
-        if res["slayer"]["available"]:
-            fb = res["slayer"]["forward_backward_s"]
-            res["slayer"]["vs_sparse_forward_backward"] = fb / (fs + bs)
-            res["slayer"]["vs_dense_forward_backward"] = fb / (fd + bd)
     return res
+
+
+def add_slayer(res, spec, reps, device):
+    """Run after all our timings (slayer's CPU runs disturb later timings)."""
+    x, target, _, _ = network_data(spec, res["batch"], res["steps"], device)
+    # slayer is slow on CPU (a python time loop per block): fewer repetitions there
+    res["slayer"] = slayer_baseline(spec, x, target, reps if device == "cuda" else 1, device)
+    if res["slayer"]["available"]:
+        fb = res["slayer"]["forward_backward_s"]
+        res["slayer"]["vs_sparse_forward_backward"] = fb / (res["sparse_forward_s"] + res["sparse_backward_s"])
+        res["slayer"]["vs_dense_forward_backward"] = fb / (res["dense_forward_s"] + res["dense_backward_s"])
 
 
 def main(argv=None):
@@ -267,7 +276,7 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, required=True, help="output JSON file")
     ap.add_argument("--batch", type=int, default=None, help="default 256 on cuda, 32 on cpu")
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--networks", nargs="*", default=list(NETWORKS), choices=list(NETWORKS))
     ap.add_argument("--no-slayer", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -279,10 +288,13 @@ def main(argv=None):
     batch = args.batch or (256 if args.device == "cuda" else 32)
     results = []
     for name in args.networks:
-        r = bench_network(name, NETWORKS[name], batch, args.steps, args.reps, args.device,
-                          not args.no_slayer)
+        r = bench_network(name, NETWORKS[name], batch, args.steps, args.reps, args.device)
         print(json.dumps(r), flush=True)
         results.append(r)
+    if not args.no_slayer:
+        for r in results:
+            add_slayer(r, NETWORKS[r["network"]], args.reps, args.device)
+            print(r["network"], "slayer", json.dumps(r["slayer"]), flush=True)
     summary = {
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
         "torch": torch.__version__, "python": platform.python_version(),

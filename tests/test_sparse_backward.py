@@ -297,3 +297,14 @@ def test_cuda_float32_spikes_identical_to_dense():
     sd = cuba_layer(x, w, None, p, SURROGATE, backward="dense")
     ss = cuba_layer(x, w, None, p, SURROGATE, backward="sparse")
     assert torch.equal(sd, ss)
+
+
+@pytest.mark.parametrize("steps", [1, 7, 10, 23, 100])
+@pytest.mark.parametrize("decays", [(0.75, 0.9), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)])
+def test_blocked_input_trace_equals_step_loop(steps, decays):
+    from neurodeploy.train.sparse import filtered_trace, filtered_trace_loop
+    x = torch.randn(3, steps, 5, dtype=F64, generator=torch.Generator().manual_seed(steps))
+    ref = filtered_trace_loop(x, *decays)
+    got = filtered_trace(x, *decays)
+    assert got.shape == ref.shape
+    assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)
