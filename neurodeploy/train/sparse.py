@@ -179,9 +179,10 @@ def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
     return spikes, active, sg
 
 
-def filtered_trace_loop(x: torch.Tensor, a: float, c: float) -> torch.Tensor:
-    """Y[t] = c Y[t-1] + y[t], y[t] = a y[t-1] + x[t] over dim 1 of (B, T, n), fresh
-    state: the plain step loop (reference for :func:`filtered_trace`)."""
+def filtered_trace(x: torch.Tensor, a: float, c: float) -> torch.Tensor:
+    """Y[t] = c Y[t-1] + y[t], y[t] = a y[t-1] + x[t] over dim 1 of (B, T, n), fresh state.
+    Two in-place ops per step; memory-bound (a blocked-in-time matmul form measured no
+    faster on CPU)."""
     out = torch.empty_like(x)
     y = torch.zeros_like(x[:, 0])
     for k in range(x.shape[1]):
@@ -191,59 +192,6 @@ def filtered_trace_loop(x: torch.Tensor, a: float, c: float) -> torch.Tensor:
         else:
             out[:, 0] = y
     return out
-
-
-def _impulse_responses(a: float, c: float, length: int):
-    """Over one block of ``length`` steps: h (response of Y to x at step 0), g (weight of
-    x[m] in y at the block's end), p and q (response of Y to the incoming y and Y)."""
-    h, p, q, g = [], [], [], [a ** (length - 1 - m) for m in range(length)]
-    y = yy = 0.0
-    yp, yyp, yyq = 1.0, 0.0, 1.0
-    for i in range(length):
-        y = a * y + (1.0 if i == 0 else 0.0)
-        yy = c * yy + y
-        h.append(yy)
-        yp = a * yp
-        yyp = c * yyp + yp
-        p.append(yyp)
-        yyq = c * yyq
-        q.append(yyq)
-    return h, g, p, q
-
-
-def filtered_trace(x: torch.Tensor, a: float, c: float, block: int = 10) -> torch.Tensor:
-    """Y[t] = c Y[t-1] + y[t], y[t] = a y[t-1] + x[t] over dim 1 of (B, T, n), fresh state.
-
-    Blocked over time: within blocks of ``block`` steps one batched matmul with the
-    block's (lower-triangular Toeplitz) impulse response, then a carry of (y, Y) from
-    block to block: ~3 ops per block instead of 2 per step."""
-    b, t, n = x.shape
-    length = max(1, min(block, t))
-    nb = -(-t // length)
-    pad = nb * length - t
-    xp = torch.nn.functional.pad(x, (0, 0, 0, pad)) if pad else x
-    x4 = xp.reshape(b, nb, length, n)
-    h, g, p, q = _impulse_responses(a, c, length)
-    opts = dict(dtype=x.dtype, device=x.device)
-    idx = torch.arange(length)
-    diff = idx.view(-1, 1) - idx.view(1, -1)
-    h_mat = torch.where(diff >= 0, torch.tensor(h, dtype=torch.float64)[diff.clamp(min=0)],
-                        torch.zeros((), dtype=torch.float64)).to(**opts)
-    out = torch.matmul(h_mat, x4)                        # (b, nb, L, n), within-block part
-    y_end = torch.matmul(torch.tensor(g, **opts), x4)    # (b, nb, n)
-    p_col = torch.tensor(p, **opts).view(1, length, 1)
-    q_col = torch.tensor(q, **opts).view(1, length, 1)
-    a_len = a ** length
-    y_prev = None
-    for k in range(nb):
-        if y_prev is not None:
-            out[:, k].addcmul_(p_col, y_prev.unsqueeze(1)).addcmul_(q_col, big_prev.unsqueeze(1))
-            y_prev = torch.add(y_end[:, k], y_prev, alpha=a_len)
-        else:
-            y_prev = y_end[:, k]
-        big_prev = out[:, k, length - 1]
-    out = out.reshape(b, nb * length, n)
-    return out[:, :t].contiguous() if pad else out
 
 
 def last_spike_before(spikes: torch.Tensor, bi, ti, ji) -> torch.Tensor:
