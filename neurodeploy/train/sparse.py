@@ -231,13 +231,20 @@ def sparse_weight_gradient(e, bi, ti, ji, r, c, inputs, out_features, trace=None
                 continue
         y = trace(inputs[b0:b1].contiguous(), *c).reshape((b1 - b0) * t, n)
         rows, cols, vals = _sparse_pairs(e[sel], bi[sel] - b0, ti[sel], ji[sel], r[sel], c[1], t)
-        order = torch.argsort(rows * ((b1 - b0) * t) + cols)
+        # CSR with duplicates merged: consecutive active steps after the same spike share
+        # their (b, r, j) reset entry (~25 % fewer nonzeros at the benchmark's activity)
+        width = (b1 - b0) * t
+        keys, order = torch.sort(rows * width + cols)
+        keys, inverse = torch.unique_consecutive(keys, return_inverse=True)
+        vals = torch.zeros(keys.numel(), dtype=e.dtype, device=e.device).index_add_(
+            0, inverse, vals[order])
+        rows = torch.div(keys, width, rounding_mode="floor")
         crow = torch.zeros(out_features + 1, dtype=torch.int64, device=e.device)
         crow[1:] = torch.cumsum(torch.bincount(rows, minlength=out_features), 0)
         with warnings.catch_warnings():   # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
-            a_mat = torch.sparse_csr_tensor(crow, cols[order], vals[order],
-                                            (out_features, (b1 - b0) * t), check_invariants=False)
+            a_mat = torch.sparse_csr_tensor(crow, keys - rows * width, vals,
+                                            (out_features, width), check_invariants=False)
             d_w += a_mat @ y
         del y
     return d_w
