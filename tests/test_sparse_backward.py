@@ -1,114 +1,313 @@
-"""Sparse backward == dense autograd reference (same truncated surrogate), float64."""
+"""The sparse backward (neurodeploy.train.sparse) against the dense autograd reference."""
+from __future__ import annotations
+
 import pytest
 import torch
 
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
-from neurodeploy.train.sparse import cuba_layer
+from neurodeploy.train.sparse import (
+    SparseCubaFunction, check_backward_mode, cuba_layer, forward_active, last_spike_before,
+)
 
-P = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1, threshold=1.0)
-
-
-def _rel_err(a, b):
-    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
-
-
-def _grads(backward, x, ws, bias, rec, band, p=P, seed=0):
-    """Gradients of a random linear loss of the last layer's spikes w.r.t. all weights."""
-    sur = SurrogateParameters(scale=5.0, band=band)
-    params = [w.clone().requires_grad_(True) for w in ws]
-    b = None if bias is None else bias.clone().requires_grad_(True)
-    r = None if rec is None else rec.clone().requires_grad_(True)
-    xi = x.clone().requires_grad_(True)
-    s = xi
-    for i, w in enumerate(params):
-        last = i == len(params) - 1
-        s = cuba_layer(s, w, b if last else None, p, sur, weight_rec=r if last else None, backward=backward)
-    g = torch.randn(s.shape, generator=torch.Generator().manual_seed(seed), dtype=s.dtype)
-    (s * g).sum().backward()
-    out = [w.grad for w in params]
-    if b is not None:
-        out.append(b.grad)
-    if r is not None:
-        out.append(r.grad)
-    return s.detach(), out, xi.grad
+F64 = torch.float64
+SURROGATE = SurrogateParameters(scale=10.0, height=1.0, band=0.3)
 
 
-def _network(seed, sizes, batch=6, steps=25, rate=0.3):
-    gen = torch.Generator().manual_seed(seed)
-    x = (torch.rand(batch, steps, sizes[0], generator=gen) < rate).double()
-    ws = [torch.randn(o, i, generator=gen, dtype=torch.float64) * (1.5 / i ** 0.5)
-          for i, o in zip(sizes[:-1], sizes[1:])]
-    return x, ws
+def _net(n_in, sizes, recurrent, seed, scale=0.7, bias=True):
+    g = torch.Generator().manual_seed(seed)
+    layers, prev = [], n_in
+    for k, n in enumerate(sizes):
+        w = torch.randn(n, prev, generator=g, dtype=F64) * scale
+        b = torch.randn(n, generator=g, dtype=F64) * 0.1 if bias else None
+        r = torch.randn(n, n, generator=g, dtype=F64) * 0.4 if recurrent and k == 0 else None
+        layers.append((w, b, r))
+        prev = n
+    return layers
+
+
+def _run(x, layers, p, surrogate, mode, x_grad=True):
+    """Forward the network, a random linear loss on every layer's spikes, backward.
+    Returns (spikes of every layer, [grad x] + grads of every parameter)."""
+    x = x.clone().requires_grad_(x_grad)
+    params = [[t.clone().requires_grad_(True) if t is not None else None for t in layer]
+              for layer in layers]
+    h, outs = x, []
+    for w, b, r in params:
+        h = cuba_layer(h, w, b, p, surrogate, weight_rec=r, backward=mode)
+        outs.append(h)
+    g = torch.Generator().manual_seed(123)
+    loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in outs)
+    loss = loss + outs[-1].sum(1).pow(2).sum() * 0.1   # a nonlinear term
+    loss.backward()
+    grads = [x.grad] if x_grad else []
+    grads += [t.grad for layer in params for t in layer if t is not None]
+    return outs, grads
+
+
+def _assert_grads_close(dense, sparse, rtol=1e-4):
+    assert len(dense) == len(sparse)
+    for gd, gs in zip(dense, sparse):
+        assert gd is not None and gs is not None
+        scale = gd.abs().max().clamp(min=1e-12)
+        assert ((gd - gs).abs().max() / scale).item() <= rtol, (gd, gs)
+
+
+def _input(shape, rate, seed):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g, dtype=F64) < rate).to(F64)
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_multilayer_weight_gradients_match_dense(seed):
-    x, ws = _network(seed, [30, 40, 25, 8])
-    bias = torch.randn(8, dtype=torch.float64) * 0.1
-    sd, gd, _ = _grads("dense", x, ws, bias, None, band=0.4)
-    ss, gs, _ = _grads("sparse", x, ws, bias, None, band=0.4)
-    assert torch.equal(sd, ss)
-    assert sd.sum() > 0
-    for a, b in zip(gs, gd):
-        assert b.abs().max() > 0
-        assert _rel_err(a, b) <= 1e-10
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_sparse_gradients_equal_dense_reference_multilayer(seed, recurrent):
+    p = CubaFloatParameters(current_decay=0.2 + 0.1 * seed, voltage_decay=0.05 * seed, threshold=1.0)
+    x = _input((3, 25, 9), 0.3, seed)
+    layers = _net(9, (8, 6, 4), recurrent, seed)
+    sd, gd = _run(x, layers, p, SURROGATE, "dense")
+    ss, gs = _run(x, layers, p, SURROGATE, "sparse")
+    for a, b in zip(sd, ss):
+        assert torch.equal(a, b)
+    assert 0 < sd[0].mean() < 1   # the test exercises spikes and resets
+    _assert_grads_close(gd, gs)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_recurrent_layer_gradients_match_dense(seed):
-    x, ws = _network(seed + 10, [20, 15])
-    rec = torch.randn(15, 15, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 0.3
-    sd, gd, xd = _grads("dense", x, ws, None, rec, band=0.5)
-    ss, gs, xs = _grads("sparse", x, ws, None, rec, band=0.5)
-    assert torch.equal(sd, ss)
-    for a, b in zip(gs, gd):
-        assert _rel_err(a, b) <= 1e-10
-    assert _rel_err(xs, xd) <= 1e-10  # full input gradient when the input is not a sparse layer
-
-
-def test_input_gradient_matches_dense_for_single_layer():
-    x, ws = _network(3, [12, 9])
-    _, _, xd = _grads("dense", x, ws, None, None, band=0.3)
-    _, _, xs = _grads("sparse", x, ws, None, None, band=0.3)
-    assert xd.abs().max() > 0 and _rel_err(xs, xd) <= 1e-10
+def test_sparse_gradients_with_real_valued_input_and_extreme_decays():
+    # current_decay 1 (u = x), voltage_decay 0 (no leak) and the reverse
+    x = torch.randn(2, 20, 5, dtype=F64, generator=torch.Generator().manual_seed(3))
+    for cd, vd in [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)]:
+        p = CubaFloatParameters(current_decay=cd, voltage_decay=vd, threshold=0.8)
+        layers = _net(5, (6, 3), True, 7, scale=0.5)
+        _, gd = _run(x, layers, p, SURROGATE, "dense")
+        _, gs = _run(x, layers, p, SURROGATE, "sparse")
+        _assert_grads_close(gd, gs)
 
 
 def test_empty_active_set_gives_zero_gradients():
-    x, ws = _network(1, [10, 6])
-    ws = [w * 0 - 5.0 for w in ws]  # v far below threshold: nothing in the band
-    _, gs, _ = _grads("sparse", x, ws, None, None, band=0.1)
-    _, gd, _ = _grads("dense", x, ws, None, None, band=0.1)
-    assert torch.count_nonzero(gs[0]) == 0 and torch.count_nonzero(gd[0]) == 0
+    p = CubaFloatParameters()
+    x = _input((2, 15, 6), 0.3, 0)
+    layers = [(torch.zeros(4, 6, dtype=F64), None, None)]   # v stays 0, far from threshold 1
+    _, active, _ = forward_active(x, layers[0][0], None, None, p, SURROGATE)
+    assert active.numel() == 0
+    _, gd = _run(x, layers, p, SURROGATE, "dense")
+    _, gs = _run(x, layers, p, SURROGATE, "sparse")
+    for g in gs:
+        assert torch.count_nonzero(g) == 0
+    _assert_grads_close(gd, gs)
 
 
 def test_all_active_extreme_matches_dense():
-    x, ws = _network(2, [10, 6], rate=0.6)
-    _, gd, _ = _grads("dense", x, ws, None, None, band=1e6)
-    _, gs, _ = _grads("sparse", x, ws, None, None, band=1e6)
-    assert _rel_err(gs[0], gd[0]) <= 1e-10
+    p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
+    wide = SurrogateParameters(scale=1.0, height=1.0, band=1e6)
+    x = _input((2, 20, 7), 0.4, 1)
+    layers = _net(7, (5, 3), True, 2)
+    _, active, _ = forward_active(x, layers[0][0], layers[0][1], layers[0][2], p, wide)
+    assert active.numel() == 2 * 20 * 5
+    _, gd = _run(x, layers, p, wide, "dense")
+    _, gs = _run(x, layers, p, wide, "sparse")
+    _assert_grads_close(gd, gs)
 
 
-def test_extreme_decays_match_dense():
-    x, ws = _network(5, [10, 7, 4])
-    for p in (CubaFloatParameters(1.0, 1.0, 1.0), CubaFloatParameters(0.0, 0.0, 0.5)):
-        _, gd, _ = _grads("dense", x, ws, None, None, band=0.5, p=p)
-        _, gs, _ = _grads("sparse", x, ws, None, None, band=0.5, p=p)
-        for a, b in zip(gs, gd):
-            assert _rel_err(a, b) <= 1e-9
+def test_first_layer_without_input_gradient_matches_dense():
+    p = CubaFloatParameters(current_decay=0.25, voltage_decay=0.1)
+    x = _input((4, 30, 10), 0.2, 5)
+    layers = _net(10, (7, 3), False, 5, bias=False)
+    _, gd = _run(x, layers, p, SURROGATE, "dense", x_grad=False)
+    _, gs = _run(x, layers, p, SURROGATE, "sparse", x_grad=False)
+    _assert_grads_close(gd, gs)
 
 
-def test_bad_input_is_a_clear_error():
-    x, ws = _network(0, [5, 3])
-    sur = SurrogateParameters(band=0.5)
-    with pytest.raises(ValueError, match="surrogate.band"):
-        cuba_layer(x, ws[0], None, P, SurrogateParameters(band=None), backward="sparse")
+def test_sparse_gradient_passes_gradcheck_against_surrogate_definition():
+    # torch's gradcheck of a spiking layer is meaningless (Heaviside); instead check the
+    # sparse Function's backward against autograd of the dense reference at many points
+    p = CubaFloatParameters(current_decay=0.4, voltage_decay=0.2)
+    for seed in range(10):
+        g = torch.Generator().manual_seed(100 + seed)
+        b, t, n_in, n = 1 + seed % 3, 5 + 3 * seed, 1 + seed % 4, 1 + seed % 5
+        x = _input((b, t, n_in), 0.5, seed)
+        w = torch.randn(n, n_in, generator=g, dtype=F64)
+        r = torch.randn(n, n, generator=g, dtype=F64) if seed % 2 else None
+        _, gd = _run(x, [(w, None, r)], p, SURROGATE, "dense")
+        _, gs = _run(x, [(w, None, r)], p, SURROGATE, "sparse")
+        _assert_grads_close(gd, gs)
+
+
+def test_float32_spikes_identical_and_gradients_close():
+    p = CubaFloatParameters(current_decay=0.2, voltage_decay=0.1)
+    x = _input((8, 50, 40), 0.1, 9).float()
+    layers = [tuple(t.float() if t is not None else None for t in layer)
+              for layer in _net(40, (30, 10), True, 9, scale=0.4)]
+    sd, gd = _run(x, layers, p, SURROGATE, "dense", x_grad=False)
+    ss, gs = _run(x, layers, p, SURROGATE, "sparse", x_grad=False)
+    for a, b in zip(sd, ss):
+        assert torch.equal(a, b)
+    _assert_grads_close(gd, gs, rtol=1e-4)
+
+
+def test_last_spike_before_finds_the_previous_spike_of_the_same_neuron():
+    s = torch.zeros(2, 6, 3)
+    s[0, 1, 0] = s[0, 4, 0] = s[1, 2, 2] = s[0, 2, 1] = 1
+    bi = torch.tensor([0, 0, 0, 0, 1, 1, 0])
+    ti = torch.tensor([1, 2, 5, 4, 3, 2, 5])
+    ji = torch.tensor([0, 0, 0, 0, 2, 2, 2])
+    r = last_spike_before(s, bi, ti, ji)
+    assert r.tolist() == [-1, 1, 4, 1, 2, -1, -1]
+
+
+def test_sparse_saves_less_for_backward_than_dense():
+    p = CubaFloatParameters(current_decay=0.2, voltage_decay=0.1)
+    x = _input((8, 100, 50), 0.05, 0).float()
+    w = (torch.randn(40, 50, generator=torch.Generator().manual_seed(0)) * 0.3).requires_grad_(True)
+    sizes = {}
+    for mode in ("dense", "sparse"):
+        seen = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            s = cuba_layer(x, w, None, p, SURROGATE, backward=mode)
+        s.sum().backward()
+        skip = {x.untyped_storage().data_ptr(), w.untyped_storage().data_ptr()}
+        sizes[mode] = sum(v for k, v in seen.items() if k not in skip)
+    assert sizes["sparse"] < sizes["dense"]
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+def test_sparse_needs_a_band():
+    x = torch.zeros(1, 3, 2)
+    with pytest.raises(ValueError, match="band"):
+        cuba_layer(x, torch.zeros(2, 2), None, CubaFloatParameters(),
+                   SurrogateParameters(band=None), backward="sparse")
+
+
+def test_band_must_be_positive():
     with pytest.raises(ValueError, match="band must be > 0"):
         SurrogateParameters(band=0.0)
-    with pytest.raises(ValueError, match="does not match input features"):
-        cuba_layer(x, ws[0].T, None, P, sur, backward="sparse")
-    with pytest.raises(TypeError, match="float32"):
-        cuba_layer(x, ws[0].float(), None, P, sur, backward="sparse")
-    with pytest.raises(TypeError, match="CUBA-LIF"):
-        cuba_layer(x, ws[0], None, object(), sur, backward="sparse")
-    with pytest.raises(ValueError, match="backward must be"):
-        cuba_layer(x, ws[0], None, P, sur, backward="fast")
+    with pytest.raises(ValueError, match="band must be > 0"):
+        SurrogateParameters(band=-0.1)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(weight=torch.zeros(2, 3)), "weight must be"),
+    (dict(x_in=torch.zeros(3, 2)), r"x_in must be \(batch, time, in\)"),
+    (dict(bias=torch.zeros(3)), "bias must be"),
+    (dict(weight_rec=torch.zeros(2, 3)), "weight_rec must be"),
+    (dict(weight=torch.zeros(2, 2, dtype=F64)), "dtype"),
+    (dict(bias=torch.zeros(2, dtype=F64)), "dtype"),
+    (dict(x_in=torch.zeros(1, 3, 2, dtype=torch.int64)), "floating point"),
+    (dict(backward="fast"), "backward must be one of"),
+])
+def test_bad_input_is_a_clear_error(kwargs, match):
+    args = dict(x_in=torch.zeros(1, 3, 2), weight=torch.zeros(2, 2), bias=None, weight_rec=None,
+                backward="sparse")
+    args.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=match):
+        cuba_layer(args["x_in"], args["weight"], args["bias"], CubaFloatParameters(), SURROGATE,
+                   weight_rec=args["weight_rec"], backward=args["backward"])
+
+
+def test_non_lif_layer_cannot_use_sparse_backward():
+    check_backward_mode("sparse", "cuba", "layer 0")
+    check_backward_mode("dense", "conv", "layer 1")
+    with pytest.raises(ValueError, match="layer 2.*sigma_delta"):
+        check_backward_mode("sparse", "sigma_delta", "layer 2")
+
+
+def test_sparse_function_is_what_cpu_dispatch_uses():
+    x = _input((1, 5, 2), 0.5, 0)
+    w = torch.ones(2, 2, dtype=F64, requires_grad=True)
+    s = cuba_layer(x, w, None, CubaFloatParameters(), SURROGATE, backward="sparse")
+    assert s.grad_fn.__class__.__name__ == SparseCubaFunction.__name__ + "Backward"
+
+
+# --- the Triton (CUDA) implementation ------------------------------------------------------
+
+_TRITON_CHECK = r"""
+import torch
+from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
+from neurodeploy.train.sparse import SparseCubaFunction, TorchKernels
+from neurodeploy.train.sparse_cuda import TritonKernels
+
+p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
+sur = SurrogateParameters(scale=10.0, height=1.0, band=0.3)
+g = torch.Generator().manual_seed(0)
+for dtype in (torch.float64, torch.float32):
+    for recurrent in (False, True):
+        x = (torch.rand(3, 20, 9, generator=g) < 0.3).to(dtype)
+        w = torch.randn(6, 9, generator=g).to(dtype) * 0.7
+        b = torch.randn(6, generator=g).to(dtype) * 0.1
+        r = torch.randn(6, 6, generator=g).to(dtype) * 0.4 if recurrent else None
+        weights = torch.randn(3, 20, 6, generator=g).to(dtype)
+        res = {}
+        for name, kernels in (("torch", TorchKernels), ("triton", TritonKernels)):
+            ts = [t.clone().requires_grad_(True) if t is not None else None for t in (x, w, b, r)]
+            s = SparseCubaFunction.apply(ts[0], ts[1], ts[2], ts[3], p, sur, kernels)
+            (s * weights).sum().backward()
+            res[name] = [s] + [t.grad for t in ts if t is not None]
+        assert torch.equal(res["torch"][0], res["triton"][0]), "spikes differ"
+        assert 0 < res["torch"][0].mean() < 1
+        for a, c in zip(res["torch"][1:], res["triton"][1:]):
+            err = ((a - c).abs().max() / a.abs().max().clamp(min=1e-12)).item()
+            assert err <= (1e-10 if dtype == torch.float64 else 1e-5), err
+print("TRITON_OK")
+"""
+
+
+def test_triton_kernels_match_torch_in_interpreter_mode():
+    """The CUDA path's Triton kernels, run by Triton's CPU interpreter (no GPU needed)."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-c", _TRITON_CHECK], env=env, capture_output=True,
+                         text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0 and "TRITON_OK" in out.stdout, out.stderr[-3000:]
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_cuda_sparse_gradients_equal_dense_reference(recurrent):
+    pytest.importorskip("triton")
+    p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
+    x = _input((4, 40, 12), 0.3, 0).cuda()
+    layers = [tuple(t.cuda() if t is not None else None for t in layer)
+              for layer in _net(12, (10, 5), recurrent, 0)]
+    sd, gd = _run(x, layers, p, SURROGATE, "dense")
+    ss, gs = _run(x, layers, p, SURROGATE, "sparse")
+    assert ss[0].grad_fn is not None
+    for a, b in zip(sd, ss):
+        assert torch.equal(a, b)
+    _assert_grads_close(gd, gs)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_float32_spikes_identical_to_dense():
+    pytest.importorskip("triton")
+    p = CubaFloatParameters(current_decay=0.2, voltage_decay=0.1)
+    x = _input((16, 100, 64), 0.1, 2).float().cuda()
+    w = (torch.randn(48, 64, generator=torch.Generator().manual_seed(0)) * 0.4).cuda()
+    sd = cuba_layer(x, w, None, p, SURROGATE, backward="dense")
+    ss = cuba_layer(x, w, None, p, SURROGATE, backward="sparse")
+    assert torch.equal(sd, ss)
+
+
+
+@pytest.mark.parametrize("decays", [(0.75, 0.9), (0.0, 1.0), (1.0, 0.0)])
+def test_input_trace_is_the_double_leaky_filter(decays):
+    from neurodeploy.train.sparse import filtered_trace
+    a, c = decays
+    x = torch.randn(2, 12, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    ref = torch.zeros_like(x)
+    for t in range(12):   # closed form: Y[t] = sum_{k<=t} c^(t-k) sum_{m<=k} a^(k-m) x[m]
+        for k in range(t + 1):
+            for m in range(k + 1):
+                ref[:, t] += c ** (t - k) * a ** (k - m) * x[:, m]
+    assert torch.allclose(filtered_trace(x, a, c), ref, rtol=1e-12, atol=1e-12)
