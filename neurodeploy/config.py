@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 DEFAULT_CONFIG = EXAMPLES_DIR / "digits.yaml"
@@ -100,6 +100,15 @@ class RunConfig(_Strict):
     lava: LavaConfig = LavaConfig()
     hardware: HardwareConfigRef = HardwareConfigRef()
 
+    @model_validator(mode="after")
+    def _sparse_needs_band(self):
+        if self.train.backward == "sparse" and self.model.surrogate.band is None:
+            raise ValueError("train.backward: 'sparse' needs a truncated surrogate: set model.surrogate.band")
+        if self.train.backward == "sparse" and self.model.conv:
+            raise ValueError("train.backward: 'sparse' exists for dense CUBA-LIF layers only; "
+                             "model.conv layers need backward 'dense'")
+        return self
+
     def resolved(self) -> dict:
         return self.model_dump(mode="json")
 
@@ -123,6 +132,8 @@ def _format(e: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown key")
+        elif not loc:  # a check across keys: its message names them
+            lines.append(str(err["msg"]).removeprefix("Value error, "))
         else:
             lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(lines)

@@ -117,3 +117,8 @@ def test_first_mismatch_names_sample_neuron_and_step():
     b[2, 0, 0] = 1
     assert first_mismatch(a, a) is None
     assert first_mismatch(a, b) == {"sample": 1, "neuron": 2, "step": 3, "quantized": 0, "lava": 1}
+
+
+def test_sparse_backward_without_band_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"train\.backward: 'sparse' needs .*model\.surrogate\.band"):
+        parse_config(dict(TINY, train={**TINY["train"], "backward": "sparse"}))

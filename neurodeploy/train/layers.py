@@ -146,6 +146,9 @@ class SpikingNetwork(nn.Module):
         self.input_shape = tuple(int(s) for s in input_shape)
         layers: List[nn.Module] = []
         shape = self.input_shape
+        if conv:
+            from neurodeploy.train.sparse import check_backward_mode
+            check_backward_mode(backward, "conv", "conv layers")
         for spec in conv:
             if len(shape) != 3:
                 raise ValueError(f"conv layers need a (C, H, W) input, got {shape}")
