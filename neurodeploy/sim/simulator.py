@@ -1,98 +1,464 @@
 """Bit-accurate, batched simulator of netx networks on Lava's timeline.
 
-Calls :mod:`neurodeploy.fixedpoint` for every piece of arithmetic. Timeline, as
-Lava runs a netx network fed by a RingBuffer (steps t = 1, 2, ... in Lava;
-index k = t - 1 here):
+Calls :mod:`neurodeploy.fixedpoint` for every piece of arithmetic and reproduces
+what lava-dl's netx builds from a ``.net`` file and Lava's fixed-point process
+models run (``Loihi2SimCfg(select_tag='fixed_pt')``). Timeline (Lava steps
+t = 1, 2, ...; index k = t - 1 here):
 
-- the source sends ``x[k % T]`` at index k;
-- a Dense block sends, at index k, what it accumulated at k - 1 (1-step delay), so
-  neuron layer i integrates ``W_i @ s_{i-1}[k - 1]``;
-- with ``reset_interval`` R, neuron layer i (0-based over neuron-holding blocks)
-  zeroes u and v before its dynamics when ``(k + 1) % R == (reset_offset + 1 + i) % R``.
+- the source sends ``x[k % T]`` at index k (a RingBuffer repeats cyclically);
+- files with an input layer: x goes straight into the input neuron's ``a_in``;
+  files without one: x goes into the first block's synapse (``net.inp``);
+- every synapse (Dense, Conv) sends at k what it accumulated at k - 1 (1-step
+  delay); an axonal delay d adds d more steps (netx DelayDense);
+- a synapse whose input has 0 message bits (CUBA spikes, ``net.inp``) sees
+  ``s != 0``; after a sigma-delta layer it sees the graded values;
+- with ``reset_interval`` R, neuron layer i (0-based over neuron-holding blocks,
+  input layer included) zeroes u and v before its dynamics when
+  ``(k + 1) % R == (reset_offset + 1 + i) % R`` (netx's LIFReset offsets).
 
-Feed-forward layers are simulated one layer at a time over all steps: the whole
-synaptic input of a layer is one matrix product, then the neuron recurrence
-runs over time.
+Feed-forward blocks are simulated one block at a time over a chunk of steps: a
+block's whole synaptic input for the chunk is one matrix product (float32 or
+float64 when exact for the block's weights and input bound, else int64), then
+the neuron recurrence runs over the chunk in a few in-place tensor passes per
+step. Chunks bound the memory of long runs.
+
+Layouts: arrays in and out use netx's port order (``(x, y, c)`` for images,
+the reverse of the file's torch order ``(C, H, W)``), batch first, time last.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from neurodeploy import fixedpoint as fx
-from neurodeploy.network import CubaNeuron, Dense, Network
+from neurodeploy.network import (
+    Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron,
+)
+
+#: Elements per chunk of the largest (steps x batch x neurons) buffer.
+CHUNK_ELEMENTS = 1 << 22
+
+
+class SimulationInputError(ValueError):
+    """Inputs of the wrong shape, dtype or range for the network."""
 
 
 @dataclass
 class SimResult:
-    """spikes: output layer, (batch, *out_shape, steps); records: per-layer arrays
-    ``u/<i>``, ``v/<i>``, ``s/<i>`` (batch, neurons, steps) when recording."""
+    """spikes: the output layer, (batch, *out_shape, steps) in netx order (int32;
+    graded for sigma-delta layers); records: per-layer arrays ``u/<i>``,
+    ``v/<i>``, ``s/<i>`` (``sigma/<i>`` for sigma-delta) of shape
+    (batch, *layer_shape, steps) when recording; i is the block's index in the
+    file's ``layer/`` group."""
 
     spikes: np.ndarray
     records: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _cyclic(x: torch.Tensor, steps: int) -> torch.Tensor:
-    t = x.shape[-1]
-    if steps == t:
-        return x
-    idx = torch.arange(steps) % t
-    return x[..., idx]
+def _netx_shape(torch_shape) -> Tuple[int, ...]:
+    return tuple(int(s) for s in torch_shape[::-1])
+
+
+class _Synapse:
+    """W @ s for dense or conv blocks, exact, with Lava's per-synapse exponent,
+    delays (grouped by value) and Conv's 24-bit wrap."""
+
+    def __init__(self, index: int, block, graded_input: bool, in_shape: Tuple[int, ...],
+                 input_bound: float, rec_delay_quirk: bool = False):
+        self.index = index
+        self.graded_input = graded_input
+        self.in_shape = in_shape  # torch order, without batch
+        self.conv = isinstance(block, Conv)
+        where = f"layer {index} ({'conv' if self.conv else 'dense'})"
+        if self.conv:
+            w = np.asarray(block.weight, dtype=np.int64)
+            self.exp = 0
+            self.stride, self.padding = block.stride, block.padding
+            self.dilation, self.groups = block.dilation, block.groups
+            if block.delay is not None and np.any(block.delay):
+                raise NotImplementedError(f"{where}: conv delays are not built by netx")
+            self.delays = None
+        else:
+            try:
+                w, self.exp = fx.netx_dense_weights(block.weight, apply_exponent=not rec_delay_quirk)
+            except fx.BitWidthError as e:
+                raise fx.BitWidthError(f"{where}: weight: {e}") from None
+            self.delays = None
+            if block.delay is not None:
+                d = np.asarray(block.delay, dtype=np.int64).reshape(-1)
+                fx.check_range("delay", d, 0, fx.MAX_DELAY, where=f"{where}: ")
+                if d.size == w.shape[0]:
+                    dm = np.repeat(d[:, None], w.shape[1], 1)
+                elif d.size == w.shape[1]:
+                    dm = np.repeat(d[None, :], w.shape[0], 0)
+                else:
+                    raise ValueError(f"{where}: delay of shape {d.shape} fits neither "
+                                     f"{w.shape[0]} outputs nor {w.shape[1]} inputs")
+                self.delays = dm
+        self.max_delay = 0 if self.delays is None else int(self.delays.max())
+        bound = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0)) * max(input_bound, 1.0)
+        if bound < 2 ** 24:
+            self.dtype = torch.float32
+        elif bound < 2 ** 53:
+            self.dtype = torch.float64
+        else:
+            self.dtype = torch.int64
+        self.bound = bound
+        if self.delays is None:
+            self.weights = [(0, torch.tensor(w, dtype=self.dtype))]
+        else:
+            self.weights = [(int(dv), torch.as_tensor(np.where(self.delays == dv, w, 0), dtype=self.dtype))
+                            for dv in np.unique(self.delays)]
+
+    def _apply(self, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """x: (F, B, *in_shape) -> (F, B, out...) in the synapse dtype."""
+        f, b = x.shape[:2]
+        if self.conv:
+            y = torch.nn.functional.conv2d(
+                x.reshape(f * b, *self.in_shape), w, stride=self.stride, padding=self.padding,
+                dilation=self.dilation, groups=self.groups)
+            return y.reshape(f, b, -1)
+        return x.reshape(f, b, -1) @ w.T
+
+    def __call__(self, full: torch.Tensor, chunk: int) -> torch.Tensor:
+        """full: input frames (D + 1 + chunk, B, *in_shape) whose first D + 1 are the
+        previous chunk's tail -> synaptic input a (chunk, B, N) int64, where
+        ``a[k] = sum_d (W_d @ x[k - 1 - d]) << exp``."""
+        x = full if self.graded_input else (full != 0)
+        x = x.to(self.dtype)
+        d_max = self.max_delay
+        total = None
+        for d, w in self.weights:
+            xs = x[d_max - d: d_max - d + chunk]
+            a = self._apply(w, xs)
+            if self.dtype != torch.int64:
+                a = a.to(torch.int64)
+            a = fx.shift_exponent(a, self.exp)
+            total = a if total is None else total + a
+        if self.conv:
+            total = fx.wrap_signed(total, fx.CONV_ACCUMULATOR_BITS)
+        return total
+
+
+@dataclass
+class _Layer:
+    index: int  # block index in the file
+    neuron_index: int  # 0-based over neuron-holding blocks (netx's reset phase)
+    neuron: object
+    shape: Tuple[int, ...]  # torch order
+    synapse: Optional[_Synapse]
+    rec: Optional[_Synapse]
+    bias: Optional[torch.Tensor]  # (N,) bias mantissa, torch order
+    is_input: bool = False
+
+
+def _bias_vector(block, shape, where) -> Optional[np.ndarray]:
+    b = getattr(block, "bias", None)
+    if b is None:
+        return None
+    b = np.asarray(b, dtype=np.int64).reshape(-1)
+    n = int(np.prod(shape))
+    if b.size == n:
+        return b
+    if len(shape) == 3 and b.size == shape[0]:  # channel-wise (netx broadcast)
+        return np.repeat(b, shape[1] * shape[2])
+    if b.size == 1:
+        return np.full(n, b[0])
+    raise ValueError(f"{where}: bias of {b.size} values fits neither {n} neurons nor {shape[0]} channels")
+
+
+def _plan(network: Network, input_bias: Optional[np.ndarray], input_bound: float):
+    """-> (layers, feed_shape torch order, feeds_input_neuron)."""
+    layers: List[_Layer] = []
+    blocks = list(network.layers)
+    first = blocks[0]
+    has_input_neuron = isinstance(first, Input) and first.neuron is not None
+    shape = tuple(network.input_shape)
+    feed_shape = None  # net.inp takes the first synapse's input shape
+    graded = False  # net.inp has 0 message bits
+    bound = float(input_bound)
+    neuron_index = 0
+    for i, block in enumerate(blocks):
+        where = f"layer {i}"
+        if isinstance(block, Flatten):
+            shape = (int(np.prod(shape)),)
+            continue
+        if isinstance(block, Input):
+            if i != 0:
+                raise ValueError(f"{where}: an input block must come first")
+            shape = tuple(block.shape)
+            if block.neuron is None:
+                continue
+            bias = None
+            if input_bias is not None:
+                b = np.asarray(input_bias)
+                netx = _netx_shape(shape)
+                if b.size == 1:
+                    b = np.full(netx, b.reshape(-1)[0])
+                if tuple(b.shape) != netx and b.size != int(np.prod(shape)):
+                    raise SimulationInputError(
+                        f"input bias must have the input layer's shape {netx} (netx order), got {b.shape}")
+                b = np.asarray(b).reshape(netx)
+                if not np.issubdtype(b.dtype, np.integer) and not np.array_equal(np.round(b), b):
+                    raise SimulationInputError("input bias must hold integers (the bias mantissa)")
+                b = b.astype(np.int64)
+                if isinstance(block.neuron, CubaNeuron):
+                    fx.check_range("input bias mantissa", b, *fx.BIAS_RANGE, where=f"{where}: ")
+                bias = np.ascontiguousarray(b.transpose(*range(b.ndim)[::-1])).reshape(-1)
+            feed_shape = shape
+            layers.append(_Layer(i, neuron_index, block.neuron, shape, None, None,
+                                 None if bias is None else torch.as_tensor(bias), is_input=True))
+            neuron_index += 1
+            graded = isinstance(block.neuron, SigmaDeltaNeuron)
+            bound = _output_bound(block.neuron, bound)
+            continue
+        if isinstance(block, (Dense, Conv)):
+            in_shape = shape
+            if isinstance(block, Dense):
+                in_shape = (int(np.prod(shape)),)
+                if block.in_features != in_shape[0]:
+                    raise ValueError(f"{where} (dense): {block.in_features} inputs, previous block "
+                                     f"gives {in_shape[0]}")
+            if feed_shape is None:
+                feed_shape = in_shape
+            rec_quirk = isinstance(block, Dense) and block.weight_rec is not None and block.delay is not None
+            if rec_quirk:
+                raise NotImplementedError(
+                    f"{where} (dense_rec): recurrent blocks with delays are not supported "
+                    "(netx builds them without the weight exponent)")
+            if isinstance(block, Dense) and block.weight_rec is not None:
+                both = np.hstack([block.weight, block.weight_rec])
+                syn = _Synapse(i, _with_weight(block, both), graded, (both.shape[1],), bound)
+                wf, wr = syn.weights[0][1][:, :block.in_features], syn.weights[0][1][:, block.in_features:]
+                syn.weights = [(0, wf.contiguous())]
+                rec = _Synapse.__new__(_Synapse)
+                rec.__dict__.update(syn.__dict__)
+                rec.weights = [(0, wr.contiguous())]
+                rec.in_shape = (block.num_neurons,)
+                rec.graded_input = isinstance(block.neuron, SigmaDeltaNeuron)
+                if rec.graded_input:  # graded own messages: exact integer product
+                    rec.dtype = torch.int64
+                    rec.weights = [(0, wr.to(torch.int64).contiguous())]
+                syn.in_shape = in_shape
+            else:
+                syn = _Synapse(i, block, graded, in_shape, bound)
+                rec = None
+            out_shape = tuple(block.shape)
+            if isinstance(block, Conv) and tuple(block.shape) != _conv_out_shape(block, in_shape):
+                raise ValueError(f"{where} (conv): stored shape {block.shape} but the convolution of "
+                                 f"{in_shape} gives {_conv_out_shape(block, in_shape)}")
+            bias = _bias_vector(block, out_shape, where)
+            layers.append(_Layer(i, neuron_index, block.neuron, out_shape, syn, rec,
+                                 None if bias is None else torch.as_tensor(bias)))
+            neuron_index += 1
+            shape = out_shape
+            graded = isinstance(block.neuron, SigmaDeltaNeuron)
+            bound = _output_bound(block.neuron, bound)
+            continue
+        raise NotImplementedError(f"{where}: {type(block).__name__} blocks are not simulated")
+    if not layers:
+        raise ValueError("the network has no neuron layer")
+    return layers, feed_shape, has_input_neuron
+
+
+def _with_weight(block: Dense, weight: np.ndarray):
+    class _W:  # a view of a dense block with a different weight matrix
+        pass
+    w = _W()
+    w.weight, w.delay = weight, None
+    return w
+
+
+def _conv_out_shape(block: Conv, in_shape) -> Tuple[int, ...]:
+    _, h, w = in_shape
+    kh, kw = block.weight.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = block.stride, block.padding, block.dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return (int(block.weight.shape[0]), oh, ow)
+
+
+def _output_bound(neuron, in_bound: float) -> float:
+    """Largest |message| a layer can send (for choosing an exact matmul dtype)."""
+    if isinstance(neuron, SigmaDeltaNeuron):
+        return float(1 << 25)  # 24-bit registers >> 6, generous
+    return 1.0
+
+
+def _check_inputs(network: Network, inputs, feed_shape) -> Tuple[torch.Tensor, bool]:
+    arr = np.asarray(inputs)
+    netx = _netx_shape(feed_shape)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.int64)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise SimulationInputError(f"inputs must be integers (spikes or graded values), got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.array_equal(np.round(arr), arr):
+            raise SimulationInputError("inputs must hold integers (Loihi fixed point); got non-integer values")
+    if arr.ndim == len(netx) + 1 and tuple(arr.shape[:-1]) == netx:
+        arr, single = arr[None], True
+    elif arr.ndim == len(netx) + 2 and tuple(arr.shape[1:-1]) == netx:
+        single = False
+    else:
+        raise SimulationInputError(
+            f"inputs must have shape (batch, {', '.join(map(str, netx))}, T) or "
+            f"({', '.join(map(str, netx))}, T) in netx order; got {arr.shape}")
+    if arr.shape[-1] < 1:
+        raise SimulationInputError("inputs need at least one time step")
+    if np.abs(arr).max(initial=0) >= 2 ** 31:
+        raise SimulationInputError("inputs exceed Lava's int32 message range")
+    x = torch.as_tensor(arr.astype(np.int64))
+    # netx order (B, x, y, c, T) -> (T, B, c, y, x)
+    nd = len(netx)
+    x = x.permute(nd + 1, 0, *range(nd, 0, -1))
+    return x, single
 
 
 def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
              reset_interval: Optional[int] = None, reset_offset: int = 0,
-             record: bool = False) -> SimResult:
-    """Run ``network`` on ``inputs`` (batch, *input_shape, T) or (*input_shape, T).
+             record: bool = False, input_bias: Optional[np.ndarray] = None,
+             chunk_steps: Optional[int] = None) -> SimResult:
+    """Run ``network`` on ``inputs`` of shape (batch, *input_shape, T) or
+    (*input_shape, T), netx order, integers (spikes or graded values).
 
-    Returns the output layer's spikes at every step, exactly as a Lava RingBuffer
-    sink on the network's output port records them.
+    steps: number of steps (default T); the input repeats cyclically beyond T.
+    reset_interval, reset_offset: netx's periodic state reset (see module doc).
+    record: also return u, v and spikes of every layer (memory grows with steps).
+    input_bias: bias mantissa of the input layer's neurons (netx order, one
+    sample: shared by the batch), the way lava-dl's examples inject images.
+    Returns the output layer's messages at every step exactly as a Lava
+    RingBuffer sink on the network's output port records them.
     """
-    x = torch.as_tensor(np.asarray(inputs))
-    single = x.dim() == len(network.input_shape) + 1
-    if single:
-        x = x.unsqueeze(0)
-    expected = tuple(network.input_shape)
-    if tuple(x.shape[1:-1]) != expected and int(np.prod(x.shape[1:-1])) != int(np.prod(expected)):
-        raise ValueError(f"inputs must have shape (batch, {', '.join(map(str, expected))}, T); "
-                         f"got {tuple(x.shape)}")
-    batch, t_in = x.shape[0], x.shape[-1]
+    layers, feed_shape, _ = _plan(network, input_bias, 1.0)
+    x, single = _check_inputs(network, inputs, feed_shape)
+    in_bound = float(x.abs().max()) if x.numel() else 1.0
+    if in_bound > 1:  # re-plan with the real input bound (graded inputs into a synapse)
+        layers, feed_shape, _ = _plan(network, input_bias, in_bound)
+    t_in, batch = x.shape[0], x.shape[1]
     steps = int(t_in if steps is None else steps)
-    s = _cyclic(x.reshape(batch, -1, t_in).to(torch.int64), steps)  # (B, N, steps)
-    s = s.permute(2, 0, 1)  # (steps, B, N)
-    records: Dict[str, np.ndarray] = {}
-    neuron_index = 0
-    for i, layer in enumerate(network.layers):
-        if not isinstance(layer, Dense) or not isinstance(layer.neuron, CubaNeuron):
-            raise NotImplementedError(f"layer {i}: {type(layer).__name__} blocks are not simulated yet")
-        if layer.weight_rec is not None or layer.delay is not None:
-            raise NotImplementedError(f"layer {i}: dense_rec / delays are not simulated yet")
-        w = torch.as_tensor(fx.effective_weights(layer.weight))
-        a = fx.synaptic_input(w, s, layer.weight_exp)  # (steps, B, out)
-        a = torch.cat([torch.zeros_like(a[:1]), a[:-1]])  # Dense's 1-step delay
-        p = layer.neuron.parameters()
-        bias = None if layer.bias is None else torch.as_tensor(layer.bias)
-        state = fx.cuba_initial_state(a.shape[1:])
-        out = torch.empty_like(a, dtype=torch.bool)
-        us, vs = [], []
-        for k in range(steps):
-            if reset_interval and (k + 1) % reset_interval == (reset_offset + 1 + neuron_index) % reset_interval:
-                state = fx.cuba_initial_state(a.shape[1:])
-            out[k], state = fx.cuba_step(a[k], state, p, bias)
-            if record:
-                us.append(state.current)
-                vs.append(state.voltage)
-        if record:
-            records[f"u/{i}"] = torch.stack(us, -1).numpy()
-            records[f"v/{i}"] = torch.stack(vs, -1).numpy()
-            records[f"s/{i}"] = out.permute(1, 2, 0).numpy()
-        s = out.to(torch.int64)
-        neuron_index += 1
-    spikes = s.permute(1, 2, 0).reshape(batch, *network.output_shape, steps).numpy()
+    if steps < 1:
+        raise SimulationInputError(f"steps must be >= 1, got {steps}")
+    if reset_interval is not None and reset_interval < 1:
+        raise SimulationInputError(f"reset_interval must be >= 1, got {reset_interval}")
+    widest = max([int(np.prod(feed_shape))] + [int(np.prod(l.shape)) for l in layers])
+    chunk = chunk_steps or max(1, min(steps, CHUNK_ELEMENTS // max(1, batch * widest)))
+
+    states = [_init_state(l, batch) for l in layers]
+    tails = [None if l.synapse is None else
+             torch.zeros((l.synapse.max_delay + 1, batch) + tuple(l.synapse.in_shape), dtype=torch.int64)
+             for l in layers]
+    out_chunks: List[torch.Tensor] = []
+    rec: Dict[str, List[torch.Tensor]] = {}
+    for start in range(0, steps, chunk):
+        c = min(chunk, steps - start)
+        idx = torch.arange(start, start + c) % t_in
+        s = x[idx]  # (c, B, *feed_shape)
+        for li, layer in enumerate(layers):
+            if layer.synapse is None:
+                a = s.reshape(c, batch, -1)  # input layer: a_in gets the stream
+            else:
+                full = torch.cat([tails[li], s.reshape((c, batch) + tuple(layer.synapse.in_shape))])
+                tails[li] = full[-(layer.synapse.max_delay + 1):].clone()
+                a = layer.synapse(full, c)
+            s = _run_neurons(layer, a, states[li], start, reset_interval, reset_offset,
+                             rec if record else None)
+            s = s.reshape((c, batch) + tuple(layer.shape))
+        out_chunks.append(s.reshape(c, batch, -1).to(torch.int32))
+    out_layer = layers[-1]
+    netx_out = _netx_shape(out_layer.shape)
+    spikes = _to_netx(torch.cat(out_chunks), out_layer.shape)
+    records = {}
+    if record:
+        for key, frames in rec.items():
+            li = int(key.split("/")[1])
+            layer = next(l for l in layers if l.index == li)
+            records[key] = _to_netx(torch.cat(frames), layer.shape)
     if single:
         spikes = spikes[0]
         records = {k: v[0] for k, v in records.items()}
+    assert spikes.shape[-1] == steps and tuple(spikes.shape[-1 - len(netx_out):-1]) == netx_out
     return SimResult(spikes=spikes, records=records)
+
+
+def _to_netx(frames: torch.Tensor, shape) -> np.ndarray:
+    """(steps, B, N) in torch order -> (B, *netx_shape, steps)."""
+    t, b = frames.shape[:2]
+    y = frames.reshape((t, b) + tuple(shape))
+    nd = len(shape)
+    return y.permute(1, *range(nd + 1, 1, -1), 0).contiguous().numpy()
+
+
+def _init_state(layer: _Layer, batch: int):
+    n = int(np.prod(layer.shape))
+    if isinstance(layer.neuron, CubaNeuron):
+        z = torch.zeros((batch, n), dtype=torch.float64)
+        return {"u": z, "v": z.clone(), "rec": torch.zeros((batch, n), dtype=torch.int64)}
+    z = torch.zeros((batch, n), dtype=torch.int64)
+    return {"sd": fx.SigmaDeltaState(z, z.clone(), z.clone()), "rec": z.clone()}
+
+
+def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
+                 reset_interval, reset_offset, rec) -> torch.Tensor:
+    """a: (c, B, N) int64 synaptic input of the chunk -> messages (c, B, N)."""
+    c = a.shape[0]
+    neuron = layer.neuron
+    phase = None
+    if reset_interval and isinstance(neuron, CubaNeuron):
+        phase = (reset_offset + 1 + layer.neuron_index) % reset_interval
+    out = torch.empty(a.shape, dtype=torch.bool if isinstance(neuron, CubaNeuron) else torch.int64)
+    if rec is not None:
+        us, vs = [], []
+    if isinstance(neuron, CubaNeuron):
+        p = neuron.parameters()
+        u, v = st["u"], st["v"]
+        a64 = fx.shift_left(a, fx.ACTIVATION_SHIFT).to(torch.float64)
+        bias64 = None if layer.bias is None else fx.shift_left(layer.bias, fx.BIAS_EXP).to(torch.float64)
+        last = st["rec"]
+        for k in range(c):
+            if phase is not None and (start + k + 1) % reset_interval == phase:
+                u.zero_()
+                v.zero_()
+            ak = a64[k]
+            if layer.rec is not None:
+                ak = ak + fx.shift_left(layer.rec(last[None], 1)[0], fx.ACTIVATION_SHIFT).to(torch.float64)
+            spk = fx.cuba_step_(u, v, ak, p, bias64)
+            out[k] = spk
+            if layer.rec is not None:
+                last = spk.to(torch.int64)
+            if rec is not None:
+                us.append(u.to(torch.int64))
+                vs.append(v.to(torch.int64))
+        st["rec"] = last
+    else:
+        sd = st["sd"]
+        last = st["rec"]
+        bias = layer.bias
+        for k in range(c):
+            ak = a[k]
+            if layer.rec is not None:
+                ak = ak + layer.rec(last[None], 1)[0]
+            if layer.is_input:
+                s, sd = fx.delta_input_step(ak, sd, neuron.threshold)
+            elif neuron.sigma_output:
+                sigma = sd.sigma + ak
+                sd = fx.SigmaDeltaState(sigma, sd.act, sd.residue)
+                s = sigma
+            else:
+                s, sd = fx.sigma_delta_step(ak, sd, neuron.threshold, bias)
+            out[k] = s
+            last = s
+            if rec is not None:
+                us.append(sd.sigma.clone())
+        st["sd"], st["rec"] = sd, last
+    if rec is not None:
+        i = layer.index
+        if isinstance(neuron, CubaNeuron):
+            rec.setdefault(f"u/{i}", []).append(torch.stack(us))
+            rec.setdefault(f"v/{i}", []).append(torch.stack(vs))
+        else:
+            rec.setdefault(f"sigma/{i}", []).append(torch.stack(us))
+        rec.setdefault(f"s/{i}", []).append(out.to(torch.int32))
+    return out
