@@ -252,7 +252,7 @@ def _plan(network: Network, input_bias: Optional[np.ndarray], input_bound: float
                                  f"{in_shape} gives {_conv_out_shape(block, in_shape)}")
             bias = _bias_vector(block, out_shape, where)
             layers.append(_Layer(i, neuron_index, block.neuron, out_shape, syn, rec,
-                                 None if bias is None else torch.as_tensor(bias)))
+                                 None if bias is None else torch.tensor(bias)))
             neuron_index += 1
             shape = out_shape
             graded = isinstance(block.neuron, SigmaDeltaNeuron)
