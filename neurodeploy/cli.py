@@ -11,3 +11,6 @@ def main():
 
 
 # Commands are defined next to the library code they call and registered here.
+from neurodeploy.sim.commands import simulate_command, validate_command  # noqa: E402
+main.add_command(simulate_command)
+main.add_command(validate_command)
