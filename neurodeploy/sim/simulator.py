@@ -98,6 +98,10 @@ class _Synapse:
                     raise ValueError(f"{where}: delay of shape {d.shape} fits neither "
                                      f"{w.shape[0]} outputs nor {w.shape[1]} inputs")
                 self.delays = dm
+        if self.exp < 0 and not np.any(w % (1 << -self.exp)):
+            # netx scaled the stored integers up by 2**-exp: for integer inputs
+            # (W @ s) >> -exp == (W >> -exp) @ s exactly, so drop the shift
+            w, self.exp = w >> -self.exp, 0
         self.max_delay = 0 if self.delays is None else int(self.delays.max())
         bound = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0)) * max(input_bound, 1.0)
         if bound < 2 ** 24:
@@ -134,13 +138,14 @@ class _Synapse:
         for d, w in self.weights:
             xs = x[d_max - d: d_max - d + chunk]
             a = self._apply(w, xs)
-            if self.dtype != torch.int64:
-                a = a.to(torch.int64)
-            a = fx.shift_exponent(a, self.exp)
+            if self.exp != 0 or self.conv:
+                a = fx.shift_exponent(a.to(torch.int64), self.exp)
+            else:
+                a = a.to(torch.float64)  # exact integers (dtype chosen from bounds)
             total = a if total is None else total + a
         if self.conv:
             total = fx.wrap_signed(total, fx.CONV_ACCUMULATOR_BITS)
-        return total
+        return total  # int64, or float64 holding exact integers
 
 
 @dataclass
@@ -310,7 +315,9 @@ def _check_inputs(network: Network, inputs, feed_shape) -> Tuple[torch.Tensor, b
         raise SimulationInputError("inputs need at least one time step")
     if np.abs(arr).max(initial=0) >= 2 ** 31:
         raise SimulationInputError("inputs exceed Lava's int32 message range")
-    x = torch.as_tensor(arr.astype(np.int64))
+    if np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.uint64:
+        arr = arr.astype(np.int64)
+    x = torch.as_tensor(arr)
     # netx order (B, x, y, c, T) -> (T, B, c, y, x)
     nd = len(netx)
     x = x.permute(nd + 1, 0, *range(nd, 0, -1))
@@ -334,7 +341,7 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
     """
     layers, feed_shape, _ = _plan(network, input_bias, 1.0)
     x, single = _check_inputs(network, inputs, feed_shape)
-    in_bound = float(x.abs().max()) if x.numel() else 1.0
+    in_bound = float(np.abs(np.asarray(inputs)).max(initial=0))
     if in_bound > 1:  # re-plan with the real input bound (graded inputs into a synapse)
         layers, feed_shape, _ = _plan(network, input_bias, in_bound)
     t_in, batch = x.shape[0], x.shape[1]
@@ -358,9 +365,9 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
         s = x[idx]  # (c, B, *feed_shape)
         for li, layer in enumerate(layers):
             if layer.synapse is None:
-                a = s.reshape(c, batch, -1)  # input layer: a_in gets the stream
+                a = s.reshape(c, batch, -1).to(torch.int64)  # input layer: a_in gets the stream
             else:
-                full = torch.cat([tails[li], s.reshape((c, batch) + tuple(layer.synapse.in_shape))])
+                full = torch.cat([tails[li], s.reshape((c, batch) + tuple(layer.synapse.in_shape)).to(tails[li].dtype)])
                 tails[li] = full[-(layer.synapse.max_delay + 1):].clone()
                 a = layer.synapse(full, c)
             s = _run_neurons(layer, a, states[li], start, reset_interval, reset_offset,
@@ -414,7 +421,7 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
     if isinstance(neuron, CubaNeuron):
         p = neuron.parameters()
         u, v = st["u"], st["v"]
-        a64 = fx.shift_left(a, fx.ACTIVATION_SHIFT).to(torch.float64)
+        a64 = fx.shift_left(a.to(torch.float64), fx.ACTIVATION_SHIFT)
         bias64 = None if layer.bias is None else fx.shift_left(layer.bias, fx.BIAS_EXP).to(torch.float64)
         last = st["rec"]
         for k in range(c):
