@@ -81,6 +81,11 @@ def shift_left(x: torch.Tensor, bits: int) -> torch.Tensor:
     return x * (1 << bits)
 
 
+def shift_left_(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """In-place :func:`shift_left` (float tensors holding integers, or int64)."""
+    return x.mul_(1 << bits)
+
+
 def shift_right_floor(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Arithmetic ``x >> bits`` (rounds toward -inf), as numpy's right_shift."""
     return torch.div(x, 1 << bits, rounding_mode="floor")
@@ -174,13 +179,13 @@ def cuba_step(
     return spikes, CubaState(u, v)
 
 
-def cuba_step_(current: torch.Tensor, voltage: torch.Tensor, input_x64: torch.Tensor,
+def cuba_step_(current: torch.Tensor, voltage: torch.Tensor, synaptic_input: torch.Tensor,
                p: CubaParameters, bias_x64: Optional[torch.Tensor] = None) -> torch.Tensor:
     """In-place :func:`cuba_step` for the simulator's inner loop -> spikes (bool).
 
     current, voltage: float64 (or int64) tensors holding the integers u, v; updated
-    in place. input_x64: the synaptic input already shifted (``a << 6``);
-    bias_x64: ``bias << 6`` or None. Same arithmetic as :func:`cuba_step`
+    in place. synaptic_input: ``a`` (any integer or integer-valued dtype; added
+    as ``a << 6``); bias_x64: ``bias << 6`` or None. Same arithmetic as :func:`cuba_step`
     (float64 is exact here: |u * 4096| < 2**37), in as few tensor passes as
     possible: decays skipped when they are identities, the once-only 24-bit wrap
     of u only evaluated when some |u| leaves the range.
@@ -188,7 +193,7 @@ def cuba_step_(current: torch.Tensor, voltage: torch.Tensor, input_x64: torch.Te
     u, v = current, voltage
     if p.current_decay != 0:
         u.mul_(DECAY_UNITY - p.current_decay).div_(DECAY_UNITY, rounding_mode="trunc")
-    u.add_(input_x64)
+    u.add_(synaptic_input, alpha=1 << ACTIVATION_SHIFT)
     lo, hi = torch.aminmax(u)
     if hi > STATE_MAX or lo <= -STATE_MAX:
         u.copy_(wrap_current(u))
@@ -332,9 +337,9 @@ def netx_dense_weights(weight: np.ndarray, apply_exponent: bool = True):
         mode, signed = "mixed", 1
         scale = min(127 / mx, -128 / mn)
     scale_bits = int(np.floor(np.log2(scale))) + signed
-    n = 8
-    while n > 0 and np.any(w % (1 << n)):
-        n -= 1
+    # n: largest power of two (<= 8) dividing every weight (netx's rounding-error loop)
+    bits = int(np.bitwise_or.reduce(np.abs(w).ravel()))
+    n = 8 if bits == 0 else min(8, (bits & -bits).bit_length() - 1)
     n -= signed
     num_weight_bits = 8 - scale_bits - n
     weight_exp = -scale_bits

@@ -34,7 +34,7 @@ def test_inplace_cuba_step_equals_reference_step():
         b = torch.randint(-4096, 4096, (64,), generator=g)
         s_ref, (u_ref, v_ref) = fx.cuba_step(a, fx.CubaState(u, v), p, b)
         uf, vf = u.double(), v.double()
-        s = fx.cuba_step_(uf, vf, fx.shift_left(a, 6).double(), p, fx.shift_left(b, 6).double())
+        s = fx.cuba_step_(uf, vf, a, p, fx.shift_left(b, 6).double())
         assert torch.equal(s, s_ref) and torch.equal(uf.long(), u_ref) and torch.equal(vf.long(), v_ref)
 
 
@@ -158,3 +158,35 @@ def test_pilotnet_lif_reproduces_loihi2_hardware_traces():
             ours = r.records[f"{var}/{i}"]
             gt = np.load(g / f"{name}{suffix}.npy").reshape(ours.shape[:-1] + (-1,))
             assert np.array_equal(ours, gt[..., :17].astype(ours.dtype)), (name, var)
+
+
+def test_simulate_cli_writes_spikes_and_per_layer_records(tmp_path):
+    from click.testing import CliRunner
+    from neurodeploy.cli import main
+    rng = np.random.default_rng(5)
+    net = _dense_net(tmp_path, 2 * rng.integers(-60, 60, (8, 6)), 2 * rng.integers(-60, 60, (3, 8)),
+                     CubaNeuron(1000, 300, 40))
+    x = (rng.random((2, 6, 9)) < 0.5).astype(np.int8)
+    np.save(tmp_path / "x.npy", x)
+    res = CliRunner().invoke(main, ["simulate", str(tmp_path / "n.net"), "--input", str(tmp_path / "x.npy"),
+                                    "--output", str(tmp_path / "o.npz"), "--record", "all", "--steps", "12"])
+    assert res.exit_code == 0, res.output
+    out = np.load(tmp_path / "o.npz")
+    ref = simulate(net, x, steps=12, record=True)
+    assert np.array_equal(out["spikes"], ref.spikes) and out["spikes"].shape == (2, 3, 12)
+    assert out["u/0"].shape == (2, 8, 12) and np.array_equal(out["v/1"], ref.records["v/1"])
+
+
+def test_validate_without_lava_reports_simulator_accuracy(tmp_path):
+    from neurodeploy.sim.commands import classify, validate
+    rng = np.random.default_rng(6)
+    net = _dense_net(tmp_path, 2 * rng.integers(-60, 60, (8, 6)), 2 * rng.integers(-60, 60, (3, 8)),
+                     CubaNeuron(1000, 300, 40))
+    x = (rng.random((10, 6, 9)) < 0.5).astype(np.int8)
+    labels = classify(simulate(net, x).spikes)
+    labels[:3] = (labels[:3] + 1) % 3
+    m = validate(tmp_path / "n.net", x, labels, lava_samples=0, batch_size=4,
+                 metrics_path=tmp_path / "metrics.json")
+    assert m["accuracy"]["sim"] == pytest.approx(0.7)
+    import json
+    assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"]["sim"] == pytest.approx(0.7)

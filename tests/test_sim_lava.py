@@ -167,3 +167,15 @@ def test_lava_dl_mnist_net_matches_lava():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 3, (784, 6))
     _compare(g / "mnist.net", x, steps=10, probe=False)
+
+
+def test_validate_measures_agreement_with_lava(tmp_path):
+    from neurodeploy.sim.commands import validate
+    rng = np.random.default_rng(7)
+    net = Network(layers=(Dense(weight=rng.integers(-60, 60, (8, 6)) * 2, neuron=CubaNeuron(1000, 300, 40)),
+                          Dense(weight=rng.integers(-60, 60, (3, 8)) * 2, neuron=CubaNeuron(1000, 300, 40))),
+                  input_shape=(6,))
+    path = write_netx(net, tmp_path / "v.net")
+    x = (rng.random((5, 6, 8)) < 0.5).astype(np.int8)
+    m = validate(path, x, np.zeros(5, dtype=int), lava_samples=2)
+    assert m["agreement"]["sim_vs_lava"] == 1.0 and m["samples"]["lava"] == 2
