@@ -35,7 +35,7 @@ def test_inplace_cuba_step_equals_reference_step():
         s_ref, (u_ref, v_ref) = fx.cuba_step(a, fx.CubaState(u, v), p, b)
         uf, vf = u.double(), v.double()
         s = fx.cuba_step_(uf, vf, a, p, fx.shift_left(b, 6).double())
-        assert torch.equal(s, s_ref) and torch.equal(uf.long(), u_ref) and torch.equal(vf.long(), v_ref)
+        assert torch.equal(s.bool(), s_ref) and torch.equal(uf.long(), u_ref) and torch.equal(vf.long(), v_ref)
 
 
 def test_netx_dense_weights_follow_netx_and_lava_dense():

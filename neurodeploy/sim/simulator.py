@@ -331,17 +331,22 @@ def _check_inputs(network: Network, inputs, feed_shape) -> Tuple[torch.Tensor, b
             f"({', '.join(map(str, netx))}, T) in netx order; got {arr.shape}")
     if arr.shape[-1] < 1:
         raise SimulationInputError("inputs need at least one time step")
-    bound = max(abs(int(arr.min())), abs(int(arr.max()))) if arr.size else 0
+    mn, mx = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    bound = max(abs(mn), abs(mx))
     if bound >= 2 ** 31:
         raise SimulationInputError("inputs exceed Lava's int32 message range")
-    if np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.uint64:
+    if np.issubdtype(arr.dtype, np.floating) or arr.dtype in (np.uint16, np.uint32, np.uint64):
         arr = arr.astype(np.int64)
-    x = torch.as_tensor(arr)
-    # netx order (B, x, y, c, T) -> (T, B, c, y, x)
+    binary = arr.size > 0 and mn >= 0 and bound <= 1
+    src = torch.as_tensor(arr.astype(np.int8) if binary and arr.dtype != np.int8 else arr)
+    # netx order (B, x, y, c, T) -> (T, B, c, y, x), one sample at a time (a
+    # whole-array strided copy is several times slower)
     nd = len(netx)
-    x = x.permute(nd + 1, 0, *range(nd, 0, -1)).contiguous()
-    if x.dtype != torch.bool and arr.size and arr.min() >= 0 and bound <= 1:
-        x = x.to(torch.bool)  # binary spikes
+    x = torch.empty((arr.shape[-1], arr.shape[0]) + tuple(feed_shape), dtype=src.dtype)
+    for b in range(arr.shape[0]):
+        x[:, b].copy_(src[b].permute(nd, *range(nd - 1, -1, -1)))
+    if binary:
+        x = x.view(torch.bool)  # values are 0/1
     return x, single, bound
 
 
@@ -455,6 +460,7 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
     if reset_interval and isinstance(neuron, CubaNeuron):
         phase = (reset_offset + 1 + layer.neuron_index) % reset_interval
     out = torch.empty(a.shape, dtype=torch.bool if isinstance(neuron, CubaNeuron) else torch.int64)
+    out_view = out.view(torch.int8) if out.dtype == torch.bool else out  # 0/1 written as int8
     if rec is not None:
         us, vs = [], []
     if isinstance(neuron, CubaNeuron):
@@ -472,9 +478,9 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
             if layer.rec is not None:
                 ak = ak + layer.rec(last[None], 1)[0]
             spk = fx.cuba_step_(u, v, ak, p, bias64)
-            out[k] = spk
+            out_view[k] = spk
             if layer.rec is not None:
-                last = spk.to(torch.int64)
+                last = out[k].to(torch.int64)
             if rec is not None:
                 us.append(u.to(torch.int64))
                 vs.append(v.to(torch.int64))
