@@ -111,6 +111,8 @@ class _Synapse:
         else:
             self.dtype = torch.int64
         self.bound = bound
+        # Conv's 24-bit wrap is the identity while |W @ s| < 2**23
+        self.wraps = self.conv and bound >= 2 ** (fx.CONV_ACCUMULATOR_BITS - 1)
         # Binary input and 8-bit signed weights: exact int8 x int8 -> int32 matrix
         # product (VNNI/AMX kernels, ~3-4x a float32 GEMM); float fallback kept.
         self.int8 = (not self.conv and not graded_input and self.delays is None
@@ -155,12 +157,12 @@ class _Synapse:
         for d, w in self.weights:
             xs = x[d_max - d: d_max - d + chunk]
             a = self._apply(w, xs)
-            if self.exp != 0 or self.conv:
+            if self.exp != 0 or self.wraps:
                 a = fx.shift_exponent(a.to(torch.int64), self.exp)
             elif a.dtype == torch.float32:
                 a = a.to(torch.float64)  # exact integers (dtype chosen from bounds)
             total = a if total is None else total + a
-        if self.conv:
+        if self.wraps:
             total = fx.wrap_signed(total, fx.CONV_ACCUMULATOR_BITS)
         return total  # int64/int32, or float64 holding exact integers
 
