@@ -12,10 +12,7 @@ from neurodeploy.export.netx import NetxFormatError, read_netx, write_netx
 from neurodeploy.network import CubaNeuron, Dense, Input, Network
 from neurodeploy.sim.simulator import SimulationInputError, simulate
 
-import importlib.util
-
-_spec = importlib.util.find_spec("tests.lava.lib.dl.netx")
-GTS = None
+GTS = None  # lava-dl's installed netx tests: networks and recorded traces (gts/)
 for base in __import__("sys").path:
     cand = Path(base) / "tests" / "lava" / "lib" / "dl" / "netx"
     if (cand / "gts").is_dir():
