@@ -50,3 +50,6 @@ from neurodeploy.hardware.commands import bundle_command, deploy_command, map_co
 main.add_command(map_command)
 main.add_command(deploy_command)
 main.add_command(bundle_command)
+from neurodeploy.sim.commands import simulate_command, validate_command  # noqa: E402
+main.add_command(simulate_command)
+main.add_command(validate_command)

@@ -45,6 +45,11 @@ THRESHOLD_RANGE = (0, (1 << 17) - 1)  # vth, unsigned 17 bit
 BIAS_RANGE = (-(1 << 12), (1 << 12) - 1)  # bias mantissa, signed 13 bit
 
 WEIGHT_BITS = 8
+
+#: (iDecay, vDecay, vThMant) netx gives a dense block stored without a ``neuron/``
+#: group: a non-leaky integrator built as Lava LIF(du=-1, dv=4096, vth=1 << 17).
+#: Outside the 12/17-bit fields, but it is what Lava runs; accepted only as a whole.
+NETX_DEFAULT_CUBA = (0, 4096, 1 << 17)
 #: Integer synaptic weights as Lava's Dense accepts them after its clip, by sign mode.
 WEIGHT_RANGE_MIXED = (-256, 254)  # mixed-sign 8 bit: even values only (lowest bit truncated)
 WEIGHT_RANGE_EXCITATORY = (0, 255)
@@ -74,6 +79,11 @@ def check_range(name: str, values, lo: int, hi: int, where: str = "") -> None:
 def shift_left(x: torch.Tensor, bits: int) -> torch.Tensor:
     """``x << bits`` for integer or integer-valued float tensors (bits >= 0)."""
     return x * (1 << bits)
+
+
+def shift_left_(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """In-place :func:`shift_left` (float tensors holding integers, or int64)."""
+    return x.mul_(1 << bits)
 
 
 def shift_right_floor(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -122,6 +132,8 @@ class CubaParameters:
     threshold: int
 
     def __post_init__(self):
+        if (self.current_decay, self.voltage_decay, self.threshold) == NETX_DEFAULT_CUBA:
+            return  # netx's neuron for a block without a neuron group (see NETX_DEFAULT_CUBA)
         check_range("current_decay (iDecay)", self.current_decay, *CURRENT_DECAY_RANGE)
         check_range("voltage_decay (vDecay)", self.voltage_decay, *VOLTAGE_DECAY_RANGE)
         check_range("threshold (vThMant)", self.threshold, *THRESHOLD_RANGE)
@@ -170,6 +182,38 @@ def cuba_step(
     spikes = v > shift_left(torch.as_tensor(p.threshold), THRESHOLD_SHIFT)
     v = torch.where(spikes, torch.zeros_like(v), v)
     return spikes, CubaState(u, v)
+
+
+def cuba_step_(current: torch.Tensor, voltage: torch.Tensor, synaptic_input: torch.Tensor,
+               p: CubaParameters, bias_x64: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """In-place :func:`cuba_step` for the simulator's inner loop -> spikes (0/1).
+
+    current, voltage: float64 (or int64) tensors holding the integers u, v; updated
+    in place. synaptic_input: ``a`` (any integer or integer-valued dtype; added
+    as ``a << 6``); bias_x64: ``bias << 6`` or None. Same arithmetic as :func:`cuba_step`
+    (float64 is exact here: |u * 4096| < 2**37), in as few tensor passes as
+    possible: decays skipped when they are identities, the once-only 24-bit wrap
+    of u only evaluated when some |u| leaves the range. Returns the spikes as
+    0/1 in the dtype of v.
+    """
+    u, v = current, voltage
+    if p.current_decay != 0:
+        u.mul_(DECAY_UNITY - p.current_decay).div_(DECAY_UNITY, rounding_mode="trunc")
+    u.add_(synaptic_input, alpha=1 << ACTIVATION_SHIFT)
+    lo, hi = torch.aminmax(u)
+    if hi > STATE_MAX or lo <= -STATE_MAX:
+        u.copy_(wrap_current(u))
+    if p.voltage_decay != 0:
+        v.mul_(DECAY_UNITY - p.voltage_decay).div_(DECAY_UNITY, rounding_mode="trunc")
+    v.add_(u)
+    if bias_x64 is not None:
+        v.add_(bias_x64)
+    v.clamp_(-VOLTAGE_LIMIT, VOLTAGE_LIMIT)
+    # strict threshold on integers: v > th  <=>  clamp(v - th, 0, 1) == 1; reset
+    # v to 0 where it spiked (v -= v * s): cheaper than a bool mask and a fill
+    spikes = torch.sub(v, p.threshold << THRESHOLD_SHIFT).clamp_(0, 1)
+    v.addcmul_(v, spikes, value=-1)
+    return spikes
 
 
 # --- synapses ---------------------------------------------------------------
@@ -480,3 +524,118 @@ def cuba_run(a: np.ndarray, p: CubaParameters, bias: Optional[np.ndarray], reset
            p.threshold << THRESHOLD_SHIFT, bias_eff, np.ascontiguousarray(reset, np.bool_),
            u, v, spikes, u_rec, v_rec, record)
     return spikes, (u, v), u_rec, v_rec
+# --- netx synapses as Lava builds them ---------------------------------------
+MAX_DELAY = 62  # netx DelayDense max_delay (6-bit axonal delays)
+CONV_ACCUMULATOR_BITS = 24  # Lava's fixed-point Conv wraps its output to signed 24 bit
+
+
+def netx_dense_weights(weight: np.ndarray, apply_exponent: bool = True):
+    """The integer weights and weight exponent Lava's bit-accurate Dense uses for a
+    weight matrix read from a netx file -> ``(weights int64, weight_exp)``.
+
+    Replicates ``lava.lib.dl.netx.utils.optimize_weight_bits`` (scale the stored
+    integers up by ``scale_bits`` into the 8-bit range, ``weight_exp = -scale_bits``,
+    ``num_weight_bits`` from the common power-of-two factor, sign mode from the
+    signs) followed by ``PyDenseModelBitAcc``'s first-step clip and truncation
+    (sign mode re-inferred by Lava's Dense). ``apply_exponent=False`` reproduces
+    netx's recurrent block with delays, whose synapses get no ``weight_exp``.
+    Synaptic input is then ``(W @ s) << weight_exp`` (floor shift for < 0).
+    Weights outside [-256, 255] raise :class:`BitWidthError` (netx would clip).
+    """
+    w = np.asarray(weight).astype(np.int64)
+    if w.size == 0 or not np.any(w):
+        return np.zeros_like(w), 0
+    mx, mn = int(w.max()), int(w.min())
+    if mn < 0 < mx and (mx > 254 or mn < -256):
+        raise BitWidthError(f"mixed-sign weights must lie in [-256, 254], found [{mn}, {mx}]")
+    if mn >= 0 and mx > 255 or mx <= 0 and mn < -256:
+        raise BitWidthError(f"weights must lie in [-256, 255], found [{mn}, {mx}]")
+    # netx's sign mode: inhibitory only when all weights are < 0
+    if mx < 0:
+        mode, signed, scale = "inhibitory", 0, -256 / mn
+    elif mn >= 0:
+        mode, signed, scale = "excitatory", 0, 255 / mx
+    else:
+        mode, signed = "mixed", 1
+        scale = min(127 / mx, -128 / mn)
+    scale_bits = int(np.floor(np.log2(scale))) + signed
+    # n: largest power of two (<= 8) dividing every weight (netx's rounding-error loop)
+    bits = int(np.bitwise_or.reduce(np.abs(w).ravel()))
+    n = 8 if bits == 0 else min(8, (bits & -bits).bit_length() - 1)
+    n -= signed
+    num_weight_bits = 8 - scale_bits - n
+    weight_exp = -scale_bits
+    if scale_bits < 0:
+        raise BitWidthError(f"weights {mn}..{mx} need a negative netx scale ({scale_bits})")
+    w = w << scale_bits
+    # Lava Dense: clip to 8 bit by its own sign mode, then truncate
+    lava_mode = sign_mode(w)
+    flip = lava_mode == "inhibitory"
+    mixed = int(lava_mode == "mixed")
+    x = -w if flip else w
+    x = np.clip(x, -256 * mixed, 255)
+    k = 8 - num_weight_bits + mixed
+    x = (x >> k) << k
+    w = -x if flip else x
+    return w, (weight_exp if apply_exponent else 0)
+
+
+def shift_exponent(a: torch.Tensor, exponent: int) -> torch.Tensor:
+    """``a << exponent`` (arithmetic floor shift ``>> -exponent`` when negative)."""
+    if exponent > 0:
+        return shift_left(a, exponent)
+    if exponent < 0:
+        return shift_right_floor(a, -exponent)
+    return a
+
+
+def wrap_signed(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Two's-complement wrap to ``bits`` (Lava Conv's ``signed_clamp``)."""
+    base = 1 << bits
+    return torch.remainder(x + base // 2, base) - base // 2
+
+
+# --- sigma-delta (lava.proc.sdn, fixed_pt, as netx builds it) ---------------
+SDNN_SPIKE_EXP = 6  # netx Network(spike_exp=6)
+SDNN_STATE_EXP = 6  # netx's state_exp
+SDNN_SCALE = SDNN_SPIKE_EXP + SDNN_STATE_EXP  # vth and bias are << 12
+
+
+class SigmaDeltaState(NamedTuple):
+    """sigma (accumulated input), act (previous activation), residue; integers
+    in units of 2**-12 of the graded spike (24-bit registers in Lava)."""
+
+    sigma: torch.Tensor
+    act: torch.Tensor
+    residue: torch.Tensor
+
+
+def delta_encode(act: torch.Tensor, prev_act: torch.Tensor, residue: torch.Tensor,
+                 threshold: int):
+    """Delta encoding: ``delta = act - prev_act + residue``; send ``delta`` where
+    ``|delta| >= threshold << 12`` (non-strict), keep the rest as residue.
+    Returns ``(s_scaled, new_residue)``; the graded spike sent is
+    ``s_scaled >> state_exp`` (floor)."""
+    delta = act - prev_act + residue
+    s = torch.where(delta.abs() >= (int(threshold) << SDNN_SCALE), delta, torch.zeros_like(delta))
+    return s, delta - s
+
+
+def sigma_delta_step(a: torch.Tensor, state: SigmaDeltaState, threshold: int,
+                     bias: Optional[torch.Tensor] = None):
+    """One fixed-point SigmaDelta step (``PySigmaDeltaModelFixed``) with netx's
+    ReLU activation -> ``(graded spikes, new_state)``:
+    ``sigma += a; act = relu(sigma + bias << 12); s = delta_encode(...) >> 6``."""
+    sigma = state.sigma + a
+    act = sigma if bias is None else sigma + shift_left(bias, SDNN_SCALE)
+    act = torch.clamp(act, min=0)
+    s, residue = delta_encode(act, state.act, state.residue, threshold)
+    return shift_right_floor(s, SDNN_STATE_EXP), SigmaDeltaState(sigma, act, residue)
+
+
+def delta_input_step(a: torch.Tensor, state: SigmaDeltaState, threshold: int):
+    """netx's SDNN input layer (``PyDeltaModelFixed``): ``act = a << 12``; delta
+    encoded as in :func:`sigma_delta_step`, no bias, no ReLU."""
+    act = shift_left(a, SDNN_SCALE)
+    s, residue = delta_encode(act, state.act, state.residue, threshold)
+    return shift_right_floor(s, SDNN_STATE_EXP), SigmaDeltaState(state.sigma, act, residue)

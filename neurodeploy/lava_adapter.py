@@ -63,7 +63,7 @@ class LavaRun:
     probes: Dict[str, np.ndarray]
 
 
-def _build_network(netx, path, stream: np.ndarray, reset_interval, reset_offset):
+def _build_network(netx, path, stream: np.ndarray, reset_interval, reset_offset, num_layers=None):
     """lava-dl netx Network for ``path``; a file whose first block is a conv has no
     record of its input shape, so it is taken from the stream (netx order)."""
     import h5py
@@ -72,18 +72,25 @@ def _build_network(netx, path, stream: np.ndarray, reset_interval, reset_offset)
         first = f["layer/0/type"][0].decode("ascii")
     kwargs = {} if first in ("input", "dense", "dense_rec") else {"input_shape": tuple(stream.shape[:-1])}
     return netx.hdf5.Network(net_config=str(path), reset_interval=reset_interval,
-                             reset_offset=reset_offset, **kwargs)
+                             reset_offset=reset_offset, num_layers=num_layers, **kwargs)
 
 
-def _wire(netx, io, path, stream: np.ndarray, steps: int, reset_interval, reset_offset):
+def _wire(netx, io, path, stream: np.ndarray, steps: int, reset_interval, reset_offset,
+          num_layers=None, input_bias=None):
     """Build the netx network and connect a RingBuffer source where netx feeds
-    input (``net.inp``, or the input layer's neuron ``a_in``) and a sink on ``net.out``."""
-    net = _build_network(netx, path, stream, reset_interval, reset_offset)
+    input (``net.inp``, or the input layer's neuron ``a_in``) and a sink on ``net.out``;
+    ``input_bias`` sets the input layer's bias mantissa (as lava-dl's examples inject images)."""
+    net = _build_network(netx, path, stream, reset_interval, reset_offset, num_layers)
     has_input_layer = type(net.layers[0]).__name__ == "Input"
     target = net.layers[0].neuron.a_in if has_input_layer else net.inp
     if tuple(stream.shape[:-1]) != tuple(target.shape):
         raise ValueError(f"input stream shape {stream.shape[:-1]} does not match the network's "
                          f"input port shape {tuple(target.shape)} (netx order, time last)")
+    if input_bias is not None:
+        if not has_input_layer:
+            raise ValueError(f"{path}: input_bias needs an input layer with neurons")
+        net.in_layer.neuron.bias_mant.init = np.asarray(input_bias).astype(np.int32).reshape(
+            net.in_layer.neuron.bias_mant.shape)
     source = io.source.RingBuffer(data=np.asarray(stream).astype(np.int32))
     sink = io.sink.RingBuffer(shape=net.out.shape, buffer=steps)
     source.s_out.connect(target)
@@ -97,6 +104,9 @@ def run_netx(
     steps: Optional[int] = None,
     reset_interval: Optional[int] = None,
     reset_offset: int = 0,
+    input_bias: Optional[np.ndarray] = None,
+    probe: bool = False,
+    num_layers: Optional[int] = None,
 ) -> LavaRun:
     """Run a netx network on Lava's bit-accurate CPU simulator.
 
@@ -105,16 +115,44 @@ def run_netx(
     (1-based), repeating cyclically when ``steps > T``. ``reset_interval`` and
     ``reset_offset`` go to netx's ``Network`` (each neuron layer i resets at
     steps where ``t % reset_interval == reset_offset + 1 + i``).
+    input_bias: bias mantissa of the input layer's neurons (netx order), set on
+    ``net.in_layer.neuron.bias_mant`` as lava-dl's examples inject images.
+    probe: record every layer's u, v (CUBA) and spikes with Lava monitors; probes
+    are keyed ``u/<j>``, ``v/<j>``, ``s/<j>`` with j the index in ``net.layers``
+    (blocks that hold neurons), each (*layer_shape, steps).
+    num_layers: build only the first blocks (netx's ``num_layers``).
     """
     netx, RunSteps, Loihi2SimCfg, io = _import_lava()
     steps = int(stream.shape[-1] if steps is None else steps)
-    net, sink = _wire(netx, io, path, stream, steps, reset_interval, reset_offset)
+    net, sink = _wire(netx, io, path, stream, steps, reset_interval, reset_offset,
+                      num_layers=num_layers, input_bias=input_bias)
+    sinks = {}
+    if probe:
+        for j, layer in enumerate(net.layers):
+            sk = io.sink.RingBuffer(shape=layer.out.shape, buffer=steps)
+            layer.out.connect(sk.a_in)
+            sinks[f"s/{j}"] = sk
+    monitors = {}
+    if probe:
+        from lava.proc.monitor.process import Monitor
+        for j, layer in enumerate(net.layers):
+            for var in ("u", "v"):
+                if hasattr(layer.neuron, var):
+                    m = Monitor()
+                    m.probe(getattr(layer.neuron, var), steps)
+                    monitors[f"{var}/{j}"] = (m, getattr(layer.neuron, var))
+    probes = {}
     try:
         net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
         out = sink.data.get()
+        for k, sk in sinks.items():
+            probes[k] = np.asarray(sk.data.get())
+        for k, (m, var) in monitors.items():
+            data = m.get_data()[var.process.name][var.name]  # (steps, N)
+            probes[k] = np.moveaxis(np.asarray(data), 0, -1).reshape(*var.shape, steps)
     finally:
         net.stop()
-    return LavaRun(spikes=np.asarray(out), probes={})
+    return LavaRun(spikes=np.asarray(out), probes=probes)
 
 
 # --- Loihi 2 hardware (Intel's lava-loihi extension) ---------------------------

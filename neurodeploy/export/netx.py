@@ -184,10 +184,11 @@ def _read_neuron(g: h5py.Group, where: str):
     raise NetxFormatError(f"{w}: neuron type '{kind}' is not supported (CUBA/LOIHI, SDNN are)")
 
 
-def read_netx(path: Union[str, os.PathLike], input_shape=None) -> Network:
+def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None) -> Network:
     """Read a netx ``.net`` file into a :class:`Network`, with errors naming the
     file, layer and dataset. ``input_shape`` (torch order, (C, H, W)) is needed only
-    for files whose first block is a conv: netx stores no input shape for them."""
+    for files whose first block is a conv: netx stores no input shape for them.
+    ``num_layers``: read only the first blocks (as netx's ``Network(num_layers=...)``)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"netx file not found: {path}")
@@ -205,6 +206,8 @@ def read_netx(path: Union[str, os.PathLike], input_shape=None) -> Network:
         given_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
         input_shape = None
         for i, k in enumerate(keys):
+            if num_layers is not None and i >= num_layers:
+                break
             g = f["layer"][k]
             where = f"{path}: layer {i}"
             try:
@@ -236,8 +239,8 @@ def read_netx(path: Union[str, os.PathLike], input_shape=None) -> Network:
                 b = _array(g, "bias", where, required=False)
                 d = _array(g, "delay", where, required=False)
                 neuron = _read_neuron(g, where)
-                if neuron is None:  # netx's default: non-leaky integrator
-                    neuron = CubaNeuron(current_decay=4096, voltage_decay=0, threshold=(1 << 17) - 1)
+                if neuron is None:  # netx's default: Lava LIF(du=-1, dv=4096, vth=1 << 17)
+                    neuron = CubaNeuron(*fx.NETX_DEFAULT_CUBA)
                 layer = Dense(weight=w, neuron=neuron, weight_rec=wr,
                               bias=None if b is None else _integers(b, "bias", where).reshape(-1),
                               delay=None if d is None else np.floor(d).astype(np.int64).reshape(-1))

@@ -1,178 +1,538 @@
 """Bit-accurate, batched simulator of netx networks on Lava's timeline.
 
-Calls :mod:`neurodeploy.fixedpoint` for every piece of arithmetic. Timeline, as
-Lava runs a netx network fed by a RingBuffer (steps t = 1, 2, ... in Lava;
-index k = t - 1 here):
+Calls :mod:`neurodeploy.fixedpoint` for every piece of arithmetic and reproduces
+what lava-dl's netx builds from a ``.net`` file and Lava's fixed-point process
+models run (``Loihi2SimCfg(select_tag='fixed_pt')``). Timeline (Lava steps
+t = 1, 2, ...; index k = t - 1 here):
 
-- the source sends ``x[k % T]`` at index k;
-- a Dense block sends, at index k, what it accumulated at k - 1 (1-step delay), so
-  neuron layer i integrates ``W_i @ s_{i-1}[k - 1]``;
-- with ``reset_interval`` R, neuron layer i (0-based over neuron-holding blocks)
-  zeroes u and v before its dynamics when ``(k + 1) % R == (reset_offset + 1 + i) % R``.
+- the source sends ``x[k % T]`` at index k (a RingBuffer repeats cyclically);
+- files with an input layer: x goes straight into the input neuron's ``a_in``;
+  files without one: x goes into the first block's synapse (``net.inp``);
+- every synapse (Dense, Conv) sends at k what it accumulated at k - 1 (1-step
+  delay); an axonal delay d adds d more steps (netx DelayDense);
+- a synapse whose input has 0 message bits (CUBA spikes, ``net.inp``) sees
+  ``s != 0``; after a sigma-delta layer it sees the graded values;
+- with ``reset_interval`` R, neuron layer i (0-based over neuron-holding blocks,
+  input layer included) zeroes u and v before its dynamics when
+  ``(k + 1) % R == (reset_offset + 1 + i) % R`` (netx's LIFReset offsets).
 
-Feed-forward layers are simulated one layer at a time over all steps: the whole
-synaptic input of a layer is one matrix product, then the neuron recurrence
-runs over time.
+Feed-forward blocks are simulated one block at a time over a chunk of steps: a
+block's whole synaptic input for the chunk is one matrix product (float32 or
+float64 when exact for the block's weights and input bound, else int64), then
+the neuron recurrence runs over the chunk in a few in-place tensor passes per
+step. Chunks bound the memory of long runs.
+
+Layouts: arrays in and out use netx's port order (``(x, y, c)`` for images,
+the reverse of the file's torch order ``(C, H, W)``), batch first, time last.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from neurodeploy import fixedpoint as fx
-from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Network
+from neurodeploy.network import (
+    Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron,
+)
+
+#: Elements per chunk of the largest (steps x batch x neurons) buffer.
+CHUNK_ELEMENTS = 1 << 22
+
+
+class SimulationInputError(ValueError):
+    """Inputs of the wrong shape, dtype or range for the network."""
 
 
 @dataclass
 class SimResult:
-    """spikes: output layer, (batch, *out_shape, steps); records: per-layer arrays
-    ``u/<i>``, ``v/<i>``, ``s/<i>`` (batch, neurons, steps) when recording."""
+    """spikes: the output layer, (batch, *out_shape, steps) in netx order (int32;
+    graded for sigma-delta layers); records: per-layer arrays ``u/<i>``,
+    ``v/<i>``, ``s/<i>`` (``sigma/<i>`` for sigma-delta) of shape
+    (batch, *layer_shape, steps) when recording; i is the block's index in the
+    file's ``layer/`` group."""
 
     spikes: np.ndarray
     records: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _to_torch_layout(x: torch.Tensor) -> torch.Tensor:
-    """(..., x, y, c) netx order -> (..., c, y, x) = torch's (C, H, W)."""
-    return x.permute(*range(x.dim() - 3), x.dim() - 1, x.dim() - 2, x.dim() - 3)
+def _netx_shape(torch_shape) -> Tuple[int, ...]:
+    return tuple(int(s) for s in torch_shape[::-1])
 
 
-def _reset_mask(start: int, count: int, reset_interval, reset_offset: int, neuron_index: int) -> np.ndarray:
-    if not reset_interval:
-        return np.zeros(count, np.bool_)
-    t = np.arange(start, start + count) + 1  # Lava's 1-based time step
-    return t % reset_interval == (reset_offset + 1 + neuron_index) % reset_interval
+class _Synapse:
+    """W @ s for dense or conv blocks, exact, with Lava's per-synapse exponent,
+    delays (grouped by value) and Conv's 24-bit wrap."""
+
+    def __init__(self, index: int, block, graded_input: bool, in_shape: Tuple[int, ...],
+                 input_bound: float, rec_delay_quirk: bool = False):
+        self.index = index
+        self.graded_input = graded_input
+        self.in_shape = in_shape  # torch order, without batch
+        self.conv = isinstance(block, Conv)
+        where = f"layer {index} ({'conv' if self.conv else 'dense'})"
+        if self.conv:
+            w = np.asarray(block.weight, dtype=np.int64)
+            self.exp = 0
+            self.stride, self.padding = block.stride, block.padding
+            self.dilation, self.groups = block.dilation, block.groups
+            if block.delay is not None and np.any(block.delay):
+                raise NotImplementedError(f"{where}: conv delays are not built by netx")
+            self.delays = None
+        else:
+            try:
+                w, self.exp = fx.netx_dense_weights(block.weight, apply_exponent=not rec_delay_quirk)
+            except fx.BitWidthError as e:
+                raise fx.BitWidthError(f"{where}: weight: {e}") from None
+            self.delays = None
+            if block.delay is not None:
+                d = np.asarray(block.delay, dtype=np.int64).reshape(-1)
+                fx.check_range("delay", d, 0, fx.MAX_DELAY, where=f"{where}: ")
+                if d.size == w.shape[0]:
+                    dm = np.repeat(d[:, None], w.shape[1], 1)
+                elif d.size == w.shape[1]:
+                    dm = np.repeat(d[None, :], w.shape[0], 0)
+                else:
+                    raise ValueError(f"{where}: delay of shape {d.shape} fits neither "
+                                     f"{w.shape[0]} outputs nor {w.shape[1]} inputs")
+                self.delays = dm
+        if self.exp < 0 and not np.any(w % (1 << -self.exp)):
+            # netx scaled the stored integers up by 2**-exp: for integer inputs
+            # (W @ s) >> -exp == (W >> -exp) @ s exactly, so drop the shift
+            w, self.exp = w >> -self.exp, 0
+        self.max_delay = 0 if self.delays is None else int(self.delays.max())
+        bound = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0)) * max(input_bound, 1.0)
+        if bound < 2 ** 24:
+            self.dtype = torch.float32
+        elif bound < 2 ** 53:
+            self.dtype = torch.float64
+        else:
+            self.dtype = torch.int64
+        self.bound = bound
+        # Conv's 24-bit wrap is the identity while |W @ s| < 2**23
+        self.wraps = self.conv and bound >= 2 ** (fx.CONV_ACCUMULATOR_BITS - 1)
+        # Binary input and 8-bit signed weights: exact int8 x int8 -> int32 matrix
+        # product (VNNI/AMX kernels, ~3-4x a float32 GEMM); float fallback kept.
+        self.int8 = (not self.conv and not graded_input and self.delays is None
+                     and w.size > 0 and w.min() >= -128 and w.max() <= 127
+                     and w.shape[1] * 128 < 2 ** 31 and hasattr(torch, "_int_mm"))
+        if self.int8:
+            self.w_int8 = torch.tensor(w.T, dtype=torch.int8).contiguous()
+        if self.delays is None:
+            self.weights = [(0, torch.tensor(w, dtype=self.dtype))]
+        else:
+            self.weights = [(int(dv), torch.as_tensor(np.where(self.delays == dv, w, 0), dtype=self.dtype))
+                            for dv in np.unique(self.delays)]
+
+    def _apply(self, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """x: (F, B, *in_shape) -> (F, B, out...) in the synapse dtype."""
+        f, b = x.shape[:2]
+        if self.conv:
+            y = torch.nn.functional.conv2d(
+                x.reshape(f * b, *self.in_shape), w, stride=self.stride, padding=self.padding,
+                dilation=self.dilation, groups=self.groups)
+            return y.reshape(f, b, -1)
+        if self.int8 and x.dtype == torch.int8:
+            try:
+                return torch._int_mm(x.reshape(f * b, -1), self.w_int8).reshape(f, b, -1)
+            except RuntimeError:  # shape or platform not supported by the int8 kernel
+                self.int8 = False
+                x = x.to(self.dtype)
+        return x.reshape(f, b, -1) @ w.T
+
+    def __call__(self, full: torch.Tensor, chunk: int) -> torch.Tensor:
+        """full: input frames (D + 1 + chunk, B, *in_shape) whose first D + 1 are the
+        previous chunk's tail -> synaptic input a (chunk, B, N) int64, where
+        ``a[k] = sum_d (W_d @ x[k - 1 - d]) << exp``."""
+        if self.graded_input:
+            x = full.to(self.dtype)
+        else:  # 0 message bits: the synapse sees s != 0 (full is already bool)
+            if full.dtype != torch.bool:
+                full = full != 0
+            x = full.view(torch.int8) if self.int8 else full.to(self.dtype)
+        d_max = self.max_delay
+        total = None
+        for d, w in self.weights:
+            xs = x[d_max - d: d_max - d + chunk]
+            a = self._apply(w, xs)
+            if self.exp != 0 or self.wraps:
+                a = fx.shift_exponent(a.to(torch.int64), self.exp)
+            elif a.dtype == torch.float32:
+                a = a.to(torch.float64)  # exact integers (dtype chosen from bounds)
+            total = a if total is None else total + a
+        if self.wraps:
+            total = fx.wrap_signed(total, fx.CONV_ACCUMULATOR_BITS)
+        return total  # int64/int32, or float64 holding exact integers
 
 
-CHUNK_STEPS = 256  # time steps simulated at a time: memory stays bounded for long runs
+@dataclass
+class _Layer:
+    index: int  # block index in the file
+    neuron_index: int  # 0-based over neuron-holding blocks (netx's reset phase)
+    neuron: object
+    shape: Tuple[int, ...]  # torch order
+    synapse: Optional[_Synapse]
+    rec: Optional[_Synapse]
+    bias: Optional[torch.Tensor]  # (N,) bias mantissa, torch order
+    is_input: bool = False
+
+
+def _bias_vector(block, shape, where) -> Optional[np.ndarray]:
+    b = getattr(block, "bias", None)
+    if b is None:
+        return None
+    b = np.asarray(b, dtype=np.int64).reshape(-1)
+    n = int(np.prod(shape))
+    if b.size == n:
+        return b
+    if len(shape) == 3 and b.size == shape[0]:  # channel-wise (netx broadcast)
+        return np.repeat(b, shape[1] * shape[2])
+    if b.size == 1:
+        return np.full(n, b[0])
+    raise ValueError(f"{where}: bias of {b.size} values fits neither {n} neurons nor {shape[0]} channels")
+
+
+def _plan(network: Network, input_bias: Optional[np.ndarray], input_bound: float):
+    """-> (layers, feed_shape torch order, feeds_input_neuron)."""
+    layers: List[_Layer] = []
+    blocks = list(network.layers)
+    first = blocks[0]
+    has_input_neuron = isinstance(first, Input) and first.neuron is not None
+    shape = tuple(network.input_shape)
+    feed_shape = None  # net.inp takes the first synapse's input shape
+    graded = False  # net.inp has 0 message bits
+    bound = float(input_bound)
+    neuron_index = 0
+    for i, block in enumerate(blocks):
+        where = f"layer {i}"
+        if isinstance(block, Flatten):
+            shape = (int(np.prod(shape)),)
+            continue
+        if isinstance(block, Input):
+            if i != 0:
+                raise ValueError(f"{where}: an input block must come first")
+            shape = tuple(block.shape)
+            if block.neuron is None:
+                continue
+            bias = None
+            if input_bias is not None:
+                b = np.asarray(input_bias)
+                netx = _netx_shape(shape)
+                if b.size == 1:
+                    b = np.full(netx, b.reshape(-1)[0])
+                if tuple(b.shape) != netx and b.size != int(np.prod(shape)):
+                    raise SimulationInputError(
+                        f"input bias must have the input layer's shape {netx} (netx order), got {b.shape}")
+                b = np.asarray(b).reshape(netx)
+                if not np.issubdtype(b.dtype, np.integer) and not np.array_equal(np.round(b), b):
+                    raise SimulationInputError("input bias must hold integers (the bias mantissa)")
+                b = b.astype(np.int64)
+                if isinstance(block.neuron, CubaNeuron):
+                    fx.check_range("input bias mantissa", b, *fx.BIAS_RANGE, where=f"{where}: ")
+                bias = np.ascontiguousarray(b.transpose(*range(b.ndim)[::-1])).reshape(-1)
+            feed_shape = shape
+            layers.append(_Layer(i, neuron_index, block.neuron, shape, None, None,
+                                 None if bias is None else torch.as_tensor(bias), is_input=True))
+            neuron_index += 1
+            graded = isinstance(block.neuron, SigmaDeltaNeuron)
+            bound = _output_bound(block.neuron, bound)
+            continue
+        if isinstance(block, (Dense, Conv)):
+            in_shape = shape
+            if isinstance(block, Dense):
+                in_shape = (int(np.prod(shape)),)
+                if block.in_features != in_shape[0]:
+                    raise ValueError(f"{where} (dense): {block.in_features} inputs, previous block "
+                                     f"gives {in_shape[0]}")
+            if feed_shape is None:
+                feed_shape = in_shape
+            rec_quirk = isinstance(block, Dense) and block.weight_rec is not None and block.delay is not None
+            if rec_quirk:
+                raise NotImplementedError(
+                    f"{where} (dense_rec): recurrent blocks with delays are not supported "
+                    "(netx builds them without the weight exponent)")
+            if isinstance(block, Dense) and block.weight_rec is not None:
+                both = np.hstack([block.weight, block.weight_rec])
+                syn = _Synapse(i, _with_weight(block, both), graded, (both.shape[1],), bound)
+                wf, wr = syn.weights[0][1][:, :block.in_features], syn.weights[0][1][:, block.in_features:]
+                syn.weights = [(0, wf.contiguous())]
+                syn.int8 = False  # int8 weights were built for the concatenation
+                rec = _Synapse.__new__(_Synapse)
+                rec.__dict__.update(syn.__dict__)
+                rec.weights = [(0, wr.contiguous())]
+                rec.in_shape = (block.num_neurons,)
+                rec.graded_input = isinstance(block.neuron, SigmaDeltaNeuron)
+                if rec.graded_input:  # graded own messages: exact integer product
+                    rec.dtype = torch.int64
+                    rec.weights = [(0, wr.to(torch.int64).contiguous())]
+                syn.in_shape = in_shape
+            else:
+                syn = _Synapse(i, block, graded, in_shape, bound)
+                rec = None
+            out_shape = tuple(block.shape)
+            if isinstance(block, Conv) and tuple(block.shape) != _conv_out_shape(block, in_shape):
+                raise ValueError(f"{where} (conv): stored shape {block.shape} but the convolution of "
+                                 f"{in_shape} gives {_conv_out_shape(block, in_shape)}")
+            bias = _bias_vector(block, out_shape, where)
+            layers.append(_Layer(i, neuron_index, block.neuron, out_shape, syn, rec,
+                                 None if bias is None else torch.tensor(bias)))
+            neuron_index += 1
+            shape = out_shape
+            graded = isinstance(block.neuron, SigmaDeltaNeuron)
+            bound = _output_bound(block.neuron, bound)
+            continue
+        raise NotImplementedError(f"{where}: {type(block).__name__} blocks are not simulated")
+    if not layers:
+        raise ValueError("the network has no neuron layer")
+    return layers, feed_shape, has_input_neuron
+
+
+def _with_weight(block: Dense, weight: np.ndarray):
+    class _W:  # a view of a dense block with a different weight matrix
+        pass
+    w = _W()
+    w.weight, w.delay = weight, None
+    return w
+
+
+def _conv_out_shape(block: Conv, in_shape) -> Tuple[int, ...]:
+    _, h, w = in_shape
+    kh, kw = block.weight.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = block.stride, block.padding, block.dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return (int(block.weight.shape[0]), oh, ow)
+
+
+def _output_bound(neuron, in_bound: float) -> float:
+    """Largest |message| a layer can send (for choosing an exact matmul dtype)."""
+    if isinstance(neuron, SigmaDeltaNeuron):
+        return float(1 << 25)  # 24-bit registers >> 6, generous
+    return 1.0
+
+
+def _check_inputs(network: Network, inputs, feed_shape) -> Tuple[torch.Tensor, bool]:
+    arr = np.asarray(inputs)
+    netx = _netx_shape(feed_shape)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.int64)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise SimulationInputError(f"inputs must be integers (spikes or graded values), got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.array_equal(np.round(arr), arr):
+            raise SimulationInputError("inputs must hold integers (Loihi fixed point); got non-integer values")
+    if arr.ndim == len(netx) + 1 and tuple(arr.shape[:-1]) == netx:
+        arr, single = arr[None], True
+    elif arr.ndim == len(netx) + 2 and tuple(arr.shape[1:-1]) == netx:
+        single = False
+    else:
+        raise SimulationInputError(
+            f"inputs must have shape (batch, {', '.join(map(str, netx))}, T) or "
+            f"({', '.join(map(str, netx))}, T) in netx order; got {arr.shape}")
+    if arr.shape[-1] < 1:
+        raise SimulationInputError("inputs need at least one time step")
+    mn, mx = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    bound = max(abs(mn), abs(mx))
+    if bound >= 2 ** 31:
+        raise SimulationInputError("inputs exceed Lava's int32 message range")
+    if np.issubdtype(arr.dtype, np.floating) or arr.dtype in (np.uint16, np.uint32, np.uint64):
+        arr = arr.astype(np.int64)
+    binary = arr.size > 0 and mn >= 0 and bound <= 1
+    src = torch.as_tensor(arr.astype(np.int8) if binary and arr.dtype != np.int8 else arr)
+    # netx order (B, x, y, c, T) -> (T, B, c, y, x), one sample at a time (a
+    # whole-array strided copy is several times slower)
+    nd = len(netx)
+    x = torch.empty((arr.shape[-1], arr.shape[0]) + tuple(feed_shape), dtype=src.dtype)
+    for b in range(arr.shape[0]):
+        x[:, b].copy_(src[b].permute(nd, *range(nd - 1, -1, -1)))
+    if binary:
+        x = x.view(torch.bool)  # values are 0/1
+    return x, single, bound
 
 
 def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
              reset_interval: Optional[int] = None, reset_offset: int = 0,
-             record: bool = False, chunk_steps: int = CHUNK_STEPS) -> SimResult:
-    """Run ``network`` on ``inputs`` (batch, *input_shape_netx, T) or (*input_shape_netx, T),
-    in the Lava port's order: (features,) for a dense first block, (x, y, c) for a
-    conv first block. ``steps`` > T repeats the input cyclically (Lava's RingBuffer).
+             record: bool = False, input_bias: Optional[np.ndarray] = None,
+             chunk_steps: Optional[int] = None) -> SimResult:
+    """Run ``network`` on ``inputs`` of shape (batch, *input_shape, T) or
+    (*input_shape, T), netx order, integers (spikes or graded values).
 
-    Returns the output layer's spikes at every step, exactly as a Lava RingBuffer
-    sink on the network's output port records them, in netx order. Time is
-    processed in chunks of ``chunk_steps`` carrying every layer's state, so memory
-    does not grow with ``steps`` unless recording.
+    steps: number of steps (default T); the input repeats cyclically beyond T.
+    reset_interval, reset_offset: netx's periodic state reset (see module doc).
+    record: also return u, v and spikes of every layer (memory grows with steps).
+    input_bias: bias mantissa of the input layer's neurons (netx order, one
+    sample: shared by the batch), the way lava-dl's examples inject images.
+    Returns the output layer's messages at every step exactly as a Lava
+    RingBuffer sink on the network's output port records them.
     """
-    x = np.asarray(inputs)
-    netx_in = tuple(network.input_shape[::-1]) if len(network.input_shape) == 3 else tuple(network.input_shape)
-    single = x.ndim == len(netx_in) + 1
-    if single:
-        x = x[None]
-    if tuple(x.shape[1:-1]) != netx_in:
-        raise ValueError(f"inputs must have shape (batch, {', '.join(map(str, netx_in))}, T) "
-                         f"(netx order, time last); got {tuple(x.shape)}")
-    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.bool_)
-            or (np.issubdtype(x.dtype, np.floating) and np.array_equal(x, np.round(x)))):
-        raise ValueError(f"inputs must be integers (spikes or graded integer values), got dtype {x.dtype}")
-    batch, t_in = x.shape[0], x.shape[-1]
+    layers, feed_shape, _ = _plan(network, input_bias, 1.0)
+    x, single, in_bound = _check_inputs(network, inputs, feed_shape)
+    if in_bound > 1:  # re-plan with the real input bound (graded inputs into a synapse)
+        layers, feed_shape, _ = _plan(network, input_bias, in_bound)
+    t_in, batch = x.shape[0], x.shape[1]
     steps = int(t_in if steps is None else steps)
-    if steps < 1 or t_in < 1:
-        raise ValueError(f"need at least one time step (inputs have T={t_in}, steps={steps})")
-    plan = _plan(network)
-    in_dtype = np.int8 if x.size == 0 or (x.min() >= -128 and x.max() <= 127) else np.int64
-    state = [None] * len(plan)  # per neuron layer: (u, v) flat, pending synaptic input
-    pending = [None] * len(plan)
-    out_chunks = []
-    weights = {}  # per layer: effective weights and their int8 form, prepared once
-    rec: Dict[str, list] = {}
-    for start in range(0, steps, chunk_steps):
-        count = min(chunk_steps, steps - start)
-        idx = np.arange(start, start + count) % t_in
-        s = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x[..., idx], -1, 0)).astype(in_dtype))
-        if len(netx_in) == 3:
-            s = _to_torch_layout(s)  # (count, B, C, H, W)
-        for k, (i, layer) in enumerate(plan):
-            if isinstance(layer, Flatten):
-                s = s.reshape(count, batch, -1)
-                continue
-            if k not in weights and isinstance(layer, Dense):
-                w = torch.from_numpy(fx.effective_weights(layer.weight))
-                weights[k] = (w, fx.int8_weights(w))
-            a, shape, scale = _synaptic(i, layer, s, count, batch, weights.get(k))
-            a = a.reshape(count, -1).numpy()
-            # the synapse's 1-step delay: step 0 of this chunk gets the last input of the previous
-            first = np.zeros(a.shape[1], a.dtype) if pending[k] is None else pending[k]
-            pending[k] = a[-1].copy()  # the scale is the layer's, the same in every chunk
-            p = layer.neuron.parameters()
-            bias = _neuron_bias(layer, shape, batch)
-            spikes, state[k], u_rec, v_rec = fx.cuba_run(
-                a, p, bias, _reset_mask(start, count, reset_interval, reset_offset, _neuron_index(plan, k)),
-                state=state[k], record=record, a_first=first, scale=scale)
-            s = torch.from_numpy(spikes.view(np.int8)).reshape(count, batch, *shape)
-            if record:
-                rec.setdefault(f"u/{i}", []).append(_netx_order(torch.from_numpy(u_rec), count, batch, shape))
-                rec.setdefault(f"v/{i}", []).append(_netx_order(torch.from_numpy(v_rec), count, batch, shape))
-                rec.setdefault(f"s/{i}", []).append(_netx_order(s, count, batch, shape))
-        if s.dim() == 5:
-            s = s.permute(0, 1, 4, 3, 2)  # back to netx (x, y, c)
-        out_chunks.append(s.permute(*range(1, s.dim()), 0).to(torch.uint8).numpy())
-    spikes = np.concatenate(out_chunks, axis=-1)
-    records = {key: np.concatenate(v, axis=-1) for key, v in rec.items()}
+    if steps < 1:
+        raise SimulationInputError(f"steps must be >= 1, got {steps}")
+    if reset_interval is not None and reset_interval < 1:
+        raise SimulationInputError(f"reset_interval must be >= 1, got {reset_interval}")
+    widest = max([int(np.prod(feed_shape))] + [int(np.prod(l.shape)) for l in layers])
+    chunk = chunk_steps or max(1, min(steps, CHUNK_ELEMENTS // max(1, batch * widest)))
+
+    states = [_init_state(l, batch) for l in layers]
+    tails = [None if l.synapse is None else
+             torch.zeros((l.synapse.max_delay + 1, batch) + tuple(l.synapse.in_shape),
+                         dtype=torch.int64 if l.synapse.graded_input else torch.bool)
+             for l in layers]
+    out_chunks: List[torch.Tensor] = []
+    rec: Dict[str, List[torch.Tensor]] = {}
+    leads: List[Optional[torch.Tensor]] = [None] * len(layers)
+    for start in range(0, steps, chunk):
+        c = min(chunk, steps - start)
+        if start + c <= t_in:
+            s = x[start:start + c]  # (c, B, *feed_shape), a view
+        else:
+            s = x[torch.arange(start, start + c) % t_in]
+        for li, layer in enumerate(layers):
+            syn = layer.synapse
+            lead = None
+            if syn is None:
+                a = s.reshape(c, batch, -1)  # input layer: a_in gets the stream
+            else:
+                frames = s.reshape((c, batch) + tuple(syn.in_shape))
+                if syn.graded_input:
+                    frames = frames.to(torch.int64)
+                elif frames.dtype != torch.bool:
+                    frames = frames != 0  # 0 message bits: the synapse sees s != 0
+                if syn.max_delay == 0:
+                    # a[k] = W x[k - 1]: this chunk's products, one frame later;
+                    # the first frame comes from the previous chunk
+                    a = syn(frames, c)
+                    lead = leads[li] if leads[li] is not None else torch.zeros_like(a[0])
+                    leads[li] = a[-1]
+                else:
+                    full = torch.cat([tails[li], frames.to(tails[li].dtype)])
+                    tails[li] = full[-(syn.max_delay + 1):].clone()
+                    a = syn(full, c)
+            s = _run_neurons(layer, a, states[li], start, reset_interval, reset_offset,
+                             rec if record else None, lead)
+            s = s.reshape((c, batch) + tuple(layer.shape))
+        out_chunks.append(s.reshape(c, batch, -1).to(torch.int32))
+    out_layer = layers[-1]
+    netx_out = _netx_shape(out_layer.shape)
+    spikes = _to_netx(torch.cat(out_chunks), out_layer.shape)
+    records = {}
+    if record:
+        for key, frames in rec.items():
+            li = int(key.split("/")[1])
+            layer = next(l for l in layers if l.index == li)
+            records[key] = _to_netx(torch.cat(frames), layer.shape)
     if single:
         spikes = spikes[0]
         records = {k: v[0] for k, v in records.items()}
+    assert spikes.shape[-1] == steps and tuple(spikes.shape[-1 - len(netx_out):-1]) == netx_out
     return SimResult(spikes=spikes, records=records)
 
 
-def _plan(network: Network):
-    plan = []
-    for i, layer in enumerate(network.layers):
-        if isinstance(layer, Flatten):
-            plan.append((i, layer))
-            continue
-        if not isinstance(layer, (Dense, Conv)):
-            raise NotImplementedError(f"layer {i}: {type(layer).__name__} blocks are not simulated yet")
-        if not isinstance(layer.neuron, CubaNeuron):
-            raise NotImplementedError(f"layer {i}: {type(layer.neuron).__name__} neurons are not simulated yet")
-        if getattr(layer, "weight_rec", None) is not None or layer.delay is not None:
-            raise NotImplementedError(f"layer {i}: dense_rec / synaptic delays are not simulated yet")
-        plan.append((i, layer))
-    return plan
+def _to_netx(frames: torch.Tensor, shape) -> np.ndarray:
+    """(steps, B, N) in torch order -> (B, *netx_shape, steps)."""
+    t, b = frames.shape[:2]
+    y = frames.reshape((t, b) + tuple(shape))
+    nd = len(shape)
+    return y.permute(1, *range(nd + 1, 1, -1), 0).contiguous().numpy()
 
 
-def _neuron_index(plan, k: int) -> int:
-    return sum(1 for _, b in plan[:k] if not isinstance(b, Flatten))
+def _init_state(layer: _Layer, batch: int):
+    n = int(np.prod(layer.shape))
+    if isinstance(layer.neuron, CubaNeuron):
+        z = torch.zeros((batch, n), dtype=torch.float64)
+        return {"u": z, "v": z.clone(), "rec": torch.zeros((batch, n), dtype=torch.int64)}
+    z = torch.zeros((batch, n), dtype=torch.int64)
+    return {"sd": fx.SigmaDeltaState(z, z.clone(), z.clone()), "rec": z.clone()}
 
 
-def _synaptic(i, layer, s, count, batch, prepared):
-    """Synaptic input of a block for a chunk: (count, B, neurons) int64 and the
-    block's neuron shape (torch order)."""
-    if isinstance(layer, Dense):
-        w, w8 = prepared
-        if layer.weight_exp == 0:
-            a, scale = fx.synaptic_input_unscaled(w, s.reshape(count, batch, -1), w8)
-            return a, layer.shape, scale
-        return fx.synaptic_input(w, s.reshape(count, batch, -1), layer.weight_exp, w8), layer.shape, 1
-    a = fx.conv_synaptic_input(s.reshape(count * batch, *s.shape[2:]), torch.tensor(layer.weight),
-                               layer.stride, layer.padding, layer.dilation, layer.groups)
-    shape = tuple(a.shape[1:])
-    if shape != tuple(layer.shape):
-        raise ValueError(f"layer {i} (conv): output shape {shape} differs from the file's {layer.shape}")
-    return a.reshape(count, batch, -1), shape, 1
-
-
-def _neuron_bias(layer, shape, batch) -> Optional[np.ndarray]:
-    """Bias mantissa per flattened (batch, neuron), channel-wise bias broadcast as netx does."""
-    if layer.bias is None:
-        return None
-    b = np.asarray(layer.bias, np.int64)
-    if len(shape) == 3 and b.size == shape[0]:
-        b = np.broadcast_to(b.reshape(-1, 1, 1), shape)
-    return np.tile(b.reshape(-1), batch)
-
-
-def _netx_order(t: torch.Tensor, count: int, batch: int, shape) -> np.ndarray:
-    """(count, B, N) -> (B, *netx_shape, count)."""
-    t = t.reshape(count, batch, *shape)
-    if len(shape) == 3:
-        t = t.permute(0, 1, 4, 3, 2)
-    return t.permute(*range(1, t.dim()), 0).numpy()
+def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
+                 reset_interval, reset_offset, rec, lead: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """a: (c, B, N) synaptic input of the chunk -> messages (c, B, N). With
+    ``lead``, the input at step k is ``lead`` for k = 0 and ``a[k - 1]`` after."""
+    c = a.shape[0]
+    neuron = layer.neuron
+    phase = None
+    if reset_interval and isinstance(neuron, CubaNeuron):
+        phase = (reset_offset + 1 + layer.neuron_index) % reset_interval
+    out = torch.empty(a.shape, dtype=torch.bool if isinstance(neuron, CubaNeuron) else torch.int64)
+    out_view = out.view(torch.int8) if out.dtype == torch.bool else out  # 0/1 written as int8
+    if rec is not None:
+        us, vs = [], []
+    if isinstance(neuron, CubaNeuron) and layer.rec is None and fx.compiled_cuba_steps() is not None:
+        # compiled loop over (neuron, step): fixedpoint.cuba_run, same arithmetic as cuba_step
+        bsz, n = st["u"].shape
+        reset = (np.zeros(c, np.bool_) if phase is None
+                 else (np.arange(start, start + c) + 1) % reset_interval == phase)
+        if a.dtype == torch.bool:
+            a = a.to(torch.int8)
+        bias = None if layer.bias is None else np.tile(np.asarray(layer.bias, np.int64).reshape(-1), bsz)
+        state = (st["u"].to(torch.int64).reshape(-1).numpy().copy(),
+                 st["v"].to(torch.int64).reshape(-1).numpy().copy())
+        spikes, (u_end, v_end), u_rec, v_rec = fx.cuba_run(
+            a.reshape(c, -1).numpy(), neuron.parameters(), bias, reset, state=state, record=rec is not None,
+            a_first=None if lead is None else lead.reshape(-1).to(a.dtype).numpy())
+        out_view.copy_(torch.from_numpy(spikes.view(np.int8)).reshape(out_view.shape))
+        st["u"] = torch.from_numpy(u_end).reshape(bsz, n).to(torch.float64)
+        st["v"] = torch.from_numpy(v_end).reshape(bsz, n).to(torch.float64)
+        if rec is not None:
+            us = list(torch.from_numpy(u_rec).reshape(c, bsz, n))
+            vs = list(torch.from_numpy(v_rec).reshape(c, bsz, n))
+    elif isinstance(neuron, CubaNeuron):
+        p = neuron.parameters()
+        u, v = st["u"], st["v"]
+        if a.dtype == torch.bool:
+            a = a.to(torch.int32)
+        bias64 = None if layer.bias is None else fx.shift_left(layer.bias, fx.BIAS_EXP).to(torch.float64)
+        last = st["rec"]
+        for k in range(c):
+            if phase is not None and (start + k + 1) % reset_interval == phase:
+                u.zero_()
+                v.zero_()
+            ak = a[k] if lead is None else (lead if k == 0 else a[k - 1])
+            if layer.rec is not None:
+                ak = ak + layer.rec(last[None], 1)[0]
+            spk = fx.cuba_step_(u, v, ak, p, bias64)
+            out_view[k] = spk
+            if layer.rec is not None:
+                last = out[k].to(torch.int64)
+            if rec is not None:
+                us.append(u.to(torch.int64))
+                vs.append(v.to(torch.int64))
+        st["rec"] = last
+    else:
+        sd = st["sd"]
+        last = st["rec"]
+        bias = layer.bias
+        for k in range(c):
+            ak = (a[k] if lead is None else (lead if k == 0 else a[k - 1])).to(torch.int64)
+            if layer.rec is not None:
+                ak = ak + layer.rec(last[None], 1)[0]
+            if layer.is_input:
+                s, sd = fx.delta_input_step(ak, sd, neuron.threshold)
+            elif neuron.sigma_output:
+                sigma = sd.sigma + ak
+                sd = fx.SigmaDeltaState(sigma, sd.act, sd.residue)
+                s = sigma
+            else:
+                s, sd = fx.sigma_delta_step(ak, sd, neuron.threshold, bias)
+            out[k] = s
+            last = s
+            if rec is not None:
+                us.append(sd.sigma.clone())
+        st["sd"], st["rec"] = sd, last
+    if rec is not None:
+        i = layer.index
+        if isinstance(neuron, CubaNeuron):
+            rec.setdefault(f"u/{i}", []).append(torch.stack(us))
+            rec.setdefault(f"v/{i}", []).append(torch.stack(vs))
+        else:
+            rec.setdefault(f"sigma/{i}", []).append(torch.stack(us))
+        rec.setdefault(f"s/{i}", []).append(out.to(torch.int32))
+    return out

@@ -1,0 +1,114 @@
+"""Simulator vs Lava (Loihi2SimCfg fixed_pt): same network, same inputs, side by
+side in one process run. Reports sample-steps per second for each, the ratio and
+whether the spikes of the Lava samples were identical. JSON to benchmarks/results/.
+
+    python benchmarks/sim_speed.py [--steps 200] [--batch 256] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurodeploy.export.netx import read_netx, write_netx
+from neurodeploy.lava_adapter import run_netx
+from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network
+from neurodeploy.sim.simulator import simulate
+
+
+def dense_net(sizes, rng):
+    layers = [Dense(weight=2 * rng.integers(-40, 40, (o, i)), neuron=CubaNeuron(1024, 256, 80))
+              for i, o in zip(sizes[:-1], sizes[1:])]
+    return Network(layers=tuple(layers), input_shape=(sizes[0],), name="-".join(map(str, sizes)))
+
+
+def conv_net(rng):
+    c1 = Conv(weight=2 * rng.integers(-30, 30, (8, 2, 3, 3)), neuron=CubaNeuron(1024, 256, 60),
+              shape=(8, 15, 15), stride=(2, 2))
+    c2 = Conv(weight=2 * rng.integers(-30, 30, (16, 8, 3, 3)), neuron=CubaNeuron(1024, 256, 60),
+              shape=(16, 7, 7), stride=(2, 2))
+    d = Dense(weight=2 * rng.integers(-30, 30, (10, 16 * 49)), neuron=CubaNeuron(1024, 256, 60))
+    return Network(layers=(Input(shape=(2, 32, 32), neuron=CubaNeuron(4096, 0, 0)), c1, c2,
+                           Flatten(shape=(16 * 49,)), d), input_shape=(2, 32, 32),
+                   name="conv 2x32x32-8c3s2-16c3s2-10")
+
+
+def prepare(net, steps, batch, rng, tmp):
+    path = write_netx(net, Path(tmp) / f"{abs(hash(net.name))}.net")
+    feed = tuple(net.input_shape[::-1])
+    x = (rng.random((batch,) + feed + (steps,)) < 0.2).astype(np.int8)
+    return path, x
+
+
+def bench_sim(path, x, steps, repeats=3):
+    """Best of ``repeats`` runs (the machine is shared), whole batch."""
+    model = read_netx(path)
+    simulate(model, x[:2], steps=5)  # warm-up
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = simulate(model, x, steps=steps).spikes
+        best = min(best, time.perf_counter() - t)
+    return out, best
+
+
+def bench_lava(path, x, steps, lava_samples, ours):
+    identical = True
+    t = time.perf_counter()
+    for j in range(lava_samples):
+        lava = run_netx(path, x[j].astype(np.int32), steps=steps).spikes
+        identical &= bool(np.array_equal(lava, ours[j]))
+    return identical, time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lava-samples", type=int, default=1,
+                    help="samples run on Lava (its time includes building and compiling the network)")
+    ap.add_argument("--out", default="benchmarks/results/sim_speed.json")
+    ap.add_argument("--note", default="")
+    a = ap.parse_args()
+    rng = np.random.default_rng(0)
+    nets = [dense_net([100, 50, 10], rng), dense_net([784, 512, 512, 10], rng), conv_net(rng)]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # all simulator timings first: Lava's runtime leaves processes behind that
+        # slow down whatever runs after it in the same process run
+        runs = []
+        for net in nets:
+            path, x = prepare(net, a.steps, a.batch, rng, tmp)
+            ours, t_sim = bench_sim(path, x, a.steps)
+            runs.append((net, path, x, ours, t_sim))
+        from neurodeploy.lava_adapter import _import_lava
+        _import_lava()  # import time (10-19 s) is not charged to Lava's run
+        for net, path, x, ours, t_sim in runs:
+            identical, t_lava = bench_lava(path, x, a.steps, a.lava_samples, ours)
+            sim_rate = a.batch * a.steps / t_sim
+            lava_rate = a.lava_samples * a.steps / t_lava
+            r = {"network": net.name, "steps": a.steps, "batch": a.batch,
+                 "lava_samples": a.lava_samples, "sim_seconds": t_sim, "lava_seconds": t_lava,
+                 "sim_sample_steps_per_s": sim_rate, "lava_sample_steps_per_s": lava_rate,
+                 "speedup": sim_rate / lava_rate, "spikes_identical": identical,
+                 "output_spikes": int(ours.sum())}
+            print(json.dumps(r))
+            results.append(r)
+    machine = {"platform": platform.platform(), "processor": platform.processor(),
+               "cpu_count": os.cpu_count(), "torch": torch.__version__,
+               "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+               "note": a.note}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

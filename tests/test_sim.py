@@ -1,0 +1,189 @@
+"""Bit-accurate simulator: fast checks (no Lava) against lava-dl's ground truth
+recordings and the fixed-point definitions; Lava comparisons in test_sim_lava.py."""
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from neurodeploy import fixedpoint as fx
+from neurodeploy.export.netx import NetxFormatError, read_netx, write_netx
+from neurodeploy.network import CubaNeuron, Dense, Input, Network
+from neurodeploy.sim.simulator import SimulationInputError, simulate
+
+GTS = None  # lava-dl's installed netx tests: networks and recorded traces (gts/)
+for base in __import__("sys").path:
+    cand = Path(base) / "tests" / "lava" / "lib" / "dl" / "netx"
+    if (cand / "gts").is_dir():
+        GTS = cand
+        break
+needs_gts = pytest.mark.skipif(GTS is None, reason="lava-dl's test data (gts/) is not installed")
+
+
+def test_inplace_cuba_step_equals_reference_step():
+    g = torch.Generator().manual_seed(0)
+    for du, dv, vth in [(1, 0, 10), (4096, 4095, 0), (1234, 17, 131071), (0, 4096, 1 << 17)]:
+        p = fx.CubaParameters(du, dv, vth)
+        u = torch.randint(-(1 << 23) + 1, 1 << 23, (64,), generator=g)
+        v = torch.randint(-(1 << 23) + 1, 1 << 23, (64,), generator=g)
+        a = torch.randint(-(1 << 17), 1 << 17, (64,), generator=g)  # wraps u
+        b = torch.randint(-4096, 4096, (64,), generator=g)
+        s_ref, (u_ref, v_ref) = fx.cuba_step(a, fx.CubaState(u, v), p, b)
+        uf, vf = u.double(), v.double()
+        s = fx.cuba_step_(uf, vf, a, p, fx.shift_left(b, 6).double())
+        assert torch.equal(s.bool(), s_ref) and torch.equal(uf.long(), u_ref) and torch.equal(vf.long(), v_ref)
+
+
+def test_netx_dense_weights_follow_netx_and_lava_dense():
+    # mixed odd 8-bit weights survive netx's scaling (num_weight_bits 9)
+    w, e = fx.netx_dense_weights(np.array([[201, -3], [5, 0]]))
+    assert e == 0 and np.array_equal(w, [[201, -3], [5, 0]])
+    # small weights are scaled up and the exponent scales them back
+    w, e = fx.netx_dense_weights(np.array([[10, -10]]))
+    assert e == -4 and np.array_equal(w, [[160, -160]])
+    # all -256: Lava's inhibitory clip (-255) then truncation by 8 bits -> 0
+    w, e = fx.netx_dense_weights(np.array([[-256, -256]]))
+    assert np.array_equal(w, [[0, 0]])
+    with pytest.raises(fx.BitWidthError):
+        fx.netx_dense_weights(np.array([[300, -1]]))
+
+
+def _dense_net(tmp_path, w1, w2, neuron):
+    net = Network(layers=(Dense(weight=w1, neuron=neuron), Dense(weight=w2, neuron=neuron)),
+                  input_shape=(w1.shape[1],))
+    return read_netx(write_netx(net, tmp_path / "n.net"))
+
+
+def test_input_repeats_cyclically_and_chunks_do_not_change_results(tmp_path):
+    rng = np.random.default_rng(1)
+    net = _dense_net(tmp_path, 2 * rng.integers(-60, 60, (20, 12)), 2 * rng.integers(-60, 60, (5, 20)),
+                     CubaNeuron(1000, 300, 40))
+    x = (rng.random((3, 12, 7)) < 0.4).astype(np.int8)
+    full = simulate(net, np.concatenate([x] * 5, -1)[..., :33], record=True)
+    rep = simulate(net, x, steps=33, record=True, chunk_steps=4)
+    assert np.array_equal(full.spikes, rep.spikes)
+    for k in full.records:
+        assert np.array_equal(full.records[k], rep.records[k]), k
+    single = simulate(net, x[1], steps=33)
+    assert np.array_equal(single.spikes, full.spikes[1])
+
+
+def test_long_run_memory_is_bounded(tmp_path):
+    rng = np.random.default_rng(2)
+    net = _dense_net(tmp_path, 2 * rng.integers(-60, 60, (64, 32)), 2 * rng.integers(-60, 60, (10, 64)),
+                     CubaNeuron(1000, 300, 40))
+    x = (rng.random((4, 32, 100)) < 0.3).astype(np.int8)
+    r = simulate(net, x, steps=10_000, chunk_steps=500)
+    assert r.spikes.shape == (4, 10, 10_000) and r.records == {}
+    assert np.array_equal(r.spikes[..., :1000], simulate(net, x, steps=1000).spikes)
+
+
+def test_bad_inputs_get_clear_errors(tmp_path):
+    rng = np.random.default_rng(3)
+    net = _dense_net(tmp_path, 2 * rng.integers(-60, 60, (8, 6)), 2 * rng.integers(-60, 60, (3, 8)),
+                     CubaNeuron(1000, 300, 40))
+    with pytest.raises(SimulationInputError, match=r"\(batch, 6, T\)"):
+        simulate(net, np.zeros((2, 7, 5)))
+    with pytest.raises(SimulationInputError, match="integers"):
+        simulate(net, np.full((2, 6, 5), 0.5))
+    with pytest.raises(SimulationInputError, match="dtype"):
+        simulate(net, np.array([["a"] * 5] * 6))
+
+
+def test_corrupt_truncated_and_incomplete_files_are_reported(tmp_path):
+    bad = tmp_path / "bad.net"
+    bad.write_bytes(b"not hdf5 at all")
+    with pytest.raises(NetxFormatError, match="bad.net"):
+        read_netx(bad)
+    rng = np.random.default_rng(4)
+    good = write_netx(Network(layers=(Dense(weight=2 * rng.integers(-9, 9, (4, 3)),
+                                            neuron=CubaNeuron(10, 10, 10)),), input_shape=(3,)),
+                      tmp_path / "good.net")
+    data = good.read_bytes()
+    trunc = tmp_path / "trunc.net"
+    trunc.write_bytes(data[: len(data) // 2])
+    with pytest.raises(NetxFormatError, match="trunc.net"):
+        read_netx(trunc)
+    with h5py.File(good, "a") as f:
+        del f["layer/0/neuron/vThMant"]
+    with pytest.raises(NetxFormatError, match=r"layer 0.*vThMant"):
+        read_netx(good)
+
+
+def test_parameters_outside_bit_widths_are_reported(tmp_path):
+    good = write_netx(Network(layers=(Dense(weight=np.full((4, 3), 2), neuron=CubaNeuron(10, 10, 10)),),
+                              input_shape=(3,)), tmp_path / "w.net")
+    with h5py.File(good, "a") as f:
+        f["layer/0/neuron/vDecay"][()] = 5000
+    with pytest.raises(fx.BitWidthError, match=r"layer 0.*vDecay"):
+        read_netx(good)
+
+
+@needs_gts
+def test_pilotnet_sdnn_matches_lava_dl_ground_truth():
+    net = read_netx(GTS / "gts/pilotnet_sdnn/network.net")
+    x = np.load(GTS / "gts/pilotnet_sdnn/input.npy")
+    out = simulate(net, x, steps=len(net.layers) - 1).spikes
+    assert np.array_equal(out, np.load(GTS / "gts/pilotnet_sdnn/output.npy"))
+
+
+@needs_gts
+def test_ntidigits_axonal_delays_match_lava_dl_ground_truth():
+    net = read_netx(GTS / "gts/ntidigits/ntidigits.net", num_layers=5)
+    x = np.load(GTS / "gts/ntidigits/input.npy")
+    gt = np.load(GTS / "gts/ntidigits/output.npy")
+    out = simulate(net, x).spikes
+    # the recording's time index runs one ahead of a Lava sink's (gt[:, t + 1])
+    assert gt.sum() > 1000 and np.array_equal(out[:, :-1], gt[:, 1:])
+
+
+@needs_gts
+def test_pilotnet_lif_reproduces_loihi2_hardware_traces():
+    """u and spikes recorded on Loihi 2 (lava-dl's gts/pilotnet_lif), image
+    injected through the input layer's bias, reset every 16 steps; compared up
+    to each layer's first reset (after it the chip's reset phase differs from
+    netx's LIFReset, in Lava too)."""
+    g = GTS / "gts/pilotnet_lif"
+    net = read_netx(g / "network.net")
+    r = simulate(net, np.zeros((200, 66, 3, 1), dtype=np.int32), steps=17,
+                 input_bias=np.load(g / "image.npy"), reset_interval=16, record=True)
+    names = {1: "conv-0", 2: "conv-1", 3: "conv-2", 4: "conv-3", 5: "conv-4",
+             7: "fc-0", 8: "fc-1", 9: "fc-2"}
+    for i, name in names.items():
+        for var, suffix in (("u", "-u"), ("s", "")):
+            ours = r.records[f"{var}/{i}"]
+            gt = np.load(g / f"{name}{suffix}.npy").reshape(ours.shape[:-1] + (-1,))
+            assert np.array_equal(ours, gt[..., :17].astype(ours.dtype)), (name, var)
+
+
+def test_simulate_cli_writes_spikes_and_per_layer_records(tmp_path):
+    from click.testing import CliRunner
+    from neurodeploy.cli import main
+    rng = np.random.default_rng(5)
+    net = _dense_net(tmp_path, 2 * rng.integers(-60, 60, (8, 6)), 2 * rng.integers(-60, 60, (3, 8)),
+                     CubaNeuron(1000, 300, 40))
+    x = (rng.random((2, 6, 9)) < 0.5).astype(np.int8)
+    np.save(tmp_path / "x.npy", x)
+    res = CliRunner().invoke(main, ["simulate", str(tmp_path / "n.net"), "--input", str(tmp_path / "x.npy"),
+                                    "--output", str(tmp_path / "o.npz"), "--record", "all", "--steps", "12"])
+    assert res.exit_code == 0, res.output
+    out = np.load(tmp_path / "o.npz")
+    ref = simulate(net, x, steps=12, record=True)
+    assert np.array_equal(out["spikes"], ref.spikes) and out["spikes"].shape == (2, 3, 12)
+    assert out["u/0"].shape == (2, 8, 12) and np.array_equal(out["v/1"], ref.records["v/1"])
+
+
+def test_validate_without_lava_reports_simulator_accuracy(tmp_path):
+    from neurodeploy.sim.commands import classify, validate
+    rng = np.random.default_rng(6)
+    net = _dense_net(tmp_path, 2 * rng.integers(-60, 60, (8, 6)), 2 * rng.integers(-60, 60, (3, 8)),
+                     CubaNeuron(1000, 300, 40))
+    x = (rng.random((10, 6, 9)) < 0.5).astype(np.int8)
+    labels = classify(simulate(net, x).spikes)
+    labels[:3] = (labels[:3] + 1) % 3
+    m = validate(tmp_path / "n.net", x, labels, lava_samples=0, batch_size=4,
+                 metrics_path=tmp_path / "metrics.json")
+    assert m["accuracy"]["sim"] == pytest.approx(0.7)
+    import json
+    assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"]["sim"] == pytest.approx(0.7)

@@ -1,0 +1,181 @@
+"""Simulator vs Lava's fixed-point process models (the reference), on random
+networks of every block type and on lava-dl's own networks. Slow: each Lava
+run costs seconds."""
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from neurodeploy.export.netx import read_netx, write_netx
+from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron
+from neurodeploy.sim.simulator import simulate
+
+pytestmark = [pytest.mark.slow, pytest.mark.lava]
+lava_adapter = pytest.importorskip("neurodeploy.lava_adapter")
+if not lava_adapter.lava_available():
+    pytest.skip("Lava is not importable here", allow_module_level=True)
+
+SETTINGS = settings(max_examples=6, deadline=None, derandomize=True,
+                    suppress_health_check=list(HealthCheck))
+
+
+def _compare(path, x, steps, **kw):
+    net = read_netx(path)
+    probe = kw.pop("probe", True)
+    lava = lava_adapter.run_netx(path, x, steps=steps, probe=probe, **kw)
+    ours = simulate(net, x[None], steps=steps, record=True, **kw)
+    assert np.array_equal(ours.spikes[0], lava.spikes), "output spikes differ"
+    neuron_blocks = [i for i, b in enumerate(net.layers)
+                     if not isinstance(b, Flatten) and not (isinstance(b, Input) and b.neuron is None)]
+    for j, i in enumerate(neuron_blocks):
+        for var in ("u", "v", "s"):
+            if f"{var}/{j}" in lava.probes and f"{var}/{i}" in ours.records:
+                assert np.array_equal(ours.records[f"{var}/{i}"][0], lava.probes[f"{var}/{j}"]), (var, i)
+    return ours
+
+
+def _weights(rng, shape, sign, odd):
+    w = rng.integers(-128, 128, shape) * (1 if odd else 2)
+    if sign == "exc":
+        w = np.abs(w)
+    elif sign == "inh":
+        w = -np.abs(w) - 1
+    if not odd and sign != "mixed":
+        w = (w // 2) * 2
+    return w
+
+
+def _neuron(rng, extreme):
+    if extreme:
+        return CubaNeuron(int(rng.choice([4096, 1, 2048])), int(rng.choice([0, 4095])),
+                          int(rng.choice([0, 131071, 3])))
+    return CubaNeuron(int(rng.integers(1, 4097)), int(rng.integers(0, 4096)), int(rng.integers(0, 300)))
+
+
+def _write_raw_weights(path, weights):
+    """Overwrite stored weights (odd mixed-sign values, as other exporters write)."""
+    with h5py.File(path, "a") as f:
+        for i, w in weights.items():
+            del f[f"layer/{i}/weight"]
+            f[f"layer/{i}/weight"] = w.astype(np.float32)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2 ** 16), sign=st.sampled_from(["mixed", "exc", "inh"]),
+       odd=st.booleans(), extreme=st.booleans(), input_layer=st.booleans(),
+       scale=st.sampled_from([1, 8, 64]), reset=st.sampled_from([None, 5]))
+def test_random_dense_networks_match_lava(tmp_path_factory, seed, sign, odd, extreme, input_layer,
+                                          scale, reset):
+    rng = np.random.default_rng(seed)
+    n_in, n_h, n_out = 6, int(rng.integers(3, 9)), 4
+    w1 = _weights(rng, (n_h, n_in), sign, odd) // scale
+    w2 = _weights(rng, (n_out, n_h), "mixed", odd)
+    layers = []
+    if input_layer:
+        layers.append(Input(shape=(n_in,), neuron=_neuron(rng, extreme)))
+    bias = rng.integers(-4096, 4096, n_h) if extreme else None
+    layers += [Dense(weight=(w1 // 2) * 2 if sign == "mixed" else w1, neuron=_neuron(rng, extreme), bias=bias),
+               Dense(weight=(w2 // 2) * 2, neuron=_neuron(rng, False))]
+    path = tmp_path_factory.mktemp("d") / "net.net"
+    write_netx(Network(layers=tuple(layers), input_shape=(n_in,)), path)
+    k = 1 if input_layer else 0
+    _write_raw_weights(path, {k: w1, k + 1: w2})
+    T = 12
+    if input_layer:  # graded input into a_in, large enough to wrap u / saturate v
+        x = rng.integers(-(1 << 15), 1 << 15, (n_in, T)) if extreme else rng.integers(-300, 300, (n_in, T))
+    else:
+        x = (rng.random((n_in, T)) < 0.5).astype(np.int32)
+    _compare(path, x, steps=T + 5, reset_interval=reset)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2 ** 16), stride=st.sampled_from([1, 2]), padding=st.sampled_from([0, 1]),
+       dilation=st.sampled_from([1, 2]), groups=st.sampled_from([1, 2]))
+def test_random_conv_networks_match_lava(tmp_path_factory, seed, stride, padding, dilation, groups):
+    rng = np.random.default_rng(seed)
+    c_in, h, w, c_out = 2, 7, 6, 4
+    kw = rng.integers(-30, 30, (c_out, c_in // groups, 3, 2)) * 2
+    oh = (h + 2 * padding - dilation * 2 - 1) // stride + 1
+    ow = (w + 2 * padding - dilation * 1 - 1) // stride + 1
+    conv = Conv(weight=kw, neuron=_neuron(rng, False), shape=(c_out, oh, ow), stride=(stride, stride),
+                padding=(padding, padding), dilation=(dilation, dilation), groups=groups,
+                bias=rng.integers(-50, 50, c_out))
+    dense = Dense(weight=rng.integers(-60, 60, (3, c_out * oh * ow)) * 2, neuron=_neuron(rng, False))
+    net = Network(layers=(Input(shape=(c_in, h, w), neuron=CubaNeuron(4096, 0, 0)), conv,
+                          Flatten(shape=(c_out * oh * ow,)), dense), input_shape=(c_in, h, w))
+    path = tmp_path_factory.mktemp("c") / "conv.net"
+    write_netx(net, path)
+    x = (rng.random((w, h, c_in, 8)) < 0.5).astype(np.int32) * rng.integers(1, 3)
+    _compare(path, x, steps=10)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2 ** 16), delays=st.booleans())
+def test_recurrent_and_delayed_dense_match_lava(tmp_path_factory, seed, delays):
+    rng = np.random.default_rng(seed)
+    n_in, n = 5, 6
+    if delays:
+        layers = (Dense(weight=rng.integers(-60, 60, (n, n_in)) * 2, neuron=_neuron(rng, False),
+                        delay=rng.integers(0, 6, n)),
+                  Dense(weight=rng.integers(-60, 60, (3, n)) * 2, neuron=_neuron(rng, False),
+                        delay=rng.integers(0, 4, 3)))
+    else:
+        layers = (Dense(weight=rng.integers(-60, 60, (n, n_in)) * 2, neuron=_neuron(rng, False),
+                        weight_rec=rng.integers(-60, 60, (n, n)) * 2),
+                  Dense(weight=rng.integers(-60, 60, (3, n)) * 2, neuron=_neuron(rng, False)))
+    path = tmp_path_factory.mktemp("r") / "rec.net"
+    write_netx(Network(layers=layers, input_shape=(n_in,)), path)
+    x = (rng.random((n_in, 10)) < 0.5).astype(np.int32)
+    _compare(path, x, steps=16)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2 ** 16), sigma_out=st.booleans())
+def test_random_sigma_delta_networks_match_lava(tmp_path_factory, seed, sigma_out):
+    rng = np.random.default_rng(seed)
+    layers = (Input(shape=(5,), neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 4)))),
+              Dense(weight=rng.integers(-60, 60, (6, 5)) * 2, bias=rng.integers(-20, 20, 6),
+                    neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 30)))),
+              Dense(weight=rng.integers(-60, 60, (3, 6)) * 2,
+                    neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 30)), sigma_output=sigma_out)))
+    path = tmp_path_factory.mktemp("s") / "sdnn.net"
+    write_netx(Network(layers=layers, input_shape=(5,)), path)
+    x = rng.integers(-100, 100, (5, 9))
+    _compare(path, x, steps=12, probe=False)
+
+
+def _gts():
+    import sys
+    for base in sys.path:
+        cand = Path(base) / "tests" / "lava" / "lib" / "dl" / "netx"
+        if (cand / "gts").is_dir():
+            return cand
+    pytest.skip("lava-dl's test data is not installed")
+
+
+def test_lava_dl_tiny_conv_net_with_image_bias_matches_lava():
+    g = _gts()
+    bias = np.load(g / "gts/tinynet/input_bias.npy")
+    ours = _compare(g / "tiny.net", np.zeros((16, 16, 3, 1), dtype=np.int32), steps=20, input_bias=bias)
+    assert ours.spikes.sum() > 0
+
+
+def test_lava_dl_mnist_net_matches_lava():
+    g = _gts()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, (784, 6))
+    _compare(g / "mnist.net", x, steps=10, probe=False)
+
+
+def test_validate_measures_agreement_with_lava(tmp_path):
+    from neurodeploy.sim.commands import validate
+    rng = np.random.default_rng(7)
+    net = Network(layers=(Dense(weight=rng.integers(-60, 60, (8, 6)) * 2, neuron=CubaNeuron(1000, 300, 40)),
+                          Dense(weight=rng.integers(-60, 60, (3, 8)) * 2, neuron=CubaNeuron(1000, 300, 40))),
+                  input_shape=(6,))
+    path = write_netx(net, tmp_path / "v.net")
+    x = (rng.random((5, 6, 8)) < 0.5).astype(np.int8)
+    m = validate(path, x, np.zeros(5, dtype=int), lava_samples=2)
+    assert m["agreement"]["sim_vs_lava"] == 1.0 and m["samples"]["lava"] == 2
