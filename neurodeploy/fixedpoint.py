@@ -421,43 +421,37 @@ def quantize_threshold(threshold: float, exponent: int) -> int:
 # forms are checked against Lava's PyLifModelBitAcc by the test suite.
 def _cuba_neuron_steps(a, a_first, scale, delayed, current_factor, voltage_factor, threshold_eff,
                        bias_eff, reset, u_state, v_state, spikes, u_rec, v_rec, record):  # pragma: no cover
+    # time outer, neurons inner: the input, state and spikes are read and written
+    # contiguously and the neuron loop is split across cores
     steps, n = a.shape
-    for j in _prange(n):
-        u = u_state[j]
-        v = v_state[j]
-        b = bias_eff[j]
-        for t in range(steps):
-            if reset[t]:
-                u = 0
-                v = 0
+    for t in range(steps):
+        reset_t = reset[t]
+        for j in _prange(n):
             if delayed:  # input of step t is a[t - 1] (a_first at t = 0): the synapse's delay
                 a_t = np.int64(a_first[j]) if t == 0 else np.int64(a[t - 1, j])
             else:
                 a_t = np.int64(a[t, j])
+            u = 0 if reset_t else u_state[j]
+            v = 0 if reset_t else v_state[j]
             p = u * current_factor
-            u = (p >> DECAY_SHIFT) if p >= 0 else -((-p) >> DECAY_SHIFT)
-            u += (a_t * scale) << ACTIVATION_SHIFT
+            r = (p if p >= 0 else -p) >> DECAY_SHIFT
+            u = (r if p >= 0 else -r) + ((a_t * scale) << ACTIVATION_SHIFT)
             if u > STATE_MAX:
                 u -= 2 * STATE_MAX
             elif u <= -STATE_MAX:
                 u += 2 * STATE_MAX
             q = v * voltage_factor
-            v = (q >> DECAY_SHIFT) if q >= 0 else -((-q) >> DECAY_SHIFT)
-            v = v + u + b
-            if v > VOLTAGE_LIMIT:
-                v = VOLTAGE_LIMIT
-            elif v < -VOLTAGE_LIMIT:
-                v = -VOLTAGE_LIMIT
-            if v > threshold_eff:
-                spikes[t, j] = 1
-                v = 0
-            else:
-                spikes[t, j] = 0
+            r = (q if q >= 0 else -q) >> DECAY_SHIFT
+            v = (r if q >= 0 else -r) + u + bias_eff[j]
+            v = min(max(v, -VOLTAGE_LIMIT), VOLTAGE_LIMIT)
+            fired = v > threshold_eff
+            spikes[t, j] = 1 if fired else 0
+            v = 0 if fired else v
+            u_state[j] = u
+            v_state[j] = v
             if record:
                 u_rec[t, j] = u
                 v_rec[t, j] = v
-        u_state[j] = u
-        v_state[j] = v
 
 
 _compiled = None
