@@ -60,12 +60,15 @@ def _write_neuron(g: h5py.Group, neuron) -> None:
 
 
 def _check_dense_weights(i: int, name: str, w: np.ndarray) -> None:
+    """Refuse weights that are not 8-bit Loihi synapses: with mixed signs the chip's
+    8-bit mantissa drops the lowest bit, so only even integers in [-256, 254] are exact
+    (netx would carry an odd value as a 9-bit weight that no chip has)."""
     eff = fx.effective_weights(w)
     if not np.array_equal(eff, w):
         bad = np.argwhere(eff != w)[0]
         raise fx.BitWidthError(
             f"layer {i}: {name}[{tuple(bad)}] = {w[tuple(bad)]} is not an 8-bit Loihi weight "
-            f"(Lava's Dense would use {eff[tuple(bad)]}); quantise with fixedpoint.quantize_weights"
+            f"(the nearest one is {eff[tuple(bad)]}); quantise with fixedpoint.quantize_weights"
         )
 
 
