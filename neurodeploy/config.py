@@ -78,6 +78,8 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     hardware_aware_epochs: int = Field(0, ge=0)  # fine-tuning epochs with the chip's forward
     hardware_aware_lr: float = Field(5e-4, gt=0)
+    # also train these neuron parameters during hardware-aware fine-tuning (default: fixed)
+    hardware_aware_learn: List[Literal["threshold", "decays"]] = Field(default_factory=list)
 
 
 class LavaConfig(_Strict):
@@ -107,6 +109,9 @@ class RunConfig(_Strict):
         if self.train.backward == "sparse" and self.model.conv:
             raise ValueError("train.backward: 'sparse' exists for dense CUBA-LIF layers only; "
                              "model.conv layers need backward 'dense'")
+        if self.train.hardware_aware_epochs and self.model.conv:
+            raise ValueError("train.hardware_aware_epochs: hardware-aware fine-tuning supports dense "
+                             "layers only; set it to 0 with model.conv layers")
         return self
 
     def resolved(self) -> dict:

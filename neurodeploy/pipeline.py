@@ -197,8 +197,8 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
 
     cotrained_acc = None
     if cfg.train.hardware_aware_epochs > 0:
-        from neurodeploy.train.hardware import set_hardware_aware
-        set_hardware_aware(model, True)
+        from neurodeploy.train.hardware import set_hardware_aware, sync_learned_neurons
+        set_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
         t0 = time.perf_counter()
         history = fit(model, train_set, test_set, epochs=cfg.train.hardware_aware_epochs,
                       lr=cfg.train.hardware_aware_lr, batch_size=cfg.train.batch_size,
@@ -207,6 +207,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
                       phase="hardware", history=history, log=log)
         timings["hardware_aware_train"] = time.perf_counter() - t0
         cotrained_acc = evaluate(model, test_set)  # the chip-exact training forward
+        sync_learned_neurons(model)  # learned threshold/decays (if any) into what the exporter reads
 
     t0 = time.perf_counter()
     network = quantize_model(model, name=cfg.name)

@@ -81,3 +81,29 @@ def test_training_forward_equals_lava(tmp_path):
     lava_out = output_windows(run.spikes, len(samples), p, layers)
     assert lava_out.sum() > 0
     assert np.array_equal(train_out, lava_out)
+
+
+def test_learned_threshold_and_decays_train_and_export_exactly():
+    from neurodeploy.train.hardware import sync_learned_neurons
+
+    m = _model(3)
+    set_hardware_aware(m, learn=("threshold", "decays"))
+    x, y = _inputs(3, n=32), torch.arange(32) % 5
+    before = [(float(l.learned["threshold"]), float(l.learned["current_decay"])) for l in m.layers]
+    opt = torch.optim.Adam(m.parameters(), lr=0.02)
+    for _ in range(6):
+        loss = torch.nn.functional.cross_entropy(m.scores(x) * 0.3, y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    after = [(float(l.learned["threshold"]), float(l.learned["current_decay"])) for l in m.layers]
+    assert all(a[0] != b[0] and a[1] != b[1] for a, b in zip(after, before))
+    with torch.no_grad():
+        train_out = m(x)[-1].permute(0, 2, 1).numpy()
+    sync_learned_neurons(m)
+    assert m.layers[0].neuron.threshold == pytest.approx(after[0][0])
+    sim_out = quantized_outputs(quantize_model(m), x.permute(0, 2, 1).numpy().astype(np.int64))
+    assert train_out.sum() > 0 and np.array_equal(train_out, sim_out)
+
+
+def test_unknown_learnable_is_an_error():
+    with pytest.raises(ValueError, match="cannot learn"):
+        set_hardware_aware(_model(), learn=("bias",))

@@ -17,7 +17,11 @@ each forward:
 
 Weights stay float and the quantisation is applied in every forward, so the
 network exported after fine-tuning is exactly the one trained. Threshold and
-decays are held fixed at their quantised values during fine-tuning.
+decays are fixed by default; with ``learn=("threshold", "decays")`` they become
+trainable too, quantised in the forward (vThMant = round(theta * 2**e), iDecay /
+vDecay = round(decay * 4096)) with straight-through gradients, and
+:func:`set_hardware_aware` (disabling) or :func:`sync_learned_neurons` writes the
+learned values back into each layer's neuron parameters for the exporter.
 """
 from __future__ import annotations
 
@@ -25,7 +29,9 @@ import torch
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.export.quantize import layer_exponent
-from neurodeploy.train.neuron import SpikeFunction
+from neurodeploy.train.neuron import CubaFloatParameters, SpikeFunction
+
+LEARNABLE = ("threshold", "decays")
 
 
 def _straight_through(exact: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
@@ -33,24 +39,41 @@ def _straight_through(exact: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor
     return smooth + (exact - smooth).detach()
 
 
+def _neuron_tensors(layer):
+    """(threshold, current_decay, voltage_decay) as float64 tensors: learned
+    parameters when the layer has them, else constants from its neuron."""
+    p = layer.neuron
+    learned = getattr(layer, "learned", None) or {}
+    def get(name, value):
+        return learned[name].double() if name in learned else torch.tensor(float(value), dtype=torch.float64)
+    theta = get("threshold", p.threshold).clamp(min=1e-6)
+    alpha = get("current_decay", p.current_decay).clamp(0.0, 1.0)
+    beta = get("voltage_decay", p.voltage_decay).clamp(0.0, 1.0)
+    return theta, alpha, beta
+
+
 def hardware_cuba_dense(layer, x: torch.Tensor) -> torch.Tensor:
     """Chip-exact forward of one CubaDense layer: spikes (batch, time, out) as
     float tensors with straight-through / surrogate gradients."""
-    p = layer.neuron
+    theta, alpha, beta = _neuron_tensors(layer)
     w = layer.weight
-    e = layer_exponent(w.detach().cpu().double().numpy(), p.threshold)
+    e = layer_exponent(w.detach().cpu().double().numpy(), float(theta))
     scale = 2.0 ** e
     w64 = w.double()
     w_q = _straight_through(fx.quantize_weight_tensor(w64.detach(), e), w64 * scale)
     params = fx.CubaParameters(
-        current_decay=fx.quantize_decay(p.current_decay, offset_current=True),
-        voltage_decay=fx.quantize_decay(p.voltage_decay, offset_current=False),
-        threshold=fx.quantize_threshold(p.threshold, e),
+        current_decay=fx.quantize_decay(float(alpha), offset_current=True),
+        voltage_decay=fx.quantize_decay(float(beta), offset_current=False),
+        threshold=fx.quantize_threshold(float(theta), e),
     )
-    vth = float(params.threshold << fx.THRESHOLD_SHIFT)
+    # integer values forward, gradients to the learned float parameters (if any)
+    vth = _straight_through(torch.tensor(float(params.threshold), dtype=torch.float64), theta * scale)
+    vth = vth * float(1 << fx.THRESHOLD_SHIFT)
     unit = float(1 << fx.ACTIVATION_SHIFT) * scale  # integer units per float unit
-    keep_u = 1.0 - params.current_decay / fx.DECAY_UNITY
-    keep_v = 1.0 - params.voltage_decay / fx.DECAY_UNITY
+    keep_u = _straight_through(torch.tensor(1.0 - params.current_decay / fx.DECAY_UNITY, dtype=torch.float64),
+                               1.0 - alpha)
+    keep_v = _straight_through(torch.tensor(1.0 - params.voltage_decay / fx.DECAY_UNITY, dtype=torch.float64),
+                               1.0 - beta)
     a = x.double() @ w_q.T  # synaptic input (batch, time, out): exact integers
     batch, steps, n = a.shape
     state = fx.cuba_initial_state((batch, n), dtype=torch.float64, device=x.device)
@@ -66,7 +89,35 @@ def hardware_cuba_dense(layer, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(spikes, dim=1).to(x.dtype)
 
 
-def set_hardware_aware(model, enabled: bool = True) -> None:
-    """Switch every layer of a SpikingNetwork to (or back from) the chip-exact forward."""
+def set_hardware_aware(model, enabled: bool = True, learn=()) -> None:
+    """Switch every layer of a SpikingNetwork to (or back from) the chip-exact forward.
+    ``learn``: any of 'threshold', 'decays' to train those neuron parameters too
+    (register before building the optimiser). Disabling writes learned values back."""
+    unknown = set(learn) - set(LEARNABLE)
+    if unknown:
+        raise ValueError(f"cannot learn {sorted(unknown)}; learnable: {LEARNABLE}")
     for layer in model.layers:
+        if not hasattr(layer, "hardware_forward") or not hasattr(layer, "in_features"):
+            raise NotImplementedError(f"hardware-aware training supports dense CUBA layers, not "
+                                      f"{type(layer).__name__}")
+        if enabled and learn and getattr(layer, "learned", None) is None:
+            p = layer.neuron
+            values = {}
+            if "threshold" in learn:
+                values["threshold"] = p.threshold
+            if "decays" in learn:
+                values.update(current_decay=p.current_decay, voltage_decay=p.voltage_decay)
+            layer.learned = torch.nn.ParameterDict(
+                {k: torch.nn.Parameter(torch.tensor(float(v), device=layer.weight.device)) for k, v in values.items()})
         layer.hardware_forward = hardware_cuba_dense if enabled else None
+    if not enabled:
+        sync_learned_neurons(model)
+
+
+def sync_learned_neurons(model) -> None:
+    """Write learned threshold/decays (clamped to their ranges) into each layer's
+    frozen neuron parameters, which the exporter quantises."""
+    for layer in model.layers:
+        if getattr(layer, "learned", None):
+            theta, alpha, beta = (float(t) for t in _neuron_tensors(layer))
+            layer.neuron = CubaFloatParameters(current_decay=alpha, voltage_decay=beta, threshold=theta)
