@@ -25,7 +25,7 @@ from neurodeploy.network import Dense, Network
 from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
 from neurodeploy.sim.simulator import simulate
 from neurodeploy.train.layers import SpikingNetwork
-from neurodeploy.train.loop import History, evaluate, fit
+from neurodeploy.train.loop import History, evaluate, fit, latest_checkpoint
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
 
 
@@ -171,6 +171,9 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
         x, _ = next(iter(train_set.batches(cfg.train.batch_size, shuffle=True, seed=cfg.seed)))
         heights = tune_surrogate_heights(model, x)
         log("surrogate heights tuned per layer: " + ", ".join(f"{h:.3g}" for h in heights))
+    ckpt_dir = out_dir / "checkpoints"
+    last_float = latest_checkpoint(ckpt_dir, "float") if resume else None
+    float_done = int(last_float.stem.rsplit("_", 1)[-1]) if last_float is not None else 0
     t0 = time.perf_counter()
     history = fit(model, train_set, test_set, epochs=cfg.train.epochs, lr=cfg.train.lr,
                   batch_size=cfg.train.batch_size, seed=cfg.seed, logit_scale=cfg.train.logit_scale,
@@ -199,11 +202,16 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
     if cfg.train.hardware_aware_epochs > 0:
         from neurodeploy.train.hardware import set_hardware_aware, sync_learned_neurons
         set_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
+        # fine-tuning checkpoints are only valid on top of the same float model
+        hw_resume = resume and float_done >= cfg.train.epochs
+        if not hw_resume:
+            for stale in ckpt_dir.glob("hardware_epoch_*.pt"):
+                stale.unlink()
         t0 = time.perf_counter()
         history = fit(model, train_set, test_set, epochs=cfg.train.hardware_aware_epochs,
                       lr=cfg.train.hardware_aware_lr, batch_size=cfg.train.batch_size,
                       seed=cfg.seed + 10_000, logit_scale=cfg.train.logit_scale,
-                      checkpoint_dir=out_dir / "checkpoints", resume=resume, device="cpu",
+                      checkpoint_dir=ckpt_dir, resume=hw_resume, device="cpu",
                       phase="hardware", history=history, log=log)
         timings["hardware_aware_train"] = time.perf_counter() - t0
         cotrained_acc = evaluate(model, test_set)  # the chip-exact training forward

@@ -122,3 +122,21 @@ def test_first_mismatch_names_sample_neuron_and_step():
 def test_sparse_backward_without_band_is_a_config_error():
     with pytest.raises(ConfigError, match=r"train\.backward: 'sparse' needs .*model\.surrogate\.band"):
         parse_config(dict(TINY, train={**TINY["train"], "backward": "sparse"}))
+
+
+def test_resume_with_more_float_epochs_redoes_fine_tuning(tmp_path):
+    cfg = dict(TINY, train={**TINY["train"], "epochs": 1, "hardware_aware_epochs": 1},
+               lava={"enabled": False}, hardware={"config": None})
+    out = tmp_path / "run"
+    run_pipeline(parse_config(cfg), out, log=lambda s: None)
+    logs = []
+    cfg["train"]["epochs"] = 2
+    run_pipeline(parse_config(cfg), out, resume=True, log=logs.append)
+    assert any("resumed float training from float_epoch_001.pt" in line for line in logs)
+    # the old fine-tuning was on top of the 1-epoch float model: it must be redone, not resumed
+    assert not any("resumed hardware training" in line for line in logs)
+    assert any("hardware epoch 1/1" in line for line in logs)
+    logs.clear()
+    run_pipeline(parse_config(cfg), out, resume=True, log=logs.append)  # nothing left to train
+    assert any("resumed hardware training from hardware_epoch_001.pt" in line for line in logs)
+    assert not any("epoch 1/1:" in line or "epoch 2/2:" in line for line in logs)
