@@ -140,3 +140,19 @@ def test_resume_with_more_float_epochs_redoes_fine_tuning(tmp_path):
     run_pipeline(parse_config(cfg), out, resume=True, log=logs.append)  # nothing left to train
     assert any("resumed hardware training from hardware_epoch_001.pt" in line for line in logs)
     assert not any("epoch 1/1:" in line or "epoch 2/2:" in line for line in logs)
+
+
+def test_resume_from_a_checkpoint_of_another_model_is_a_clear_error(tmp_path):
+    from neurodeploy.data import load_dataset
+    from neurodeploy.pipeline import build_model, data_spec
+    from neurodeploy.train.loop import fit
+
+    cfg = parse_config(TINY)
+    train, test = load_dataset(data_spec(cfg))
+    ck = tmp_path / "ck"
+    fit(build_model(cfg, train.input_shape, 10), train, test, epochs=1, lr=0.01, batch_size=32, seed=0,
+        checkpoint_dir=ck, log=lambda s: None)
+    other = build_model(parse_config(dict(TINY, model={"hidden": [7]})), train.input_shape, 10)
+    with pytest.raises(ValueError, match="cannot resume from .*float_epoch_001.pt"):
+        fit(other, train, test, epochs=2, lr=0.01, batch_size=32, seed=0, checkpoint_dir=ck,
+            resume=True, log=lambda s: None)

@@ -68,9 +68,14 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
     if resume:
         ckpt = latest_checkpoint(checkpoint_dir, phase)
         if ckpt is not None:
-            state = torch.load(ckpt, map_location=device, weights_only=False)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            try:
+                state = torch.load(ckpt, map_location=device, weights_only=False)
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+            except Exception as e:
+                raise ValueError(f"cannot resume from {ckpt}: it does not match this model or is "
+                                 f"damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                                 "use another output directory or run without --resume") from None
             history.__dict__.update(state["history"])
             start = state["epoch"]
             log(f"resumed {phase} training from {ckpt.name} (epoch {start}/{epochs})")
