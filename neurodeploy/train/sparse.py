@@ -241,11 +241,13 @@ def sparse_weight_gradient(e, bi, ti, ji, r, c, inputs, out_features, trace=None
         rows = torch.div(keys, width, rounding_mode="floor")
         crow = torch.zeros(out_features + 1, dtype=torch.int64, device=e.device)
         crow[1:] = torch.cumsum(torch.bincount(rows, minlength=out_features), 0)
-        with warnings.catch_warnings():   # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            a_mat = torch.sparse_csr_tensor(crow, keys - rows * width, vals,
-                                            (out_features, width), check_invariants=False)
-            d_w += a_mat @ y
+        cols = keys - rows * width
+        if d_w.is_cuda or not _cpu_kernels().csr_product_cpu(d_w, crow, cols, vals, y):
+            with warnings.catch_warnings():   # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                a_mat = torch.sparse_csr_tensor(crow, cols, vals, (out_features, width),
+                                                check_invariants=False)
+                d_w += a_mat @ y
         del y
     return d_w
 
@@ -312,11 +314,25 @@ def adjoint(grad_spikes, spikes, active_tbn, sg, p, weight_rec, need_dx):
     return e, dx
 
 
+def _cpu_kernels():
+    from neurodeploy.train import sparse_cpu
+    return sparse_cpu
+
+
+def _filtered_trace_any(x, a, c):
+    """filtered_trace, through the compiled CPU loop for CPU tensors when numba is there."""
+    if x.is_cuda:
+        return filtered_trace(x, a, c)
+    return _cpu_kernels().filtered_trace_cpu(x, a, c)
+
+
 class TorchKernels:
-    """The time loops of the sparse layer in plain torch (any device)."""
+    """The time loops of the sparse layer in plain torch (any device); on CPU the
+    trace and the sparse product use compiled loops (train.sparse_cpu) when numba
+    is installed."""
 
     forward_active = staticmethod(forward_active)
-    filtered_trace = staticmethod(filtered_trace)
+    filtered_trace = staticmethod(_filtered_trace_any)
     adjoint = staticmethod(adjoint)
 
 
