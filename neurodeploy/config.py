@@ -106,6 +106,8 @@ class RunConfig(_Strict):
     def _sparse_needs_band(self):
         if self.train.backward == "sparse" and self.model.surrogate.band is None:
             raise ValueError("train.backward: 'sparse' needs a truncated surrogate: set model.surrogate.band")
+        if self.train.backward == "sparse" and self.model.batch_norm:
+            raise ValueError("train.backward: 'sparse' does not support model.batch_norm layers")
         if self.train.backward == "sparse" and self.model.conv:
             raise ValueError("train.backward: 'sparse' exists for dense CUBA-LIF layers only; "
                              "model.conv layers need backward 'dense'")

@@ -156,3 +156,12 @@ def test_resume_from_a_checkpoint_of_another_model_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="cannot resume from .*float_epoch_001.pt"):
         fit(other, train, test, epochs=2, lr=0.01, batch_size=32, seed=0, checkpoint_dir=ck,
             resume=True, log=lambda s: None)
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"batch_norm": True, "neuron": {"current_decay": 1.0}, "surrogate": {"band": 0.5}}, "batch_norm"),
+    ({"conv": [{"channels": 2, "kernel": 3}], "input_shape": [1, 8, 8], "surrogate": {"band": 0.5}}, "model.conv"),
+])
+def test_sparse_backward_on_unsupported_layers_is_a_config_error(model, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(dict(TINY, model=model, train={**TINY["train"], "backward": "sparse"}))
