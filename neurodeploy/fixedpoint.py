@@ -244,113 +244,17 @@ def effective_weights(weight: np.ndarray, num_weight_bits: int = WEIGHT_BITS) ->
     return (w >> k) << k
 
 
-class Int8Weights(NamedTuple):
-    """Integer weights split for exact int8 GEMMs: W = scale * (128 * high + low)."""
-
-    low: torch.Tensor  # (in, out) int8, contiguous
-    high: Optional[torch.Tensor]  # (in, out) int8, or None when zero
-    scale: int
-    max_abs: int
-
-
-def int8_weights(weight: torch.Tensor) -> Optional[Int8Weights]:
-    """Prepare (out, in) integer weights for :func:`synaptic_input`'s int8 path
-    (None when |W| > 2**14 * scale)."""
-    w = weight.to(torch.int64)
-    if w.numel() == 0:
-        return None
-    scale = 1
-    while scale < 256 and bool((w % (2 * scale) == 0).all()) and bool((w != 0).any()):
-        scale *= 2
-    w = w // scale
-    if int(w.min()) >= -128 and int(w.max()) <= 127:
-        low, high = w, None  # fits int8 as it is: one GEMM
-    elif int(w.abs().max()) > 127 * 128:
-        return None
-    else:
-        low = torch.remainder(w, 128)
-        high = (w - low) // 128
-    return Int8Weights(low.T.to(torch.int8).contiguous(),
-                       None if high is None else high.T.to(torch.int8).contiguous(),
-                       scale, int(weight.abs().max()))
-
-
-def _int8_matmul(spikes2d: torch.Tensor, prepared: Optional[Int8Weights]):
-    """Exact ``spikes2d @ W.T`` with int8 GEMMs (int32 accumulation), or None when
-    the values do not fit or the platform's int8 kernel refuses the shapes."""
-    if prepared is None or spikes2d.shape[0] <= 16 or not hasattr(torch, "_int_mm"):
-        return None
-    if spikes2d.dtype == torch.int8:
-        peak = 128
-    else:
-        smin, smax = int(spikes2d.min()), int(spikes2d.max())
-        if smin < -128 or smax > 127:
-            return None
-        peak = max(abs(smin), abs(smax))
-    if prepared.max_abs * spikes2d.shape[1] * peak >= 2 ** 31:
-        return None
-    s8 = spikes2d if spikes2d.dtype == torch.int8 else spikes2d.to(torch.int8)
-    try:
-        a = torch._int_mm(s8, prepared.low)
-        if prepared.high is not None:
-            a = a + 128 * torch._int_mm(s8, prepared.high)
-    except RuntimeError:
-        return None
-    return a * prepared.scale if prepared.scale != 1 else a
-
-
-def synaptic_input_unscaled(weight: torch.Tensor, spikes: torch.Tensor, prepared: Optional[Int8Weights]):
-    """(a, scale) with ``scale * a == synaptic_input(weight, spikes)`` (weight_exp 0):
-    lets the caller fold the int8 path's power-of-two scale into a later step."""
-    flat = spikes.reshape(-1, spikes.shape[-1])
-    if prepared is not None and prepared.scale != 1:
-        a = _int8_matmul(flat, prepared._replace(scale=1))
-        if a is not None:
-            return a.reshape(*spikes.shape[:-1], weight.shape[0]), prepared.scale
-    return synaptic_input(weight, spikes, 0, prepared), 1
-
-
-def synaptic_input(weight: torch.Tensor, spikes: torch.Tensor, weight_exp: int = 0,
-                   prepared: Optional[Int8Weights] = None) -> torch.Tensor:
+def synaptic_input(weight: torch.Tensor, spikes: torch.Tensor, weight_exp: int = 0) -> torch.Tensor:
     """Dense synaptic input ``a = (W @ s) << weight_exp`` (arithmetic right shift
     for negative exponents). weight: (out, in) integers; spikes: (..., in), binary
-    or graded integers. ``prepared``: :func:`int8_weights` of ``weight``, to reuse
-    across calls. Integer tensors are multiplied exactly: with int8 GEMMs
-    when values fit (int32 result), else in float32 when every sum provably stays
-    below 2**24, float64 below 2**53, else int64."""
-    if weight.dtype.is_floating_point and spikes.dtype.is_floating_point:
-        a = spikes.to(weight.dtype) @ weight.T  # float path (training forward): exact integers
+    or graded. Float tensors holding integers stay exact while |a| < 2**53 (the
+    training forward); integer tensors are multiplied in int64. The simulator's
+    batched synapses (sim.simulator) pick an exact faster dtype from bounds."""
+    if weight.dtype.is_floating_point or spikes.dtype.is_floating_point:
+        a = spikes.to(torch.float64) @ weight.to(torch.float64).T
     else:
-        flat = spikes.reshape(-1, spikes.shape[-1])
-        if prepared is None and flat.shape[0] > 16:
-            prepared = int8_weights(weight)
-        a = _int8_matmul(flat, prepared) if flat.numel() else None
-        if a is None:
-            bound = float(weight.abs().sum(dim=1).max()) * float(spikes.abs().max()) if spikes.numel() else 0.0
-            dtype = torch.float32 if bound < 2 ** 24 else torch.float64 if bound < 2 ** 53 else None
-            if dtype is None:
-                a = flat.to(torch.int64) @ weight.to(torch.int64).T
-            else:
-                a = (flat.to(dtype) @ weight.to(dtype).T).to(torch.int64)
-        a = a.reshape(*spikes.shape[:-1], weight.shape[0])  # int32 from the int8 path, else int64
-    if weight_exp > 0:
-        return shift_left(a, weight_exp)
-    if weight_exp < 0:
-        return shift_right_floor(a, -weight_exp)
-    return a
-
-
-def conv_synaptic_input(spikes: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
-                        groups: int) -> torch.Tensor:
-    """Lava's fixed-point Conv (``lava.proc.conv``): ``F.conv2d`` in float32 on the
-    (C, H, W) layout with the stored (out, in, kH, kW) integer weights, cast to int
-    (toward zero), then a signed 24-bit wrap. No weight truncation or exponent.
-    spikes: (N, C, H, W) integers -> (N, C', H', W') int64."""
-    a = torch.nn.functional.conv2d(spikes.to(torch.float32), weight.to(torch.float32), stride=stride,
-                                   padding=padding, dilation=dilation, groups=groups)
-    a = a.to(torch.int64)  # numpy astype(int32): truncation toward zero
-    base = 1 << 24
-    return torch.remainder(a + base // 2, base) - base // 2
+        a = spikes.to(torch.int64) @ weight.to(torch.int64).T
+    return shift_exponent(a, weight_exp)
 
 
 # --- quantisation -----------------------------------------------------------
@@ -563,15 +467,7 @@ def netx_dense_weights(weight: np.ndarray, apply_exponent: bool = True):
         raise BitWidthError(f"weights {mn}..{mx} need a negative netx scale ({scale_bits})")
     w = w << scale_bits
     # Lava Dense: clip to 8 bit by its own sign mode, then truncate
-    lava_mode = sign_mode(w)
-    flip = lava_mode == "inhibitory"
-    mixed = int(lava_mode == "mixed")
-    x = -w if flip else w
-    x = np.clip(x, -256 * mixed, 255)
-    k = 8 - num_weight_bits + mixed
-    x = (x >> k) << k
-    w = -x if flip else x
-    return w, (weight_exp if apply_exponent else 0)
+    return effective_weights(w, num_weight_bits), (weight_exp if apply_exponent else 0)
 
 
 def shift_exponent(a: torch.Tensor, exponent: int) -> torch.Tensor:

@@ -74,7 +74,7 @@ def hardware_cuba_dense(layer, x: torch.Tensor) -> torch.Tensor:
                                1.0 - alpha)
     keep_v = _straight_through(torch.tensor(1.0 - params.voltage_decay / fx.DECAY_UNITY, dtype=torch.float64),
                                1.0 - beta)
-    a = x.double() @ w_q.T  # synaptic input (batch, time, out): exact integers
+    a = fx.synaptic_input(w_q, x.double())  # (batch, time, out): exact integers, float64
     batch, steps, n = a.shape
     state = fx.cuba_initial_state((batch, n), dtype=torch.float64, device=x.device)
     u, v = state
