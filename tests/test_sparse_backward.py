@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from neurodeploy.train import sparse, sparse_cpu
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
 from neurodeploy.train.sparse import (
     SparseCubaFunction, check_backward_mode, cuba_layer, forward_active, last_spike_before,
@@ -11,6 +12,27 @@ from neurodeploy.train.sparse import (
 
 F64 = torch.float64
 SURROGATE = SurrogateParameters(scale=10.0, height=1.0, band=0.3)
+
+
+@pytest.fixture(params=["compiled", "torch"])
+def cpu_path(request, monkeypatch):
+    """Both CPU implementations: the compiled pass (train.sparse_cpu) and torch's."""
+    if request.param == "compiled":
+        if sparse_cpu.numba is None:
+            pytest.skip("numba is not installed")
+        calls = []
+        original = sparse_cpu.fused_layer_backward
+
+        def counted(*args, **kwargs):
+            calls.append(1)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(sparse_cpu, "fused_layer_backward", counted)
+        yield request.param
+        assert calls, "the compiled CPU backward was not used"
+    else:
+        monkeypatch.setattr(sparse, "USE_COMPILED_CPU", False)
+        yield request.param
 
 
 def _net(n_in, sizes, recurrent, seed, scale=0.7, bias=True):
@@ -59,7 +81,7 @@ def _input(shape, rate, seed):
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("recurrent", [False, True])
-def test_sparse_gradients_equal_dense_reference_multilayer(seed, recurrent):
+def test_sparse_gradients_equal_dense_reference_multilayer(seed, recurrent, cpu_path):
     p = CubaFloatParameters(current_decay=0.2 + 0.1 * seed, voltage_decay=0.05 * seed, threshold=1.0)
     x = _input((3, 25, 9), 0.3, seed)
     layers = _net(9, (8, 6, 4), recurrent, seed)
@@ -71,7 +93,7 @@ def test_sparse_gradients_equal_dense_reference_multilayer(seed, recurrent):
     _assert_grads_close(gd, gs)
 
 
-def test_sparse_gradients_with_real_valued_input_and_extreme_decays():
+def test_sparse_gradients_with_real_valued_input_and_extreme_decays(cpu_path):
     # current_decay 1 (u = x), voltage_decay 0 (no leak) and the reverse
     x = torch.randn(2, 20, 5, dtype=F64, generator=torch.Generator().manual_seed(3))
     for cd, vd in [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)]:
@@ -82,7 +104,7 @@ def test_sparse_gradients_with_real_valued_input_and_extreme_decays():
         _assert_grads_close(gd, gs)
 
 
-def test_empty_active_set_gives_zero_gradients():
+def test_empty_active_set_gives_zero_gradients(cpu_path):
     p = CubaFloatParameters()
     x = _input((2, 15, 6), 0.3, 0)
     layers = [(torch.zeros(4, 6, dtype=F64), None, None)]   # v stays 0, far from threshold 1
@@ -95,7 +117,7 @@ def test_empty_active_set_gives_zero_gradients():
     _assert_grads_close(gd, gs)
 
 
-def test_all_active_extreme_matches_dense():
+def test_all_active_extreme_matches_dense(cpu_path):
     p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
     wide = SurrogateParameters(scale=1.0, height=1.0, band=1e6)
     x = _input((2, 20, 7), 0.4, 1)
@@ -107,7 +129,7 @@ def test_all_active_extreme_matches_dense():
     _assert_grads_close(gd, gs)
 
 
-def test_first_layer_without_input_gradient_matches_dense():
+def test_first_layer_without_input_gradient_matches_dense(cpu_path):
     p = CubaFloatParameters(current_decay=0.25, voltage_decay=0.1)
     x = _input((4, 30, 10), 0.2, 5)
     layers = _net(10, (7, 3), False, 5, bias=False)
@@ -116,7 +138,7 @@ def test_first_layer_without_input_gradient_matches_dense():
     _assert_grads_close(gd, gs)
 
 
-def test_sparse_gradient_passes_gradcheck_against_surrogate_definition():
+def test_sparse_gradient_passes_gradcheck_against_surrogate_definition(cpu_path):
     # torch's gradcheck of a spiking layer is meaningless (Heaviside); instead check the
     # sparse Function's backward against autograd of the dense reference at many points
     p = CubaFloatParameters(current_decay=0.4, voltage_decay=0.2)
@@ -131,7 +153,7 @@ def test_sparse_gradient_passes_gradcheck_against_surrogate_definition():
         _assert_grads_close(gd, gs)
 
 
-def test_float32_spikes_identical_and_gradients_close():
+def test_float32_spikes_identical_and_gradients_close(cpu_path):
     p = CubaFloatParameters(current_decay=0.2, voltage_decay=0.1)
     x = _input((8, 50, 40), 0.1, 9).float()
     layers = [tuple(t.float() if t is not None else None for t in layer)
@@ -141,6 +163,36 @@ def test_float32_spikes_identical_and_gradients_close():
     for a, b in zip(sd, ss):
         assert torch.equal(a, b)
     _assert_grads_close(gd, gs, rtol=1e-4)
+
+
+def test_compiled_and_torch_cpu_paths_agree_on_a_wider_layer(monkeypatch):
+    """Benchmark-like shapes (several samples per core, four-row passes and their
+    remainders) in float32, the compiled pass against the torch implementation."""
+    if sparse_cpu.numba is None:
+        pytest.skip("numba is not installed")
+    p = CubaFloatParameters(current_decay=0.5, voltage_decay=0.1)
+    sur = SurrogateParameters(scale=100.0, height=1.0, band=0.1)
+    x = _input((9, 60, 70), 0.1, 11).float()
+    layers = [tuple(t.float() if t is not None else None for t in layer)
+              for layer in _net(70, (50, 5), True, 11, scale=0.35)]
+    sc, gc = _run(x, layers, p, sur, "sparse", x_grad=False)
+    monkeypatch.setattr(sparse, "USE_COMPILED_CPU", False)
+    st, gt = _run(x, layers, p, sur, "sparse", x_grad=False)
+    for a, b in zip(sc, st):
+        assert torch.equal(a, b)
+    assert 0.005 < sc[0].mean() < 0.5
+    _assert_grads_close(gt, gc, rtol=1e-5)
+
+
+def test_without_numba_the_torch_path_runs(monkeypatch):
+    monkeypatch.setattr(sparse_cpu, "numba", None)
+    assert sparse_cpu.fused_layer_backward(*([None] * 10)) is None
+    p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
+    x = _input((2, 20, 6), 0.4, 4)
+    layers = _net(6, (5,), True, 4)
+    _, gd = _run(x, layers, p, SURROGATE, "dense")
+    _, gs = _run(x, layers, p, SURROGATE, "sparse")
+    _assert_grads_close(gd, gs)
 
 
 def test_last_spike_before_finds_the_previous_spike_of_the_same_neuron():

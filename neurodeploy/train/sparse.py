@@ -46,9 +46,10 @@ adjoint of the (u, v) filter, ``dv[t] = e[t] + c (1 - s[t]) dv[t+1]``,
 active entries needs ``W_rec^T dx[t+1]``, gathered for those entries only. The
 adjoint is skipped for a feed-forward layer whose input needs no gradient.
 
-Implementations: this module (torch, any device) and
-:mod:`neurodeploy.train.sparse_cuda` (Triton kernels for the time loops, used
-automatically for CUDA tensors; imported lazily).
+Implementations: this module (torch, any device); :mod:`neurodeploy.train.sparse_cpu`
+(the whole backward as one numba pass, used automatically for CPU tensors when
+numba is installed); :mod:`neurodeploy.train.sparse_cuda` (Triton kernels for the
+time loops, used automatically for CUDA tensors). Both imported lazily.
 """
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ from neurodeploy.train.neuron import (
 )
 
 BACKWARDS = ("dense", "sparse")
+#: CPU tensors: run the backward through the compiled pass of train.sparse_cpu when
+#: numba is installed (False: the torch implementation below, e.g. to compare)
+USE_COMPILED_CPU = True
 
 
 def check_backward_mode(backward: str, layer_kind: str, layer_name: str = "layer") -> None:
@@ -242,12 +246,11 @@ def sparse_weight_gradient(e, bi, ti, ji, r, c, inputs, out_features, trace=None
         crow = torch.zeros(out_features + 1, dtype=torch.int64, device=e.device)
         crow[1:] = torch.cumsum(torch.bincount(rows, minlength=out_features), 0)
         cols = keys - rows * width
-        if d_w.is_cuda or not _cpu_kernels().csr_product_cpu(d_w, crow, cols, vals, y):
-            with warnings.catch_warnings():   # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                a_mat = torch.sparse_csr_tensor(crow, cols, vals, (out_features, width),
-                                                check_invariants=False)
-                d_w += a_mat @ y
+        with warnings.catch_warnings():   # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            a_mat = torch.sparse_csr_tensor(crow, cols, vals, (out_features, width),
+                                            check_invariants=False)
+            d_w += a_mat @ y
         del y
     return d_w
 
@@ -319,20 +322,13 @@ def _cpu_kernels():
     return sparse_cpu
 
 
-def _filtered_trace_any(x, a, c):
-    """filtered_trace, through the compiled CPU loop for CPU tensors when numba is there."""
-    if x.is_cuda:
-        return filtered_trace(x, a, c)
-    return _cpu_kernels().filtered_trace_cpu(x, a, c)
-
-
 class TorchKernels:
-    """The time loops of the sparse layer in plain torch (any device); on CPU the
-    trace and the sparse product use compiled loops (train.sparse_cpu) when numba
-    is installed."""
+    """The time loops of the sparse layer in plain torch (any device). On CPU tensors
+    the backward runs as one compiled pass instead (train.sparse_cpu) when numba is
+    installed; this torch path is its fallback and the tests' second reference."""
 
     forward_active = staticmethod(forward_active)
-    filtered_trace = staticmethod(_filtered_trace_any)
+    filtered_trace = staticmethod(filtered_trace)
     adjoint = staticmethod(adjoint)
 
 
@@ -358,9 +354,31 @@ class SparseCubaFunction(torch.autograd.Function):
         p = ctx.p
         grad_spikes = grad_spikes.contiguous()
         need_dx = ctx.needs_input_grad[0]
+        if ctx.kernels is TorchKernels and not grad_spikes.is_cuda and USE_COMPILED_CPU:
+            fused = _fused_cpu_backward(ctx, x_in, weight, weight_rec, spikes, active, sg,
+                                        grad_spikes, p, need_dx)
+            if fused is not None:
+                return fused
         with torch.no_grad():
             e, dx = ctx.kernels.adjoint(grad_spikes, spikes, active, sg, p, weight_rec, need_dx)
             return _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p)
+
+
+def _fused_cpu_backward(ctx, x_in, weight, weight_rec, spikes, active, sg, grad_spikes, p, need_dx):
+    """The whole backward of the layer in one compiled CPU pass (train.sparse_cpu), or
+    None without numba."""
+    need_params = any(ctx.needs_input_grad[1:4])
+    out = _cpu_kernels().fused_layer_backward(
+        x_in, spikes, grad_spikes, active, sg, 1.0 - p.current_decay, 1.0 - p.voltage_decay,
+        weight_rec, need_dx, need_params)
+    if out is None:
+        return None
+    dx, d_w, d_b, d_wr = out
+    return (dx @ weight if dx is not None else None,
+            d_w if ctx.needs_input_grad[1] else None,
+            d_b if ctx.has_bias and ctx.needs_input_grad[2] else None,
+            d_wr if ctx.has_rec and ctx.needs_input_grad[3] else None,
+            None, None, None)
 
 
 def _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p):

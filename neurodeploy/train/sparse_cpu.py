@@ -1,70 +1,227 @@
-"""Compiled CPU loops for the sparse backward (numba, imported lazily): the doubly
-filtered input trace and the sparse product dW = A @ Y, each split across cores.
-Same arithmetic as :func:`neurodeploy.train.sparse.filtered_trace` and the CSR
-product in :func:`neurodeploy.train.sparse.sparse_weight_gradient`; checked against
-them and against the dense reference by the tests."""
+"""The sparse backward of a CUBA-LIF layer in one compiled CPU pass (numba, imported
+with this module, which :mod:`neurodeploy.train.sparse` imports lazily).
+
+Same gradient definition as :mod:`neurodeploy.train.sparse` (its docstring); the
+tests check it against the dense autograd reference and against the plain torch
+implementation there, which is what runs when numba is not installed.
+
+Work per sample, samples split across cores: the adjoint backward in time over
+(step, neuron), elementwise (e at the active entries; du, the gradient of the
+input currents; A's two entries per active entry, e at (t, j) and -e c^(t-r) at
+the neuron's last spike r, merged per step), then ``dW += A @ Y`` neuron by
+neuron with the sample's input trace Y, four trace rows per pass over a row of
+dW. Cost: O(batch time out) elementwise plus O(nonzeros of A x in) multiply-adds;
+transient memory per core: the sample's trace (time x in) and a copy of dW.
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-_kernels = None
-
-
-def _build():
+try:
     import numba
-
-    @numba.njit(parallel=True, cache=True, nogil=True, fastmath=False)
-    def trace(x, a, c, out):  # pragma: no cover - compiled
-        b, t, n = x.shape
-        for bb in numba.prange(b):
-            y = np.zeros(n, dtype=x.dtype)
-            acc = np.zeros(n, dtype=x.dtype)
-            for k in range(t):
-                for i in range(n):
-                    y[i] = a * y[i] + x[bb, k, i]
-                    acc[i] = c * acc[i] + y[i]
-                    out[bb, k, i] = acc[i]
-
-    @numba.njit(parallel=True, cache=True, nogil=True, fastmath=False)
-    def csr_product(d_w, crow, cols, vals, y):  # pragma: no cover - compiled
-        rows, n = d_w.shape
-        for j in numba.prange(rows):
-            for k in range(crow[j], crow[j + 1]):
-                col = cols[k]
-                v = vals[k]
-                for i in range(n):
-                    d_w[j, i] += v * y[col, i]
-
-    return trace, csr_product
+except ImportError:  # train.sparse falls back to its torch implementation
+    numba = None
 
 
-def kernels():
-    """(trace, csr_product) compiled, or None without numba."""
-    global _kernels
-    if _kernels is None:
-        try:
-            _kernels = _build()
-        except ImportError:
-            _kernels = False
-    return _kernels or None
+if numba is not None:
+    @numba.njit(inline="always", fastmath={"reassoc", "contract"})
+    def _axpy_rows(row, rows, ts, cs, cnt):  # pragma: no cover - compiled
+        """row += sum_q cs[q] rows[ts[q]] over q < cnt, four rows per pass."""
+        q = 0
+        while q + 4 <= cnt:
+            r0, r1, r2, r3 = rows[ts[q]], rows[ts[q + 1]], rows[ts[q + 2]], rows[ts[q + 3]]
+            c0, c1, c2, c3 = cs[q], cs[q + 1], cs[q + 2], cs[q + 3]
+            for i in range(row.size):
+                row[i] += c0 * r0[i] + c1 * r1[i] + c2 * r2[i] + c3 * r3[i]
+            q += 4
+        while q < cnt:
+            r0 = rows[ts[q]]
+            c0 = cs[q]
+            for i in range(row.size):
+                row[i] += c0 * r0[i]
+            q += 1
 
+    # reassociation lets LLVM vectorise the recurrent dot products and fuse multiply-adds
+    @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
+    def _layer_backward(x, spikes, grad, active, sg, a, c, weight_rec_t, has_rec, need_dx, need_dw,
+                        dx, d_w_parts, d_b_parts, d_wr_parts):  # pragma: no cover - compiled
+        b_all, t_all, n = spikes.shape
+        n_in = x.shape[2]
+        zero = x.dtype.type(0.0)
+        one = x.dtype.type(1.0)
+        # group the active entries (flat (t, b, j) order) by sample, keeping (t, j) order
+        offsets = np.zeros(b_all + 1, np.int64)
+        for q in range(active.size):
+            offsets[(active[q] // n) % b_all + 1] += 1
+        for bb in range(b_all):
+            offsets[bb + 1] += offsets[bb]
+        fill = offsets[:-1].copy()
+        by_sample = np.empty(active.size, np.int64)
+        for q in range(active.size):
+            bb = (active[q] // n) % b_all
+            by_sample[fill[bb]] = q
+            fill[bb] += 1
+        parts = d_w_parts.shape[0]
+        for part in numba.prange(parts):
+            # 1-D row views throughout: numba vectorises loops over them, not over
+            # multi-dimensional indexing
+            b0 = part * b_all // parts
+            b1 = (part + 1) * b_all // parts
+            sgd = np.zeros((t_all, n), x.dtype)   # surrogate derivative, 0 where inactive
+            coef = np.zeros((t_all, n), x.dtype)  # A's entries for this sample: e and -e c^(t-r) merged
+            y_buf = np.zeros((t_all, n_in), x.dtype)   # the input trace Y of this sample
+            yb_buf = np.zeros(t_all, x.dtype)
+            yr_buf = np.zeros((t_all, n), x.dtype)
+            ts = np.zeros((n, t_all), np.int64)    # per neuron: steps with a nonzero of A
+            cs = np.zeros((n, t_all), x.dtype)     # and its value
+            counts = np.zeros(n, np.int64)
+            e = np.zeros(n, x.dtype)
+            dv = np.zeros(n, x.dtype)
+            du = np.zeros(n, x.dtype)
+            carry = np.zeros(n, x.dtype)          # sum of e c^(t'-t) since the next spike
+            y = np.zeros(n_in, x.dtype)
+            y2 = np.zeros(n_in, x.dtype)
+            yr = np.zeros(n, x.dtype)
+            yr2 = np.zeros(n, x.dtype)
+            d_w = d_w_parts[part]
+            d_b = d_b_parts[part]
+            d_wr = d_wr_parts[part]
+            for bb in range(b0, b1):
+                sgd[:, :] = zero
+                for k in range(offsets[bb], offsets[bb + 1]):
+                    q = by_sample[k]
+                    f = active[q]
+                    sgd[f // (b_all * n), f % n] = sg[q]
+                dv[:] = zero
+                du[:] = zero
+                carry[:] = zero
+                # adjoint of the (u, v) filter, backward in time; detached reset
+                for t in range(t_all - 1, -1, -1):
+                    sg_t = sgd[t]
+                    grad_t = grad[bb, t]
+                    s_t = spikes[bb, t]
+                    coef_t = coef[t]
+                    if has_rec and t + 1 < t_all:
+                        # e needs W_rec^T du[t + 1] at the active entries: all e first
+                        for j in range(n):
+                            e_j = zero
+                            if sg_t[j] != zero:
+                                w_j = weight_rec_t[j]
+                                acc = zero
+                                for m in range(n):
+                                    acc += du[m] * w_j[m]
+                                e_j = (grad_t[j] + acc) * sg_t[j]
+                            e[j] = e_j
+                    else:
+                        for j in range(n):
+                            e[j] = grad_t[j] * sg_t[j]
+                    for j in range(n):
+                        e_j = e[j]
+                        fired = s_t[j] != zero
+                        dv_j = e_j if fired else dv[j] * c + e_j   # c (1 - s): detached reset
+                        du_j = dv_j + a * du[j]
+                        dv[j] = dv_j
+                        du[j] = du_j
+                        k_j = carry[j] * c
+                        cf = e_j
+                        if fired:
+                            cf -= k_j
+                            k_j = zero
+                        carry[j] = k_j + e_j
+                        coef_t[j] = cf
+                    if need_dx:
+                        dx_t = dx[bb, t]
+                        for j in range(n):
+                            dx_t[j] = du[j]
+                if not need_dw:
+                    continue
+                # the input traces of this sample, forward in time
+                y[:] = zero
+                y2[:] = zero
+                yr[:] = zero
+                yr2[:] = zero
+                yb = zero
+                for t in range(t_all):
+                    x_t = x[bb, t]
+                    y_t = y_buf[t]
+                    for i in range(n_in):
+                        y[i] = a * y[i] + x_t[i]
+                        y2[i] = c * y2[i] + y[i]
+                        y_t[i] = y2[i]
+                    yb = c * yb + one
+                    yb_buf[t] = yb
+                    if has_rec:
+                        yr_t = yr_buf[t]
+                        if t > 0:
+                            s_prev = spikes[bb, t - 1]
+                            for m in range(n):
+                                yr[m] = a * yr[m] + s_prev[m]
+                        else:
+                            for m in range(n):
+                                yr[m] = a * yr[m]
+                        for m in range(n):
+                            yr2[m] = c * yr2[m] + yr[m]
+                            yr_t[m] = yr2[m]
+                # dW[j] += sum_t A[j, (b, t)] Y[b, t], neuron by neuron; four trace rows
+                # per pass over the row of dW (it stays in L1, the trace in L2)
+                # A's nonzeros of this sample, neuron by neuron (one contiguous pass)
+                counts[:] = 0
+                for t in range(t_all):
+                    coef_t = coef[t]
+                    for j in range(n):
+                        cf = coef_t[j]
+                        if cf != zero:
+                            k = counts[j]
+                            ts[j, k] = t
+                            cs[j, k] = cf
+                            counts[j] = k + 1
+                for j in range(n):
+                    cnt = counts[j]
+                    if cnt == 0:
+                        continue
+                    ts_j = ts[j]
+                    cs_j = cs[j]
+                    acc_b = zero
+                    for q in range(cnt):
+                        acc_b += cs_j[q] * yb_buf[ts_j[q]]
+                    d_b[j] += acc_b
+                    _axpy_rows(d_w[j], y_buf, ts_j, cs_j, cnt)
+                    if has_rec:
+                        _axpy_rows(d_wr[j], yr_buf, ts_j, cs_j, cnt)
 
-def filtered_trace_cpu(x: torch.Tensor, a: float, c: float) -> torch.Tensor:
-    k = kernels()
-    if k is None or x.is_cuda or x.requires_grad:
-        from neurodeploy.train.sparse import filtered_trace
-        return filtered_trace(x, a, c)
-    xn = x.detach().contiguous().numpy()
-    out = np.empty_like(xn)
-    k[0](xn, xn.dtype.type(a), xn.dtype.type(c), out)
-    return torch.from_numpy(out)
+def fused_layer_backward(x_in: torch.Tensor, spikes: torch.Tensor, grad_spikes: torch.Tensor,
+                         active: torch.Tensor, sg: torch.Tensor, a: float, c: float,
+                         weight_rec: "torch.Tensor | None", need_dx: bool, need_dw: bool):
+    """The sparse layer backward (train.sparse docstring) in one compiled pass, the
+    samples split across cores. Per sample: the adjoint backward in time (e at the
+    active entries, du, and A's entries e and -e c^(t-r) merged per step), then
+    dW += A @ Y neuron by neuron with the sample's input trace Y (never stored for the
+    whole batch). need_dw: any parameter gradient (weight, bias, weight_rec; one pass).
+    Returns (du (B, T, N) or None, d_w (N, in) or None, d_b (N,), d_w_rec or None), or
+    None when numba is not installed."""
+    if numba is None:
+        return None
+    dt = x_in.dtype
+    np_dt = np.float64 if dt == torch.float64 else np.float32
+    b, t, n = spikes.shape
+    n_in = x_in.shape[2]
+    parts = max(1, min(b, numba.get_num_threads()))
+    has_rec = weight_rec is not None
 
+    def buf(*shape):  # torch-owned, so torch's memory accounting sees it
+        return torch.zeros(shape, dtype=dt).numpy()
 
-def csr_product_cpu(d_w: torch.Tensor, crow, cols, vals, y: torch.Tensor) -> bool:
-    """d_w += A @ y in place for CSR (crow, cols, vals); False when not available."""
-    k = kernels()
-    if k is None or d_w.is_cuda:
-        return False
-    k[1](d_w.numpy(), crow.numpy(), cols.numpy(), vals.to(d_w.dtype).numpy(), y.contiguous().numpy())
-    return True
+    dx = buf(b, t, n) if need_dx else buf(1, 1, 1)
+    d_w = buf(parts, n, n_in) if need_dw else buf(1, 1, 1)
+    d_b = buf(parts, n)
+    d_wr = buf(parts, n, n) if has_rec and need_dw else buf(1, 1, 1)
+    wr_t = weight_rec.detach().t().contiguous().numpy() if has_rec else buf(1, 1)
+    _layer_backward(x_in.detach().contiguous().numpy(), spikes.contiguous().numpy(),
+                    grad_spikes.contiguous().numpy(), active.contiguous().numpy(),
+                    sg.contiguous().numpy(), np_dt(a), np_dt(c), wr_t, has_rec, need_dx, need_dw,
+                    dx, d_w, d_b, d_wr)
+    return (torch.from_numpy(dx) if need_dx else None,
+            torch.from_numpy(d_w).sum(0) if need_dw else None,
+            torch.from_numpy(d_b).sum(0),
+            torch.from_numpy(d_wr).sum(0) if has_rec and need_dw else None)
