@@ -190,6 +190,17 @@ if numba is not None:
                     if has_rec:
                         _axpy_rows(d_wr[j], yr_buf, ts_j, cs_j, cnt)
 
+def scratch_bytes(t: int, n: int, n_in: int, itemsize: int, parts: "int | None" = None) -> int:
+    """Bytes of the compiled pass's per-core scratch arrays (numpy, allocated inside
+    the kernel, so invisible to torch's memory profiling) for a layer of n neurons
+    with n_in inputs over t steps: per core the sample's trace Y (t x n_in), four
+    (t x n) arrays, the step indices (t x n int64) and a few vectors."""
+    if parts is None:
+        parts = numba.get_num_threads() if numba is not None else 1
+    per_core = (t * n_in + 4 * t * n + 6 * n + 2 * n_in + t) * itemsize + t * n * 8
+    return parts * per_core
+
+
 def fused_layer_backward(x_in: torch.Tensor, spikes: torch.Tensor, grad_spikes: torch.Tensor,
                          active: torch.Tensor, sg: torch.Tensor, a: float, c: float,
                          weight_rec: "torch.Tensor | None", need_dx: bool, need_dw: bool):
