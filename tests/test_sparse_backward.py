@@ -165,7 +165,8 @@ def test_float32_spikes_identical_and_gradients_close(cpu_path):
     _assert_grads_close(gd, gs, rtol=1e-4)
 
 
-def test_compiled_and_torch_cpu_paths_agree_on_a_wider_layer(monkeypatch):
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_compiled_and_torch_cpu_paths_agree_on_a_wider_layer(monkeypatch, recurrent):
     """Benchmark-like shapes (several samples per core, four-row passes and their
     remainders) in float32, the compiled pass against the torch implementation."""
     if sparse_cpu.numba is None:
@@ -174,7 +175,7 @@ def test_compiled_and_torch_cpu_paths_agree_on_a_wider_layer(monkeypatch):
     sur = SurrogateParameters(scale=100.0, height=1.0, band=0.1)
     x = _input((9, 60, 70), 0.1, 11).float()
     layers = [tuple(t.float() if t is not None else None for t in layer)
-              for layer in _net(70, (50, 5), True, 11, scale=0.35)]
+              for layer in _net(70, (50, 5), recurrent, 11, scale=0.35)]
     sc, gc = _run(x, layers, p, sur, "sparse", x_grad=False)
     monkeypatch.setattr(sparse, "USE_COMPILED_CPU", False)
     st, gt = _run(x, layers, p, sur, "sparse", x_grad=False)

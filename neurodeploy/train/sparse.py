@@ -64,8 +64,9 @@ from neurodeploy.train.neuron import (
 )
 
 BACKWARDS = ("dense", "sparse")
-#: CPU tensors: run the backward through the compiled pass of train.sparse_cpu when
-#: numba is installed (False: the torch implementation below, e.g. to compare)
+#: CPU tensors: run the backward (and a feed-forward layer's forward time loop) through
+#: the compiled code of train.sparse_cpu when numba is installed (False: the torch
+#: implementation below, e.g. to compare)
 USE_COMPILED_CPU = True
 
 
@@ -340,7 +341,13 @@ class SparseCubaFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_in, weight, bias, weight_rec, p, surrogate, kernels=TorchKernels):
         with torch.no_grad():
-            spikes, active, sg = kernels.forward_active(x_in, weight, bias, weight_rec, p, surrogate)
+            out = None
+            if (kernels is TorchKernels and USE_COMPILED_CPU and weight_rec is None
+                    and not x_in.is_cuda):
+                out = _cpu_kernels().forward_active(x_in, weight, bias, p, surrogate)
+            if out is None:
+                out = kernels.forward_active(x_in, weight, bias, weight_rec, p, surrogate)
+            spikes, active, sg = out
         ctx.p = p
         ctx.kernels = kernels
         ctx.has_bias = bias is not None

@@ -190,6 +190,55 @@ if numba is not None:
                     if has_rec:
                         _axpy_rows(d_wr[j], yr_buf, ts_j, cs_j, cnt)
 
+if numba is not None:
+    @numba.njit(parallel=True, cache=True, nogil=True)  # no fastmath: IEEE order, as torch
+    def _forward_loop(current, bias, has_bias, keep_u, keep_v, threshold, spikes, v_minus_threshold):
+        # pragma: no cover - compiled; the arithmetic of train.sparse.forward_active, op by op
+        b_all, t_all, n = current.shape
+        zero = current.dtype.type(0.0)
+        one = current.dtype.type(1.0)
+        for bb in numba.prange(b_all):
+            u = np.zeros(n, current.dtype)
+            v = np.zeros(n, current.dtype)
+            for t in range(t_all):
+                cur = current[bb, t]
+                s_out = spikes[bb, t]
+                m_out = v_minus_threshold[t, bb]
+                for j in range(n):
+                    u_j = keep_u * u[j] + cur[j]
+                    v_j = keep_v * v[j] + u_j
+                    if has_bias:
+                        v_j = v_j + bias[j]
+                    m = v_j - threshold
+                    s = one if m > zero else zero
+                    u[j] = u_j
+                    v[j] = v_j * (one - s)
+                    s_out[j] = s
+                    m_out[j] = m
+
+
+def forward_active(x_in: torch.Tensor, weight: torch.Tensor, bias, p, surrogate):
+    """:func:`neurodeploy.train.sparse.forward_active` for a feed-forward layer on CPU
+    tensors with the time loop compiled: the same float operations in the same order
+    (spikes bit-identical to the dense reference). None without numba."""
+    if numba is None:
+        return None
+    from neurodeploy.train.neuron import surrogate_derivative
+    dt = x_in.dtype
+    np_dt = np.float64 if dt == torch.float64 else np.float32
+    current = (x_in @ weight.T).contiguous()
+    b, t, n = current.shape
+    spikes = torch.empty_like(current)
+    v_minus_threshold = torch.empty((t, b, n), dtype=dt)
+    bias_np = bias.detach().contiguous().numpy() if bias is not None else np.zeros(1, np_dt)
+    _forward_loop(current.numpy(), bias_np, bias is not None, np_dt(1.0 - p.current_decay),
+                  np_dt(1.0 - p.voltage_decay), np_dt(p.threshold), spikes.numpy(),
+                  v_minus_threshold.numpy())
+    flat = v_minus_threshold.reshape(-1)
+    active = torch.nonzero(flat.abs() < surrogate.band).squeeze(1)
+    return spikes, active, surrogate_derivative(flat[active], surrogate)
+
+
 def scratch_bytes(t: int, n: int, n_in: int, itemsize: int, parts: "int | None" = None) -> int:
     """Bytes of the compiled pass's per-core scratch arrays (numpy, allocated inside
     the kernel, so invisible to torch's memory profiling) for a layer of n neurons
