@@ -53,3 +53,21 @@ def test_compiled_loop_equals_torch_step():
         s, state = fx.cuba_step(torch.from_numpy(a[k]), state, p, torch.from_numpy(bias))
         assert np.array_equal(s.numpy(), spikes[k].astype(bool))
         assert np.array_equal(state.current.numpy(), ur[k]) and np.array_equal(state.voltage.numpy(), vr[k])
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_input_chunks_reorder_netx_order_to_torch_order(monkeypatch, binary):
+    """(B, x, y, c, T) netx order -> (steps, B, c, y, x) torch order, cyclic beyond T,
+    the compiled reordering and its torch fallback alike."""
+    from neurodeploy.sim import simulator
+    rng = np.random.default_rng(4)
+    src = (rng.random((3, 5, 4, 2, 7)) < 0.4).astype(np.int8) if binary else \
+        rng.integers(-300, 300, (3, 5, 4, 2, 7))
+    expect = torch.from_numpy(src).permute(4, 0, 3, 2, 1)[np.arange(5, 16) % 7]
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(simulator, "_compiled_frames", lambda: None)
+        frames = simulator._InputFrames(src, (5, 4, 2), (2, 4, 5), binary)
+        got = frames.chunk(5, 11)
+        assert got.dtype == (torch.bool if binary else torch.int64)
+        assert torch.equal(got.to(torch.int64), expect.to(torch.int64)), compiled

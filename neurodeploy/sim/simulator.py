@@ -313,7 +313,7 @@ def _output_bound(neuron, in_bound: float) -> float:
     return 1.0
 
 
-def _check_inputs(network: Network, inputs, feed_shape) -> Tuple[torch.Tensor, bool]:
+def _check_inputs(network: Network, inputs, feed_shape) -> Tuple["_InputFrames", bool, int]:
     arr = np.asarray(inputs)
     netx = _netx_shape(feed_shape)
     if arr.dtype == np.bool_:
@@ -340,16 +340,79 @@ def _check_inputs(network: Network, inputs, feed_shape) -> Tuple[torch.Tensor, b
     if np.issubdtype(arr.dtype, np.floating) or arr.dtype in (np.uint16, np.uint32, np.uint64):
         arr = arr.astype(np.int64)
     binary = arr.size > 0 and mn >= 0 and bound <= 1
-    src = torch.as_tensor(arr.astype(np.int8) if binary and arr.dtype != np.int8 else arr)
-    # netx order (B, x, y, c, T) -> (T, B, c, y, x), one sample at a time (a
-    # whole-array strided copy is several times slower)
-    nd = len(netx)
-    x = torch.empty((arr.shape[-1], arr.shape[0]) + tuple(feed_shape), dtype=src.dtype)
-    for b in range(arr.shape[0]):
-        x[:, b].copy_(src[b].permute(nd, *range(nd - 1, -1, -1)))
-    if binary:
-        x = x.view(torch.bool)  # values are 0/1
-    return x, single, bound
+    src = arr.astype(np.int8) if binary and arr.dtype != np.int8 else arr
+    return _InputFrames(np.ascontiguousarray(src), netx, tuple(feed_shape), binary), single, bound
+
+
+class _InputFrames:
+    """The input in netx order (B, *netx_shape, T), handed out a chunk of steps at a
+    time in the simulator's order (steps, B, *torch_shape): a reused buffer, so no
+    transposed copy of the whole input is ever held. Steps beyond T repeat
+    cyclically (a RingBuffer source)."""
+
+    def __init__(self, src: np.ndarray, netx_shape, feed_shape, binary: bool):
+        self.src = src.reshape(src.shape[0], -1, src.shape[-1])  # (B, F netx order, T)
+        self.batch, self.steps = src.shape[0], src.shape[-1]
+        self.netx_shape, self.feed_shape, self.binary = netx_shape, feed_shape, binary
+        nd = len(netx_shape)
+        # feature f in torch order is feature perm[f] in netx order
+        self.perm = (np.arange(int(np.prod(netx_shape))).reshape(netx_shape)
+                     .transpose(*range(nd - 1, -1, -1)).reshape(-1))
+        self.buffer = None
+
+    def chunk(self, start: int, c: int) -> torch.Tensor:
+        """Steps [start, start + c), (c, B, *torch_shape); bool for binary inputs."""
+        if self.buffer is None or self.buffer.shape[0] < c:
+            self.buffer = torch.empty((c, self.batch, self.src.shape[1]),
+                                      dtype=torch.as_tensor(self.src[:0, :0, :0]).dtype)
+        out = self.buffer[:c]
+        tidx = np.arange(start, start + c) % self.steps
+        kernel = _compiled_frames()
+        if kernel is not None:
+            kernel(self.src, self.perm, tidx, out.numpy())
+        else:
+            out.copy_(torch.from_numpy(self.src[:, self.perm][:, :, tidx]).permute(2, 0, 1))
+        out = out.reshape((c, self.batch) + self.feed_shape)
+        return out.view(torch.bool) if self.binary else out
+
+
+def _frames_loops(src, perm, tidx, dst):  # pragma: no cover - compiled
+    # dst[k, b, f] = src[b, perm[f], tidx[k]]; samples and blocks of 64 features split
+    # across cores, contiguous writes
+    b_all, f_all, _ = src.shape
+    tile = 64
+    nfb = (f_all + tile - 1) // tile
+    for job in _prange(b_all * nfb):
+        b = job // nfb
+        f0 = (job % nfb) * tile
+        f1 = min(f_all, f0 + tile)
+        for k in range(tidx.size):
+            t = tidx[k]
+            out = dst[k, b]
+            for f in range(f0, f1):
+                out[f] = src[b, perm[f], t]
+
+
+def _prange(n):  # numba.prange when compiled
+    return range(n)
+
+
+_frames_kernel = None
+
+
+def _compiled_frames():
+    """The compiled input reordering, or None without numba."""
+    global _frames_kernel
+    if _frames_kernel is None:
+        try:
+            import numba
+        except ImportError:
+            _frames_kernel = False
+            return None
+        g = dict(globals(), _prange=numba.prange)
+        fn = type(_frames_loops)(_frames_loops.__code__, g)
+        _frames_kernel = numba.njit(parallel=True, cache=True, nogil=True)(fn)
+    return _frames_kernel or None
 
 
 def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
@@ -371,7 +434,7 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
     x, single, in_bound = _check_inputs(network, inputs, feed_shape)
     if in_bound > 1:  # re-plan with the real input bound (graded inputs into a synapse)
         layers, feed_shape, _ = _plan(network, input_bias, in_bound)
-    t_in, batch = x.shape[0], x.shape[1]
+    t_in, batch = x.steps, x.batch
     steps = int(t_in if steps is None else steps)
     if steps < 1:
         raise SimulationInputError(f"steps must be >= 1, got {steps}")
@@ -390,10 +453,7 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
     leads: List[Optional[torch.Tensor]] = [None] * len(layers)
     for start in range(0, steps, chunk):
         c = min(chunk, steps - start)
-        if start + c <= t_in:
-            s = x[start:start + c]  # (c, B, *feed_shape), a view
-        else:
-            s = x[torch.arange(start, start + c) % t_in]
+        s = x.chunk(start, c)  # (c, B, *feed_shape); cyclic beyond t_in
         for li, layer in enumerate(layers):
             syn = layer.synapse
             lead = None
