@@ -377,11 +377,11 @@ def _fused_cpu_backward(ctx, x_in, weight, weight_rec, spikes, active, sg, grad_
     need_params = any(ctx.needs_input_grad[1:4])
     out = _cpu_kernels().fused_layer_backward(
         x_in, spikes, grad_spikes, active, sg, 1.0 - p.current_decay, 1.0 - p.voltage_decay,
-        weight_rec, need_dx, need_params)
+        weight_rec, need_dx, need_params, weight=weight)
     if out is None:
         return None
-    dx, d_w, d_b, d_wr = out
-    return (dx @ weight if dx is not None else None,
+    d_x, d_w, d_b, d_wr = out
+    return (d_x,
             d_w if ctx.needs_input_grad[1] else None,
             d_b if ctx.has_bias and ctx.needs_input_grad[2] else None,
             d_wr if ctx.has_rec and ctx.needs_input_grad[3] else None,

@@ -45,7 +45,9 @@ if numba is not None:
     # reassociation lets LLVM vectorise the recurrent dot products and fuse multiply-adds
     @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
     def _layer_backward(x, spikes, grad, active, sg, a, c, weight_rec_t, has_rec, need_dx, need_dw,
-                        dx, d_w_parts, d_b_parts, d_wr_parts):  # pragma: no cover - compiled
+                        dx, d_w_parts, d_b_parts, d_wr_parts, weight, need_d_in, d_in):
+        # pragma: no cover - compiled. need_d_in: also d_in[b, t] = du[b, t] @ weight here
+        # (zero-initialised d_in; for narrow layers, where a GEMM call costs more)
         b_all, t_all, n = spikes.shape
         n_in = x.shape[2]
         zero = x.dtype.type(0.0)
@@ -134,6 +136,14 @@ if numba is not None:
                         dx_t = dx[bb, t]
                         for j in range(n):
                             dx_t[j] = du[j]
+                    if need_d_in:
+                        d_in_t = d_in[bb, t]
+                        for j in range(n):
+                            du_j = du[j]
+                            if du_j != zero:
+                                w_j = weight[j]
+                                for i in range(n_in):
+                                    d_in_t[i] += du_j * w_j[i]
                 if not need_dw:
                     continue
                 # the input traces of this sample, forward in time
@@ -239,6 +249,10 @@ def forward_active(x_in: torch.Tensor, weight: torch.Tensor, bias, p, surrogate)
     return spikes, active, surrogate_derivative(flat[active], surrogate)
 
 
+#: layers with at most this many neurons compute their input gradient inside the pass
+NARROW_LAYER = 32
+
+
 def scratch_bytes(t: int, n: int, n_in: int, itemsize: int, parts: "int | None" = None) -> int:
     """Bytes of the compiled pass's per-core scratch arrays (numpy, allocated inside
     the kernel, so invisible to torch's memory profiling) for a layer of n neurons
@@ -252,14 +266,18 @@ def scratch_bytes(t: int, n: int, n_in: int, itemsize: int, parts: "int | None" 
 
 def fused_layer_backward(x_in: torch.Tensor, spikes: torch.Tensor, grad_spikes: torch.Tensor,
                          active: torch.Tensor, sg: torch.Tensor, a: float, c: float,
-                         weight_rec: "torch.Tensor | None", need_dx: bool, need_dw: bool):
+                         weight_rec: "torch.Tensor | None", need_dx: bool, need_dw: bool,
+                         weight: "torch.Tensor | None" = None):
     """The sparse layer backward (train.sparse docstring) in one compiled pass, the
     samples split across cores. Per sample: the adjoint backward in time (e at the
     active entries, du, and A's entries e and -e c^(t-r) merged per step), then
     dW += A @ Y neuron by neuron with the sample's input trace Y (never stored for the
     whole batch). need_dw: any parameter gradient (weight, bias, weight_rec; one pass).
-    Returns (du (B, T, N) or None, d_w (N, in) or None, d_b (N,), d_w_rec or None), or
-    None when numba is not installed."""
+    With ``weight`` given (and need_dx), the first item is the input gradient
+    ``du @ weight`` (B, T, in) instead of du: computed in the pass for narrow layers
+    (out <= NARROW_LAYER), by a GEMM otherwise.
+    Returns (du or du @ weight, d_w (N, in) or None, d_b (N,), d_w_rec or None), or None
+    when numba is not installed."""
     if numba is None:
         return None
     dt = x_in.dtype
@@ -272,16 +290,26 @@ def fused_layer_backward(x_in: torch.Tensor, spikes: torch.Tensor, grad_spikes: 
     def buf(*shape):  # torch-owned, so torch's memory accounting sees it
         return torch.zeros(shape, dtype=dt).numpy()
 
-    dx = buf(b, t, n) if need_dx else buf(1, 1, 1)
+    in_pass = need_dx and weight is not None and n <= NARROW_LAYER
+    dx = buf(b, t, n) if need_dx and not in_pass else buf(1, 1, 1)
+    d_in = buf(b, t, n_in) if in_pass else buf(1, 1, 1)
+    w_np = weight.detach().contiguous().numpy() if in_pass else buf(1, 1)
     d_w = buf(parts, n, n_in) if need_dw else buf(1, 1, 1)
     d_b = buf(parts, n)
     d_wr = buf(parts, n, n) if has_rec and need_dw else buf(1, 1, 1)
     wr_t = weight_rec.detach().t().contiguous().numpy() if has_rec else buf(1, 1)
     _layer_backward(x_in.detach().contiguous().numpy(), spikes.contiguous().numpy(),
                     grad_spikes.contiguous().numpy(), active.contiguous().numpy(),
-                    sg.contiguous().numpy(), np_dt(a), np_dt(c), wr_t, has_rec, need_dx, need_dw,
-                    dx, d_w, d_b, d_wr)
-    return (torch.from_numpy(dx) if need_dx else None,
+                    sg.contiguous().numpy(), np_dt(a), np_dt(c), wr_t, has_rec,
+                    need_dx and not in_pass, need_dw, dx, d_w, d_b, d_wr, w_np, in_pass, d_in)
+    if in_pass:
+        first = torch.from_numpy(d_in)
+    elif need_dx:
+        du = torch.from_numpy(dx)
+        first = du @ weight if weight is not None else du
+    else:
+        first = None
+    return (first,
             torch.from_numpy(d_w).sum(0) if need_dw else None,
             torch.from_numpy(d_b).sum(0),
             torch.from_numpy(d_wr).sum(0) if has_rec and need_dw else None)
