@@ -140,21 +140,34 @@ def test_ntidigits_axonal_delays_match_lava_dl_ground_truth():
 
 @needs_gts
 def test_pilotnet_lif_reproduces_loihi2_hardware_traces():
-    """u and spikes recorded on Loihi 2 (lava-dl's gts/pilotnet_lif), image
-    injected through the input layer's bias, reset every 16 steps; compared up
-    to each layer's first reset (after it the chip's reset phase differs from
-    netx's LIFReset, in Lava too)."""
+    """u and spikes recorded on Loihi 2 (lava-dl's gts/pilotnet_lif, 24 steps), image
+    injected through the input layer's bias, reset every 16 steps. Exact up to each
+    layer's second reset (lava-dl's own test stops at the first). After it the chip
+    is one step behind netx's timeline: conv-0's u repeats its step-17 value at step
+    18, and from there every layer's recorded u equals ours one step earlier, exactly
+    (from step 18 for conv-0, 19 for conv-1, ...). One recording does not tell why, so
+    the simulator keeps Lava's timeline; this pins the observation down."""
     g = GTS / "gts/pilotnet_lif"
     net = read_netx(g / "network.net")
-    r = simulate(net, np.zeros((200, 66, 3, 1), dtype=np.int32), steps=17,
+    steps = 24
+    r = simulate(net, np.zeros((200, 66, 3, 1), dtype=np.int32), steps=steps,
                  input_bias=np.load(g / "image.npy"), reset_interval=16, record=True)
-    names = {1: "conv-0", 2: "conv-1", 3: "conv-2", 4: "conv-3", 5: "conv-4",
-             7: "fc-0", 8: "fc-1", 9: "fc-2"}
-    for i, name in names.items():
-        for var, suffix in (("u", "-u"), ("s", "")):
-            ours = r.records[f"{var}/{i}"]
-            gt = np.load(g / f"{name}{suffix}.npy").reshape(ours.shape[:-1] + (-1,))
-            assert np.array_equal(ours, gt[..., :17].astype(ours.dtype)), (name, var)
+    # block index -> (recording, last step equal to ours, first step equal to ours one earlier)
+    layers = {1: ("conv-0", 17, 18), 2: ("conv-1", 17, 19), 3: ("conv-2", 18, 20),
+              4: ("conv-3", 19, 21), 5: ("conv-4", 20, 22), 7: ("fc-0", 21, 23),
+              8: ("fc-1", 22, None), 9: ("fc-2", 23, None)}
+    for i, (name, exact_until, lag_from) in layers.items():
+        ours = r.records[f"u/{i}"]
+        gt = np.load(g / f"{name}-u.npy").reshape(ours.shape[:-1] + (-1,))[..., :steps]
+        assert np.array_equal(ours[..., :exact_until + 1], gt[..., :exact_until + 1]), name
+        if exact_until + 1 < steps:
+            assert not np.array_equal(ours[..., exact_until + 1], gt[..., exact_until + 1]), name
+        if lag_from is not None:
+            assert np.array_equal(ours[..., lag_from - 1:-1], gt[..., lag_from:]), name
+        # spikes: exact through the first reset of every layer
+        s = r.records[f"s/{i}"]
+        gs = np.load(g / f"{name}.npy").reshape(s.shape[:-1] + (-1,))[..., :17]
+        assert np.array_equal(s[..., :17], gs.astype(s.dtype)), name
 
 
 def test_simulate_cli_writes_spikes_and_per_layer_records(tmp_path):
