@@ -42,6 +42,16 @@ if numba is not None:
                 row[i] += c0 * r0[i]
             q += 1
 
+    @numba.njit(parallel=True, nogil=True, fastmath={"reassoc", "contract"})
+    def _add_parts(parts_array):  # pragma: no cover - compiled
+        """parts_array[0] += parts_array[1:] (rows split across cores)."""
+        for j in numba.prange(parts_array.shape[1]):
+            row = parts_array[0, j]
+            for part in range(1, parts_array.shape[0]):
+                src = parts_array[part, j]
+                for i in range(row.size):
+                    row[i] += src[i]
+
     # reassociation lets LLVM vectorise the recurrent dot products and fuse multiply-adds
     @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
     def _layer_backward(x, spikes, grad, active, sg, a, c, weight_rec_t, has_rec, need_dx, need_dw,
@@ -64,7 +74,7 @@ if numba is not None:
             bb = (active[q] // n) % b_all
             by_sample[fill[bb]] = q
             fill[bb] += 1
-        parts = d_w_parts.shape[0]
+        parts = d_b_parts.shape[0]
         for part in numba.prange(parts):
             # 1-D row views throughout: numba vectorises loops over them, not over
             # multi-dimensional indexing
@@ -89,6 +99,9 @@ if numba is not None:
             d_w = d_w_parts[part]
             d_b = d_b_parts[part]
             d_wr = d_wr_parts[part]
+            d_w[:, :] = zero  # the buffers come uninitialised: each core zeroes its own
+            d_b[:] = zero
+            d_wr[:, :] = zero
             for bb in range(b0, b1):
                 sgd[:, :] = zero
                 for k in range(offsets[bb], offsets[bb + 1]):
@@ -138,6 +151,7 @@ if numba is not None:
                             dx_t[j] = du[j]
                     if need_d_in:
                         d_in_t = d_in[bb, t]
+                        d_in_t[:] = zero
                         for j in range(n):
                             du_j = du[j]
                             if du_j != zero:
@@ -199,6 +213,12 @@ if numba is not None:
                     _axpy_rows(d_w[j], y_buf, ts_j, cs_j, cnt)
                     if has_rec:
                         _axpy_rows(d_wr[j], yr_buf, ts_j, cs_j, cnt)
+        # the cores' partial sums into part 0
+        _add_parts(d_w_parts)
+        _add_parts(d_wr_parts)
+        for part in range(1, parts):
+            for j in range(n):
+                d_b_parts[0, j] += d_b_parts[part, j]
 
 if numba is not None:
     @numba.njit(parallel=True, cache=True, nogil=True)  # no fastmath: IEEE order, as torch
@@ -287,16 +307,16 @@ def fused_layer_backward(x_in: torch.Tensor, spikes: torch.Tensor, grad_spikes: 
     parts = max(1, min(b, numba.get_num_threads()))
     has_rec = weight_rec is not None
 
-    def buf(*shape):  # torch-owned, so torch's memory accounting sees it
-        return torch.zeros(shape, dtype=dt).numpy()
+    def buf(*shape):  # torch-owned, so torch's memory accounting sees it; zeroed in the pass
+        return torch.empty(shape, dtype=dt).numpy()
 
     in_pass = need_dx and weight is not None and n <= NARROW_LAYER
     dx = buf(b, t, n) if need_dx and not in_pass else buf(1, 1, 1)
     d_in = buf(b, t, n_in) if in_pass else buf(1, 1, 1)
     w_np = weight.detach().contiguous().numpy() if in_pass else buf(1, 1)
-    d_w = buf(parts, n, n_in) if need_dw else buf(1, 1, 1)
+    d_w = buf(parts, n, n_in) if need_dw else buf(parts, 1, 1)
     d_b = buf(parts, n)
-    d_wr = buf(parts, n, n) if has_rec and need_dw else buf(1, 1, 1)
+    d_wr = buf(parts, n, n) if has_rec and need_dw else buf(parts, 1, 1)
     wr_t = weight_rec.detach().t().contiguous().numpy() if has_rec else buf(1, 1)
     _layer_backward(x_in.detach().contiguous().numpy(), spikes.contiguous().numpy(),
                     grad_spikes.contiguous().numpy(), active.contiguous().numpy(),
@@ -310,6 +330,6 @@ def fused_layer_backward(x_in: torch.Tensor, spikes: torch.Tensor, grad_spikes: 
     else:
         first = None
     return (first,
-            torch.from_numpy(d_w).sum(0) if need_dw else None,
-            torch.from_numpy(d_b).sum(0),
-            torch.from_numpy(d_wr).sum(0) if has_rec and need_dw else None)
+            torch.from_numpy(d_w[0]) if need_dw else None,
+            torch.from_numpy(d_b[0]),
+            torch.from_numpy(d_wr[0]) if has_rec and need_dw else None)
