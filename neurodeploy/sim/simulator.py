@@ -159,12 +159,11 @@ class _Synapse:
             a = self._apply(w, xs)
             if self.exp != 0 or self.wraps:
                 a = fx.shift_exponent(a.to(torch.int64), self.exp)
-            elif a.dtype == torch.float32:
-                a = a.to(torch.float64)  # exact integers (dtype chosen from bounds)
+            # else float32 stays: exact integers, |sum over delays| < 2**24 by the bound
             total = a if total is None else total + a
         if self.wraps:
             total = fx.wrap_signed(total, fx.CONV_ACCUMULATOR_BITS)
-        return total  # int64/int32, or float64 holding exact integers
+        return total  # int64/int32, or float32/float64 holding exact integers
 
 
 @dataclass
@@ -532,15 +531,17 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
                  else (np.arange(start, start + c) + 1) % reset_interval == phase)
         if a.dtype == torch.bool:
             a = a.to(torch.int8)
-        bias = None if layer.bias is None else np.tile(np.asarray(layer.bias, np.int64).reshape(-1), bsz)
-        state = (st["u"].to(torch.int64).reshape(-1).numpy().copy(),
-                 st["v"].to(torch.int64).reshape(-1).numpy().copy())
-        spikes, (u_end, v_end), u_rec, v_rec = fx.cuba_run(
-            a.reshape(c, -1).numpy(), neuron.parameters(), bias, reset, state=state, record=rec is not None,
+        if "bias_tiled" not in st:
+            st["bias_tiled"] = (None if layer.bias is None
+                                else np.tile(np.asarray(layer.bias, np.int64).reshape(-1), bsz))
+        if "u_np" not in st:  # int64 state, updated in place by the compiled loop
+            st["u_np"] = st["u"].to(torch.int64).reshape(-1).numpy().copy()
+            st["v_np"] = st["v"].to(torch.int64).reshape(-1).numpy().copy()
+        spikes, _, u_rec, v_rec = fx.cuba_run(
+            a.reshape(c, -1).numpy(), neuron.parameters(), st["bias_tiled"], reset,
+            state=(st["u_np"], st["v_np"]), record=rec is not None,
             a_first=None if lead is None else lead.reshape(-1).to(a.dtype).numpy())
         out_view.copy_(torch.from_numpy(spikes.view(np.int8)).reshape(out_view.shape))
-        st["u"] = torch.from_numpy(u_end).reshape(bsz, n).to(torch.float64)
-        st["v"] = torch.from_numpy(v_end).reshape(bsz, n).to(torch.float64)
         if rec is not None:
             us = list(torch.from_numpy(u_rec).reshape(c, bsz, n))
             vs = list(torch.from_numpy(v_rec).reshape(c, bsz, n))
