@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -165,3 +166,47 @@ def test_resume_from_a_checkpoint_of_another_model_is_a_clear_error(tmp_path):
 def test_sparse_backward_on_unsupported_layers_is_a_config_error(model, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(dict(TINY, model=model, train={**TINY["train"], "backward": "sparse"}))
+
+
+def test_sparse_training_reports_the_active_fraction(tmp_path):
+    from neurodeploy.data import load_dataset
+    from neurodeploy.pipeline import build_model, data_spec
+    from neurodeploy.train.loop import fit
+    from neurodeploy.train.sparse import forward_active
+
+    cfg = parse_config(dict(TINY, model={"hidden": [16], "surrogate": {"band": 0.5}},
+                            train={**TINY["train"], "backward": "sparse"}))
+    train, test = load_dataset(data_spec(cfg))
+    model = build_model(cfg, train.input_shape, train.num_classes)
+    logs = []
+    hist = fit(model, train, test, epochs=2, lr=0.01, batch_size=32, seed=0,
+               checkpoint_dir=tmp_path / "ck", log=logs.append)
+    assert len(hist.active_fraction) == 2 and all(0 < a < 1 for a in hist.active_fraction)
+    assert all(" active " in line and "%" in line for line in logs if "float epoch" in line)
+    # the count is forward_active's, summed over the layers and batches of the epoch
+    layer = next(m for m in model.modules() if hasattr(m, "active_counts"))
+    x, _ = next(iter(train.batches(32, shuffle=False)))
+    layer.active_counts.clear()
+    with torch.no_grad():
+        h = layer(x.float())
+    _, active, _ = forward_active(x.float(), layer.weight, None, None, layer.neuron, layer.surrogate)
+    assert layer.active_counts == {"active": active.numel(), "entries": h.numel()}
+    # evaluation does not count
+    layer.active_counts.clear()
+    layer.eval()
+    with torch.no_grad():
+        layer(x.float())
+    assert layer.active_counts == {}
+
+
+def test_dense_training_records_no_active_fraction(tmp_path):
+    from neurodeploy.data import load_dataset
+    from neurodeploy.pipeline import build_model, data_spec
+    from neurodeploy.train.loop import fit
+
+    cfg = parse_config(TINY)
+    train, test = load_dataset(data_spec(cfg))
+    model = build_model(cfg, train.input_shape, train.num_classes)
+    hist = fit(model, train, test, epochs=1, lr=0.01, batch_size=32, seed=0,
+               checkpoint_dir=tmp_path / "ck", log=lambda s: None)
+    assert hist.active_fraction == [None]

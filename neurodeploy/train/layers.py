@@ -48,6 +48,9 @@ class CubaDense(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
         self.hardware_forward = None  # set by hardware-aware training
         self.norm = None
+        #: sparse backward: active and all (sample, step, neuron) entries seen in training
+        #: since the training loop last cleared it
+        self.active_counts = {}
         if batch_norm:
             _check_batch_norm(neuron)
             self.norm = nn.BatchNorm1d(out_features)
@@ -67,7 +70,8 @@ class CubaDense(nn.Module):
             return self.hardware_forward(self, x)
         if self.backward == "sparse":
             from neurodeploy.train.sparse import cuba_layer
-            return cuba_layer(x, self.weight, None, self.neuron, self.surrogate, backward="sparse")
+            return cuba_layer(x, self.weight, None, self.neuron, self.surrogate, backward="sparse",
+                              stats=self.active_counts if self.training else None)
         current = x @ self.weight.T
         if self.norm is not None:
             b, t, n = current.shape

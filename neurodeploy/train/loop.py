@@ -25,6 +25,9 @@ class History:
     test_accuracy: List[float] = field(default_factory=list)
     seconds: List[float] = field(default_factory=list)
     phase: List[str] = field(default_factory=list)
+    #: sparse backward: fraction of active (sample, step, neuron) entries over the
+    #: epoch's training batches, all sparse layers together (None: no sparse layer)
+    active_fraction: List[Optional[float]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -80,7 +83,10 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
             start = state["epoch"]
             log(f"resumed {phase} training from {ckpt.name} (epoch {start}/{epochs})")
     model.to(device).train()
+    counted = [m.active_counts for m in model.modules() if hasattr(m, "active_counts")]
     for epoch in range(start, epochs):
+        for c in counted:
+            c.clear()
         t0 = time.perf_counter()
         total_loss = correct = seen = 0
         bar = tqdm(train_set.batches(batch_size, shuffle=True, seed=seed + epoch),
@@ -104,10 +110,15 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
         history.test_accuracy.append(test_acc)
         history.seconds.append(time.perf_counter() - t0)
         history.phase.append(phase)
+        entries = sum(c.get("entries", 0) for c in counted)
+        active = sum(c.get("active", 0) for c in counted) / entries if entries else None
+        history.active_fraction += [None] * (len(history.epoch) - 1 - len(history.active_fraction))
+        history.active_fraction.append(active)
         _save(checkpoint_dir / f"{phase}_epoch_{epoch + 1:03d}.pt",
               {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                "epoch": epoch + 1, "history": history.as_dict()})
         log(f"{phase} epoch {epoch + 1}/{epochs}: loss {history.loss[-1]:.4f} "
             f"train {history.train_accuracy[-1]:.3f} test {test_acc:.3f} "
-            f"({history.seconds[-1]:.1f} s)")
+            + (f"active {100 * active:.1f} % " if active is not None else "")
+            + f"({history.seconds[-1]:.1f} s)")
     return history

@@ -116,14 +116,16 @@ def _check_inputs(x_in, weight, bias, weight_rec, surrogate, backward):
 
 def cuba_layer(x_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                p: CubaFloatParameters, surrogate: SurrogateParameters,
-               weight_rec: Optional[torch.Tensor] = None, backward: str = "dense") -> torch.Tensor:
+               weight_rec: Optional[torch.Tensor] = None, backward: str = "dense",
+               stats: Optional[dict] = None) -> torch.Tensor:
     """A dense (optionally recurrent) CUBA-LIF layer over time -> spikes (batch, time, out).
 
     x_in: (batch, time, in) input spikes or values; weight: (out, in); bias: (out,)
     or None; weight_rec: (out, out) or None (input ``weight_rec @ s[t-1]``).
     backward: 'dense' = autograd BPTT through neuron.cuba_float_step (the reference);
     'sparse' = the sparse backward (module docstring), needs ``surrogate.band``.
-    The spikes are identical in both modes.
+    The spikes are identical in both modes. stats (sparse only): a dict to which the
+    number of active entries ("active") and of all entries ("entries") are added.
     """
     _check_inputs(x_in, weight, bias, weight_rec, surrogate, backward)
     if backward == "dense":
@@ -132,7 +134,7 @@ def cuba_layer(x_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
     if x_in.is_cuda:
         from neurodeploy.train.sparse_cuda import TritonKernels
         kernels = TritonKernels
-    return SparseCubaFunction.apply(x_in, weight, bias, weight_rec, p, surrogate, kernels)
+    return SparseCubaFunction.apply(x_in, weight, bias, weight_rec, p, surrogate, kernels, stats)
 
 
 def _dense_layer(x_in, weight, bias, p, surrogate, weight_rec):
@@ -339,7 +341,12 @@ class SparseCubaFunction(torch.autograd.Function):
     no per-step state."""
 
     @staticmethod
-    def forward(ctx, x_in, weight, bias, weight_rec, p, surrogate, kernels=TorchKernels):
+    def forward(ctx, x_in, weight, bias, weight_rec, p, surrogate, *extra):
+        # extra: (kernels=TorchKernels, stats=None); stats, a dict, gets "active" and
+        # "entries" added (the active (sample, step, neuron) entries and all of them)
+        kernels = extra[0] if extra else TorchKernels
+        stats = extra[1] if len(extra) > 1 else None
+        ctx.n_extra = len(extra)
         with torch.no_grad():
             out = None
             if (kernels is TorchKernels and USE_COMPILED_CPU and weight_rec is None
@@ -348,6 +355,9 @@ class SparseCubaFunction(torch.autograd.Function):
             if out is None:
                 out = kernels.forward_active(x_in, weight, bias, weight_rec, p, surrogate)
             spikes, active, sg = out
+        if stats is not None:
+            stats["active"] = stats.get("active", 0) + active.numel()
+            stats["entries"] = stats.get("entries", 0) + spikes.numel()
         ctx.p = p
         ctx.kernels = kernels
         ctx.has_bias = bias is not None
@@ -385,7 +395,7 @@ def _fused_cpu_backward(ctx, x_in, weight, weight_rec, spikes, active, sg, grad_
             d_w if ctx.needs_input_grad[1] else None,
             d_b if ctx.has_bias and ctx.needs_input_grad[2] else None,
             d_wr if ctx.has_rec and ctx.needs_input_grad[3] else None,
-            None, None, None)
+            None, None) + (None,) * ctx.n_extra
 
 
 def _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p):
@@ -413,4 +423,4 @@ def _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p):
         prev = torch.zeros_like(spikes)
         prev[:, 1:] = spikes[:, :-1]
         d_wr = sparse_weight_gradient(e, bi, ti, ji, r, decays, prev, n, ctx.kernels.filtered_trace)
-    return d_x, d_w, d_b, d_wr, None, None, None
+    return (d_x, d_w, d_b, d_wr, None, None) + (None,) * ctx.n_extra
