@@ -131,20 +131,18 @@ if numba is not None:
                     else:
                         for j in range(n):
                             e[j] = grad_t[j] * sg_t[j]
+                    # (spikes are 0/1; short loops over few arrays, so they vectorise)
                     for j in range(n):
-                        e_j = e[j]
-                        fired = s_t[j] != zero
-                        dv_j = e_j if fired else dv[j] * c + e_j   # c (1 - s): detached reset
-                        du_j = dv_j + a * du[j]
+                        dv_j = dv[j] * (c * (one - s_t[j])) + e[j]   # detached reset
                         dv[j] = dv_j
-                        du[j] = du_j
+                        du[j] = dv_j + a * du[j]
+                    for j in range(n):
+                        # A's column (b, t): e, minus the running sum of later entries
+                        # whose last spike is t; the sum restarts at each spike
                         k_j = carry[j] * c
-                        cf = e_j
-                        if fired:
-                            cf -= k_j
-                            k_j = zero
-                        carry[j] = k_j + e_j
-                        coef_t[j] = cf
+                        s_j = s_t[j]
+                        coef_t[j] = e[j] - k_j * s_j
+                        carry[j] = k_j * (one - s_j) + e[j]
                     if need_dx:
                         dx_t = dx[bb, t]
                         for j in range(n):
