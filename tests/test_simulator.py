@@ -92,3 +92,32 @@ def test_compiled_and_torch_neuron_paths_agree_on_a_conv_network(monkeypatch):
     assert np.array_equal(compiled.spikes, plain.spikes)
     for key in compiled.records:
         assert np.array_equal(compiled.records[key], plain.records[key]), key
+
+
+def test_event_driven_product_equals_the_int8_gemm(monkeypatch):
+    """Sparse binary inputs (1 %): the event-driven synapse (sum of the active inputs'
+    weight rows) gives the same u, v and spikes as the int8 GEMM; widths with and
+    without whole 8-byte words."""
+    from neurodeploy.sim import simulator
+    rng = np.random.default_rng(8)
+    original = simulator._event_product
+    for n_in in (96, 101):
+        net = _net(rng, [n_in, 40, 7], neuron=CubaNeuron(2000, 200, 3), weight_scale=35.0)
+        x = (rng.random((6, n_in, 50)) < 0.01).astype(np.int8)
+        calls = []
+
+        def counted(rows, w):
+            out = original(rows, w)
+            calls.append(out is not None)
+            return out
+
+        monkeypatch.setattr(simulator, "_event_product", counted)
+        monkeypatch.setattr(simulator, "EVENT_DENSITY", 1.0)   # always event-driven
+        event = simulate(net, x, record=True)
+        assert calls and all(calls)
+        monkeypatch.setattr(simulator, "EVENT_DENSITY", 0.0)   # never
+        gemm = simulate(net, x, record=True)
+        assert event.records["s/0"].sum() > 0
+        for key in gemm.records:
+            assert np.array_equal(event.records[key], gemm.records[key]), (n_in, key)
+        assert np.array_equal(event.spikes, gemm.spikes)

@@ -135,8 +135,12 @@ class _Synapse:
                 dilation=self.dilation, groups=self.groups)
             return y.reshape(f, b, -1)
         if self.int8 and x.dtype == torch.int8:
+            rows = x.reshape(f * b, -1)
+            event = _event_product(rows, self.w_int8)
+            if event is not None:
+                return event.reshape(f, b, -1)
             try:
-                return torch._int_mm(x.reshape(f * b, -1), self.w_int8).reshape(f, b, -1)
+                return torch._int_mm(rows, self.w_int8).reshape(f, b, -1)
             except RuntimeError:  # shape or platform not supported by the int8 kernel
                 self.int8 = False
                 x = x.to(self.dtype)
@@ -164,6 +168,70 @@ class _Synapse:
         if self.wraps:
             total = fx.wrap_signed(total, fx.CONV_ACCUMULATOR_BITS)
         return total  # int64/int32, or float32/float64 holding exact integers
+
+
+#: input density below which a binary dense product is computed event by event (the sum
+#: of the weight rows of the active inputs) instead of the int8 GEMM: 2.9x faster at 1 %,
+#: 1.35x at 3 %, slower from ~4.5 % (2-core AVX512 machine)
+EVENT_DENSITY = 0.03
+
+
+def _event_product(rows: torch.Tensor, w_int8: torch.Tensor) -> Optional[torch.Tensor]:
+    """rows (R, K) int8 0/1 @ w_int8 (K, N) -> int32 (R, N), event-driven, or None when
+    the input is too dense for it (or numba is missing). Exact: int32 sums of int8."""
+    kernel = _compiled_event_loops()
+    if kernel is None or rows.shape[0] == 0 or not rows.is_contiguous():
+        return None
+    sample = rows[:: max(1, rows.shape[0] // 256)]
+    if float(sample.sum(dtype=torch.int64)) >= EVENT_DENSITY * sample.numel():
+        return None
+    xn = rows.numpy()
+    words = xn.view(np.uint64) if xn.shape[1] % 8 == 0 else np.zeros((xn.shape[0], 0), np.uint64)
+    out = torch.empty((xn.shape[0], w_int8.shape[1]), dtype=torch.int32)
+    kernel(xn, words, w_int8.numpy(), out.numpy())
+    return out
+
+
+def _event_loops(x, words, w, out):  # pragma: no cover - compiled
+    # out[r] = sum of w[i] over x[r, i] != 0; zero 8-byte words of x skipped
+    rows, k_all = x.shape
+    n = w.shape[1]
+    n_words = words.shape[1]
+    for r in _prange(rows):
+        acc = out[r]
+        acc[:] = 0
+        xr = x[r]
+        wr = words[r]
+        for q in range(n_words):
+            if wr[q] != 0:
+                for i in range(q * 8, q * 8 + 8):
+                    if xr[i] != 0:
+                        wi = w[i]
+                        for j in range(n):
+                            acc[j] += wi[j]
+        for i in range(n_words * 8, k_all):
+            if xr[i] != 0:
+                wi = w[i]
+                for j in range(n):
+                    acc[j] += wi[j]
+
+
+_event_kernel = None
+
+
+def _compiled_event_loops():
+    """The compiled event-driven product, or None without numba."""
+    global _event_kernel
+    if _event_kernel is None:
+        try:
+            import numba
+        except ImportError:
+            _event_kernel = False
+            return None
+        g = dict(globals(), _prange=numba.prange)
+        fn = type(_event_loops)(_event_loops.__code__, g)
+        _event_kernel = numba.njit(parallel=True, cache=True, nogil=True)(fn)
+    return _event_kernel or None
 
 
 @dataclass
