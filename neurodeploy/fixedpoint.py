@@ -29,6 +29,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
+from neurodeploy._numba import parallel, prange as _prange
+
 # --- Loihi constants -------------------------------------------------------
 DECAY_SHIFT = 12
 DECAY_UNITY = 1 << DECAY_SHIFT  # 4096: decays are 12-bit fractions of this
@@ -358,26 +360,9 @@ def _cuba_neuron_steps(a, a_first, scale, delayed, current_factor, voltage_facto
                 v_rec[t, j] = v
 
 
-_compiled = None
-
-
-def _prange(n):  # replaced by numba.prange when compiled
-    return range(n)
-
-
 def compiled_cuba_steps():
     """The numba-compiled per-neuron loop, or None when numba is unavailable."""
-    global _compiled
-    if _compiled is None:
-        try:
-            import numba
-        except ImportError:
-            _compiled = False
-            return None
-        g = dict(globals(), _prange=numba.prange)
-        fn = type(_cuba_neuron_steps)(_cuba_neuron_steps.__code__, g)
-        _compiled = numba.njit(parallel=True, cache=True, nogil=True)(fn)
-    return _compiled or None
+    return parallel(_cuba_neuron_steps)
 
 
 def cuba_run(a: np.ndarray, p: CubaParameters, bias: Optional[np.ndarray], reset: np.ndarray,

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from neurodeploy import fixedpoint as fx
+from neurodeploy._numba import parallel, prange as _prange
 from neurodeploy.network import (
     Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron,
 )
@@ -216,22 +217,9 @@ def _event_loops(x, words, w, out):  # pragma: no cover - compiled
                     acc[j] += wi[j]
 
 
-_event_kernel = None
-
-
 def _compiled_event_loops():
     """The compiled event-driven product, or None without numba."""
-    global _event_kernel
-    if _event_kernel is None:
-        try:
-            import numba
-        except ImportError:
-            _event_kernel = False
-            return None
-        g = dict(globals(), _prange=numba.prange)
-        fn = type(_event_loops)(_event_loops.__code__, g)
-        _event_kernel = numba.njit(parallel=True, cache=True, nogil=True)(fn)
-    return _event_kernel or None
+    return parallel(_event_loops)
 
 
 @dataclass
@@ -460,26 +448,9 @@ def _frames_loops(src, perm, tidx, dst):  # pragma: no cover - compiled
                 out[f] = src[b, perm[f], t]
 
 
-def _prange(n):  # numba.prange when compiled
-    return range(n)
-
-
-_frames_kernel = None
-
-
 def _compiled_frames():
     """The compiled input reordering, or None without numba."""
-    global _frames_kernel
-    if _frames_kernel is None:
-        try:
-            import numba
-        except ImportError:
-            _frames_kernel = False
-            return None
-        g = dict(globals(), _prange=numba.prange)
-        fn = type(_frames_loops)(_frames_loops.__code__, g)
-        _frames_kernel = numba.njit(parallel=True, cache=True, nogil=True)(fn)
-    return _frames_kernel or None
+    return parallel(_frames_loops)
 
 
 def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
