@@ -56,8 +56,8 @@ if numba is not None:
     @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
     def _layer_backward(x, spikes, grad, active, sg, a, c, weight_rec_t, has_rec, need_dx, need_dw,
                         dx, d_w_parts, d_b_parts, d_wr_parts, weight, need_d_in, d_in):
-        # pragma: no cover - compiled. need_d_in: also d_in[b, t] = du[b, t] @ weight here
-        # (zero-initialised d_in; for narrow layers, where a GEMM call costs more)
+        # pragma: no cover - compiled. need_d_in: also the input gradient
+        # d_in[b, t] = du[b, t] @ weight here (narrow layers, where a GEMM call costs more)
         b_all, t_all, n = spikes.shape
         n_in = x.shape[2]
         zero = x.dtype.type(0.0)
