@@ -264,8 +264,9 @@ def bench_network(name, spec, batch, steps, reps, device):
         scratch = 0
         if sparse_cpu.numba is not None:
             sizes, itemsize = spec["sizes"], x.element_size()
-            scratch = max(sparse_cpu.scratch_bytes(steps, n, n_in, itemsize)
-                          for n_in, n in zip(sizes[:-1], sizes[1:]))
+            scratch = max(sparse_cpu.scratch_bytes(steps, n, n_in, itemsize,
+                                                   recurrent=spec["recurrent"] and k == 0)
+                          for k, (n_in, n) in enumerate(zip(sizes[:-1], sizes[1:])))
         res.update({"dense_peak_bytes_profiler": pd, "sparse_peak_bytes_profiler": ps,
                     "sparse_compiled_scratch_bytes": scratch,
                     "peak_memory_ratio_profiler": (ps + scratch) / pd})

@@ -426,7 +426,7 @@ class _InputFrames:
         if kernel is not None:
             kernel(self.src, self.perm, tidx, out.numpy())
         else:
-            out.copy_(torch.from_numpy(self.src[:, self.perm][:, :, tidx]).permute(2, 0, 1))
+            out.copy_(torch.from_numpy(self.src[:, :, tidx][:, self.perm]).permute(2, 0, 1))
         out = out.reshape((c, self.batch) + self.feed_shape)
         return out.view(torch.bool) if self.binary else out
 

@@ -82,9 +82,9 @@ if numba is not None:
             b1 = (part + 1) * b_all // parts
             sgd = np.zeros((t_all, n), x.dtype)   # surrogate derivative, 0 where inactive
             coef = np.zeros((t_all, n), x.dtype)  # A's entries for this sample: e and -e c^(t-r) merged
-            y_buf = np.zeros((t_all, n_in), x.dtype)   # the input trace Y of this sample
+            y_buf = np.zeros((t_all if need_dw else 1, n_in), x.dtype)  # the sample's input trace Y
             yb_buf = np.zeros(t_all, x.dtype)
-            yr_buf = np.zeros((t_all, n), x.dtype)
+            yr_buf = np.zeros((t_all if has_rec and need_dw else 1, n), x.dtype)
             ts = np.zeros((n, t_all), np.int64)    # per neuron: steps with a nonzero of A
             cs = np.zeros((n, t_all), x.dtype)     # and its value
             counts = np.zeros(n, np.int64)
@@ -271,14 +271,17 @@ def forward_active(x_in: torch.Tensor, weight: torch.Tensor, bias, p, surrogate)
 NARROW_LAYER = 32
 
 
-def scratch_bytes(t: int, n: int, n_in: int, itemsize: int, parts: "int | None" = None) -> int:
+def scratch_bytes(t: int, n: int, n_in: int, itemsize: int, parts: "int | None" = None,
+                  recurrent: bool = False) -> int:
     """Bytes of the compiled pass's per-core scratch arrays (numpy, allocated inside
     the kernel, so invisible to torch's memory profiling) for a layer of n neurons
-    with n_in inputs over t steps: per core the sample's trace Y (t x n_in), four
-    (t x n) arrays, the step indices (t x n int64) and a few vectors."""
+    with n_in inputs over t steps, weight gradient wanted: per core the sample's
+    trace Y (t x n_in), three (t x n) arrays (four if recurrent: the trace of its own
+    spikes), the step indices (t x n int64) and a few vectors."""
     if parts is None:
         parts = numba.get_num_threads() if numba is not None else 1
-    per_core = (t * n_in + 4 * t * n + 6 * n + 2 * n_in + t) * itemsize + t * n * 8
+    per_core = ((t * n_in + (4 if recurrent else 3) * t * n + 6 * n + 2 * n_in + t) * itemsize
+                + t * n * 8)
     return parts * per_core
 
 
