@@ -58,7 +58,8 @@ def _run(x, layers, p, surrogate, mode, x_grad=True):
         h = cuba_layer(h, w, b, p, surrogate, weight_rec=r, backward=mode)
         outs.append(h)
     g = torch.Generator().manual_seed(123)
-    loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in outs)
+    loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype).to(o.device)).sum()
+               for o in outs)
     loss = loss + outs[-1].sum(1).pow(2).sum() * 0.1   # a nonlinear term
     loss.backward()
     grads = [x.grad] if x_grad else []
@@ -278,32 +279,59 @@ def test_sparse_function_is_what_cpu_dispatch_uses():
 # --- the Triton (CUDA) implementation ------------------------------------------------------
 
 _TRITON_CHECK = r"""
+import sys
 import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def probe(x_ptr, T, B: tl.constexpr):   # a loop over a runtime bound, nothing of ours
+    o = tl.arange(0, B)
+    acc = tl.zeros([B], dtype=tl.float32)
+    for t in range(T):
+        acc += tl.load(x_ptr + t * B + o)
+    tl.store(x_ptr + o, acc)
+
+
+try:
+    probe[(1,)](torch.ones(3, 8), 3, B=8)
+except Exception as err:   # e.g. Triton 3.6's interpreter with numpy 2.5
+    print("INTERPRETER_BROKEN", type(err).__name__, err)
+    sys.exit(0)
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
 from neurodeploy.train.sparse import SparseCubaFunction, TorchKernels
+from neurodeploy.train import sparse_cuda
 from neurodeploy.train.sparse_cuda import TritonKernels
 
 p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
 sur = SurrogateParameters(scale=10.0, height=1.0, band=0.3)
 g = torch.Generator().manual_seed(0)
-for dtype in (torch.float64, torch.float32):
-    for recurrent in (False, True):
-        x = (torch.rand(3, 20, 9, generator=g) < 0.3).to(dtype)
-        w = torch.randn(6, 9, generator=g).to(dtype) * 0.7
-        b = torch.randn(6, generator=g).to(dtype) * 0.1
-        r = torch.randn(6, 6, generator=g).to(dtype) * 0.4 if recurrent else None
-        weights = torch.randn(3, 20, 6, generator=g).to(dtype)
+# (batch, time, in, out): the second shape spans several neuron blocks of the recurrent
+# kernel (64 x 16) and a batch that is not a multiple of its samples per program (4)
+shapes = [(3, 20, 9, 6), (5, 12, 9, 70)]
+for dtype, recurrent, (nb, nt, ni, no) in [(d, r, s) for d in (torch.float64, torch.float32)
+                                           for r in (False, True) for s in shapes]:
+        x = (torch.rand(nb, nt, ni, generator=g) < 0.3).to(dtype)
+        w = torch.randn(no, ni, generator=g).to(dtype) * 0.7
+        b = torch.randn(no, generator=g).to(dtype) * 0.1
+        r = torch.randn(no, no, generator=g).to(dtype) * 0.4 / no ** 0.5 * 2.5 if recurrent else None
+        weights = torch.randn(nb, nt, no, generator=g).to(dtype)
         res = {}
-        for name, kernels in (("torch", TorchKernels), ("triton", TritonKernels)):
+        # the Triton backward in one batch chunk, and in chunks of one sample each
+        for name, kernels, chunk in (("torch", TorchKernels, None), ("triton", TritonKernels, 16 << 20),
+                                     ("triton chunked", TritonKernels, 1)):
+            sparse_cuda.CHUNK_BYTES = chunk
             ts = [t.clone().requires_grad_(True) if t is not None else None for t in (x, w, b, r)]
             s = SparseCubaFunction.apply(ts[0], ts[1], ts[2], ts[3], p, sur, kernels)
             (s * weights).sum().backward()
             res[name] = [s] + [t.grad for t in ts if t is not None]
-        assert torch.equal(res["torch"][0], res["triton"][0]), "spikes differ"
         assert 0 < res["torch"][0].mean() < 1
-        for a, c in zip(res["torch"][1:], res["triton"][1:]):
-            err = ((a - c).abs().max() / a.abs().max().clamp(min=1e-12)).item()
-            assert err <= (1e-10 if dtype == torch.float64 else 1e-5), err
+        for name in ("triton", "triton chunked"):
+            assert torch.equal(res["torch"][0], res[name][0]), "spikes differ"
+            for a, c in zip(res["torch"][1:], res[name][1:]):
+                err = ((a - c).abs().max() / a.abs().max().clamp(min=1e-12)).item()
+                assert err <= (1e-10 if dtype == torch.float64 else 1e-5), (name, err)
 print("TRITON_OK")
 """
 
@@ -317,6 +345,9 @@ def test_triton_kernels_match_torch_in_interpreter_mode():
     env = dict(os.environ, TRITON_INTERPRET="1")
     out = subprocess.run([sys.executable, "-c", _TRITON_CHECK], env=env, capture_output=True,
                          text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    if out.returncode == 0 and "INTERPRETER_BROKEN" in out.stdout:
+        pytest.skip("Triton's interpreter cannot run a plain loop kernel on this install: "
+                    + out.stdout.strip()[-300:])
     assert out.returncode == 0 and "TRITON_OK" in out.stdout, out.stderr[-3000:]
 
 

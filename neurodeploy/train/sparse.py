@@ -49,7 +49,9 @@ adjoint is skipped for a feed-forward layer whose input needs no gradient.
 Implementations: this module (torch, any device); :mod:`neurodeploy.train.sparse_cpu`
 (the whole backward as one numba pass, used automatically for CPU tensors when
 numba is installed); :mod:`neurodeploy.train.sparse_cuda` (Triton kernels for the
-time loops, used automatically for CUDA tensors). Both imported lazily.
+time loops, used automatically for CUDA tensors: the adjoint runs over every entry with
+``e`` nonzero only at the active ones, and the weight gradient is ``du^T x``, one GEMM,
+which on a GPU is faster than building ``A`` and ``Y``). Both imported lazily.
 """
 from __future__ import annotations
 
@@ -165,7 +167,6 @@ def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
     v = current.new_zeros(b, n)
     s = current.new_zeros(b, n)
     spikes = current.new_empty(b, t, n)
-    vmt_all = current.new_empty(t, b, n)   # transient: freed when forward returns
     wr_t = weight_rec.T if weight_rec is not None else None
     for k in range(t):
         x = current[:, k]
@@ -179,11 +180,12 @@ def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
         s = (vmt > 0).to(vmt.dtype)
         v = v * (1.0 - s)
         spikes[:, k] = s
-        vmt_all[k] = vmt
-    flat = vmt_all.reshape(-1)
-    active = torch.nonzero(flat.abs() < surrogate.band).squeeze(1)
-    sg = surrogate_derivative(flat[active], surrogate)
-    return spikes, active, sg
+        current[:, k] = vmt   # step k's current is used: v - threshold takes its place
+    vmt_tbn = current.transpose(0, 1)
+    ti, bi, ji = torch.nonzero((vmt_tbn > -surrogate.band) & (vmt_tbn < surrogate.band),
+                               as_tuple=True)
+    sg = surrogate_derivative(current[bi, ti, ji], surrogate)
+    return spikes, (ti * b + bi) * n + ji, sg
 
 
 def filtered_trace(x: torch.Tensor, a: float, c: float) -> torch.Tensor:
@@ -377,6 +379,12 @@ class SparseCubaFunction(torch.autograd.Function):
             if fused is not None:
                 return fused
         with torch.no_grad():
+            if hasattr(ctx.kernels, "layer_backward"):   # CUDA: the whole layer at once
+                need = ctx.needs_input_grad
+                d_x, d_w, d_b, d_wr = ctx.kernels.layer_backward(
+                    x_in, weight, weight_rec, spikes, active, sg, grad_spikes, p, need_dx,
+                    need[1], ctx.has_bias and need[2], ctx.has_rec and need[3])
+                return (d_x, d_w, d_b, d_wr, None, None) + (None,) * ctx.n_extra
             e, dx = ctx.kernels.adjoint(grad_spikes, spikes, active, sg, p, weight_rec, need_dx)
             return _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p)
 
