@@ -73,6 +73,25 @@ def test_input_chunks_reorder_netx_order_to_torch_order(monkeypatch, binary):
         assert torch.equal(got.to(torch.int64), expect.to(torch.int64)), compiled
 
 
+@pytest.mark.parametrize("steps_in", [24, 21])
+def test_input_read_ahead_and_byte_block_reordering(monkeypatch, steps_in):
+    """1-d binary input (the 8 x 8 byte-block path when T is a multiple of 8, the
+    per-element path otherwise): successive chunks of odd sizes, served from the
+    read-ahead buffer, wrapping cyclically beyond T, equal the input in torch order."""
+    from neurodeploy.sim import simulator
+    monkeypatch.setattr(simulator, "READ_AHEAD_STEPS", 16)
+    rng = np.random.default_rng(5)
+    src = (rng.random((3, 40, steps_in)) < 0.4).astype(np.int8)
+    frames = simulator._InputFrames(src, (40,), (40,), True)
+    assert (frames.src64 is not None) == (steps_in % 8 == 0)
+    start = 0
+    for c in (5, 8, 3, 16, 13, 8, 30, 1):
+        got = frames.chunk(start, c)
+        expect = src[:, :, np.arange(start, start + c) % steps_in].transpose(2, 0, 1)
+        assert np.array_equal(got.numpy().view(np.int8), expect), (start, c)
+        start += c
+
+
 def test_compiled_and_torch_neuron_paths_agree_on_a_conv_network(monkeypatch):
     """Conv synapses (exact float32 products) into CUBA layers, chunked, with resets and
     records: the compiled neuron loop and the torch step give the same u, v and spikes."""

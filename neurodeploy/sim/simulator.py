@@ -41,6 +41,8 @@ from neurodeploy.network import (
 
 #: Elements per chunk of the largest (steps x batch x neurons) buffer.
 CHUNK_ELEMENTS = 1 << 22
+#: the input is reordered this many steps ahead (at most READ_AHEAD_ELEMENTS values)
+READ_AHEAD_STEPS, READ_AHEAD_ELEMENTS = 64, 1 << 24
 
 
 class SimulationInputError(ValueError):
@@ -401,9 +403,9 @@ def _check_inputs(network: Network, inputs, feed_shape) -> Tuple["_InputFrames",
 
 class _InputFrames:
     """The input in netx order (B, *netx_shape, T), handed out a chunk of steps at a
-    time in the simulator's order (steps, B, *torch_shape): a reused buffer, so no
-    transposed copy of the whole input is ever held. Steps beyond T repeat
-    cyclically (a RingBuffer source)."""
+    time in the simulator's order (steps, B, *torch_shape) from a reused read-ahead
+    buffer (READ_AHEAD_STEPS steps), so no transposed copy of the whole input is ever
+    held. Steps beyond T repeat cyclically (a RingBuffer source)."""
 
     def __init__(self, src: np.ndarray, netx_shape, feed_shape, binary: bool):
         self.src = src.reshape(src.shape[0], -1, src.shape[-1])  # (B, F netx order, T)
@@ -414,26 +416,60 @@ class _InputFrames:
         self.perm = (np.arange(int(np.prod(netx_shape))).reshape(netx_shape)
                      .transpose(*range(nd - 1, -1, -1)).reshape(-1))
         self.buffer = None
+        self.cached_start, self.cached = 0, 0   # steps held in buffer
+        # 8 x 8 byte-block transposes: 1-byte input, features in the same order in both
+        # layouts (1-d input), 8-byte aligned rows of steps and features
+        f_all = self.src.shape[1]
+        self.src64 = None
+        if (src.dtype.itemsize == 1 and f_all % 8 == 0 and self.steps % 8 == 0
+                and self.src.ctypes.data % 8 == 0
+                and np.array_equal(self.perm, np.arange(f_all))):
+            self.src64 = self.src.view(np.uint64)   # (B, F, T / 8)
 
     def chunk(self, start: int, c: int) -> torch.Tensor:
-        """Steps [start, start + c), (c, B, *torch_shape); bool for binary inputs."""
-        if self.buffer is None or self.buffer.shape[0] < c:
-            self.buffer = torch.empty((c, self.batch, self.src.shape[1]),
-                                      dtype=torch.as_tensor(self.src[:0, :0, :0]).dtype)
+        """Steps [start, start + c), (c, B, *torch_shape); bool for binary inputs. Valid
+        until the next call."""
+        if not (self.cached_start <= start and start + c <= self.cached_start + self.cached):
+            # refill: at least READ_AHEAD_STEPS (bounded by READ_AHEAD_ELEMENTS), so the
+            # input's cache lines (64 steps each in netx order) are read once, not once
+            # per chunk
+            width = self.batch * self.src.shape[1]
+            ahead = max(8, min(READ_AHEAD_STEPS, READ_AHEAD_ELEMENTS // max(1, width)))
+            n = max(c, ahead - ahead % 8)
+            if self.buffer is None or self.buffer.shape[0] < n:
+                self.buffer = torch.empty((n, self.batch, self.src.shape[1]),
+                                          dtype=torch.as_tensor(self.src[:0, :0, :0]).dtype)
+            self._fill(start, n)
+            self.cached_start, self.cached = start, n
+        out = self.buffer[start - self.cached_start:start - self.cached_start + c]
+        out = out.reshape((c, self.batch) + self.feed_shape)
+        return out.view(torch.bool) if self.binary else out
+
+    def _fill(self, start: int, c: int) -> None:
         out = self.buffer[:c]
         tidx = np.arange(start, start + c) % self.steps
         kernel = _compiled_frames()
         if kernel is not None:
-            kernel(self.src, self.perm, tidx, out.numpy())
+            ks = np.arange(c)
+            blocks8 = _compiled_blocks8() if self.src64 is not None else None
+            if blocks8 is not None and c >= 8:
+                # runs of 8 steps starting at a multiple of 8 (no wrap inside)
+                k0 = np.arange(0, c - 7, 8)
+                k0 = k0[(tidx[k0] % 8 == 0) & (tidx[k0 + 7] == tidx[k0] + 7)]
+                if k0.size:
+                    blocks8(self.src64, tidx[k0] // 8, k0, out.numpy().view(np.uint64))
+                    done = np.zeros(c, bool)
+                    done[(k0[:, None] + np.arange(8)).ravel()] = True
+                    ks = ks[~done]
+            if ks.size:
+                kernel(self.src, self.perm, tidx, ks, out.numpy())
         else:
             out.copy_(torch.from_numpy(self.src[:, :, tidx][:, self.perm]).permute(2, 0, 1))
-        out = out.reshape((c, self.batch) + self.feed_shape)
-        return out.view(torch.bool) if self.binary else out
 
 
-def _frames_loops(src, perm, tidx, dst):  # pragma: no cover - compiled
-    # dst[k, b, f] = src[b, perm[f], tidx[k]]; samples and blocks of 64 features split
-    # across cores, contiguous writes
+def _frames_loops(src, perm, tidx, ks, dst):  # pragma: no cover - compiled
+    # dst[k, b, f] = src[b, perm[f], tidx[k]] for k in ks; samples and blocks of 64
+    # features split across cores, contiguous writes
     b_all, f_all, _ = src.shape
     tile = 64
     nfb = (f_all + tile - 1) // tile
@@ -441,16 +477,72 @@ def _frames_loops(src, perm, tidx, dst):  # pragma: no cover - compiled
         b = job // nfb
         f0 = (job % nfb) * tile
         f1 = min(f_all, f0 + tile)
-        for k in range(tidx.size):
+        for k in ks:
             t = tidx[k]
             out = dst[k, b]
             for f in range(f0, f1):
                 out[f] = src[b, perm[f], t]
 
 
+_M32, _M16, _M8 = np.uint64(0xFFFFFFFF), np.uint64(0x0000FFFF0000FFFF), np.uint64(0x00FF00FF00FF00FF)
+_N32, _N16, _N8 = ~_M32, ~_M16, ~_M8
+_S32, _S16, _S8 = np.uint64(32), np.uint64(16), np.uint64(8)
+
+
+def _frames_blocks8(src64, t8, k0, dst64):  # pragma: no cover - compiled
+    # identity feature order, 1-byte values: for each run j of 8 steps, the 8 x 8 byte
+    # block (features 8g.., steps 8 t8[j]..) of sample b, read as 8 words (one per
+    # feature), is transposed in registers into 8 words (one per step):
+    # dst64[k0[j] + i, b, g] byte q = src64[b, 8 g + q, t8[j]] byte i
+    b_all = src64.shape[0]
+    g_all = src64.shape[1] // 8
+    for b in _prange(b_all):   # a sample's (F x 64 steps) input lines stay in L2
+        for j in range(t8.size):
+            t = t8[j]
+            for g in range(g_all):   # contiguous writes along each step's row
+                f = 8 * g
+                r0 = src64[b, f, t]
+                r1 = src64[b, f + 1, t]
+                r2 = src64[b, f + 2, t]
+                r3 = src64[b, f + 3, t]
+                r4 = src64[b, f + 4, t]
+                r5 = src64[b, f + 5, t]
+                r6 = src64[b, f + 6, t]
+                r7 = src64[b, f + 7, t]
+                # swap 4-byte halves between words i and i + 4
+                r0, r4 = (r0 & _M32) | ((r4 & _M32) << _S32), ((r0 >> _S32) & _M32) | (r4 & _N32)
+                r1, r5 = (r1 & _M32) | ((r5 & _M32) << _S32), ((r1 >> _S32) & _M32) | (r5 & _N32)
+                r2, r6 = (r2 & _M32) | ((r6 & _M32) << _S32), ((r2 >> _S32) & _M32) | (r6 & _N32)
+                r3, r7 = (r3 & _M32) | ((r7 & _M32) << _S32), ((r3 >> _S32) & _M32) | (r7 & _N32)
+                # 2-byte pairs between words i and i + 2
+                r0, r2 = (r0 & _M16) | ((r2 & _M16) << _S16), ((r0 >> _S16) & _M16) | (r2 & _N16)
+                r1, r3 = (r1 & _M16) | ((r3 & _M16) << _S16), ((r1 >> _S16) & _M16) | (r3 & _N16)
+                r4, r6 = (r4 & _M16) | ((r6 & _M16) << _S16), ((r4 >> _S16) & _M16) | (r6 & _N16)
+                r5, r7 = (r5 & _M16) | ((r7 & _M16) << _S16), ((r5 >> _S16) & _M16) | (r7 & _N16)
+                # bytes between words i and i + 1
+                r0, r1 = (r0 & _M8) | ((r1 & _M8) << _S8), ((r0 >> _S8) & _M8) | (r1 & _N8)
+                r2, r3 = (r2 & _M8) | ((r3 & _M8) << _S8), ((r2 >> _S8) & _M8) | (r3 & _N8)
+                r4, r5 = (r4 & _M8) | ((r5 & _M8) << _S8), ((r4 >> _S8) & _M8) | (r5 & _N8)
+                r6, r7 = (r6 & _M8) | ((r7 & _M8) << _S8), ((r6 >> _S8) & _M8) | (r7 & _N8)
+                k = k0[j]
+                dst64[k, b, g] = r0
+                dst64[k + 1, b, g] = r1
+                dst64[k + 2, b, g] = r2
+                dst64[k + 3, b, g] = r3
+                dst64[k + 4, b, g] = r4
+                dst64[k + 5, b, g] = r5
+                dst64[k + 6, b, g] = r6
+                dst64[k + 7, b, g] = r7
+
+
 def _compiled_frames():
     """The compiled input reordering, or None without numba."""
     return parallel(_frames_loops)
+
+
+def _compiled_blocks8():
+    """The compiled 8 x 8 byte-block reordering, or None without numba."""
+    return parallel(_frames_blocks8)
 
 
 def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
@@ -480,6 +572,8 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
         raise SimulationInputError(f"reset_interval must be >= 1, got {reset_interval}")
     widest = max([int(np.prod(feed_shape))] + [int(np.prod(l.shape)) for l in layers])
     chunk = chunk_steps or max(1, min(steps, CHUNK_ELEMENTS // max(1, batch * widest)))
+    if not chunk_steps and chunk > 8:
+        chunk -= chunk % 8   # chunks of whole 8-step runs: the input reordering's fast path
 
     states = [_init_state(l, batch) for l in layers]
     tails = [None if l.synapse is None else
