@@ -65,7 +65,7 @@ def _check_dense_weights(i: int, name: str, w: np.ndarray) -> None:
     (netx would carry an odd value as a 9-bit weight that no chip has)."""
     eff = fx.effective_weights(w)
     if not np.array_equal(eff, w):
-        bad = np.argwhere(eff != w)[0]
+        bad = tuple(int(v) for v in np.argwhere(eff != w)[0])   # plain ints in the message
         raise fx.BitWidthError(
             f"layer {i}: {name}[{tuple(bad)}] = {w[tuple(bad)]} is not an 8-bit Loihi weight "
             f"(the nearest one is {eff[tuple(bad)]}); quantise with fixedpoint.quantize_weights"

@@ -328,7 +328,7 @@ def check_bit_widths(network: Network, hw: HardwareConfig) -> None:
         for name, w in mats:
             eff = fx.effective_weights(w)
             if not np.array_equal(eff, w):
-                bad = tuple(np.argwhere(eff != w)[0])
+                bad = tuple(int(v) for v in np.argwhere(eff != w)[0])
                 raise MappingError(f"{where}: {name}{list(bad)} = {w[bad]} is not an 8-bit Loihi weight "
                                    f"(Lava's Dense would use {eff[bad]})", i, "weight_bits", int(w[bad]), 8)
             need = weight_bits_needed(w)
