@@ -89,6 +89,7 @@ if numba is not None:
             cs = np.zeros((n, t_all), x.dtype)     # and its value
             counts = np.zeros(n, np.int64)
             e = np.zeros(n, x.dtype)
+            n8 = n - n % 8
             dv = np.zeros(n, x.dtype)
             du = np.zeros(n, x.dtype)
             carry = np.zeros(n, x.dtype)          # sum of e c^(t'-t) since the next spike
@@ -111,23 +112,42 @@ if numba is not None:
                 dv[:] = zero
                 du[:] = zero
                 carry[:] = zero
+                lo = offsets[bb]
+                ptr = offsets[bb + 1]   # the sample's active entries not yet reached
                 # adjoint of the (u, v) filter, backward in time; detached reset
                 for t in range(t_all - 1, -1, -1):
                     sg_t = sgd[t]
                     grad_t = grad[bb, t]
                     s_t = spikes[bb, t]
                     coef_t = coef[t]
-                    if has_rec and t + 1 < t_all:
-                        # e needs W_rec^T du[t + 1] at the active entries: all e first
+                    if has_rec:
+                        # e needs W_rec^T du[t + 1] at the active entries: the sample's
+                        # entries of step t, walked from the end of its (t, j)-sorted
+                        # list. The dot products in 8 independent partial sums (one
+                        # strict-order chain waits on each add), then the tail
                         for j in range(n):
-                            e_j = zero
-                            if sg_t[j] != zero:
+                            e[j] = zero
+                        while ptr > lo and active[by_sample[ptr - 1]] // (b_all * n) == t:
+                            ptr -= 1
+                            q_e = by_sample[ptr]
+                            j = active[q_e] % n
+                            acc = zero
+                            if t + 1 < t_all:
                                 w_j = weight_rec_t[j]
-                                acc = zero
-                                for m in range(n):
+                                p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = zero
+                                for m in range(0, n8, 8):
+                                    p0 += du[m] * w_j[m]
+                                    p1 += du[m + 1] * w_j[m + 1]
+                                    p2 += du[m + 2] * w_j[m + 2]
+                                    p3 += du[m + 3] * w_j[m + 3]
+                                    p4 += du[m + 4] * w_j[m + 4]
+                                    p5 += du[m + 5] * w_j[m + 5]
+                                    p6 += du[m + 6] * w_j[m + 6]
+                                    p7 += du[m + 7] * w_j[m + 7]
+                                acc = ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))
+                                for m in range(n8, n):
                                     acc += du[m] * w_j[m]
-                                e_j = (grad_t[j] + acc) * sg_t[j]
-                            e[j] = e_j
+                            e[j] = (grad_t[j] + acc) * sg[q_e]
                     else:
                         for j in range(n):
                             e[j] = grad_t[j] * sg_t[j]
@@ -319,6 +339,10 @@ def fused_layer_backward(x_in: torch.Tensor, spikes: torch.Tensor, grad_spikes: 
     d_b = buf(parts, n)
     d_wr = buf(parts, n, n) if has_rec and need_dw else buf(parts, 1, 1)
     wr_t = weight_rec.detach().t().contiguous().numpy() if has_rec else buf(1, 1)
+    if has_rec and active.numel() > 1 and not bool((active[1:] > active[:-1]).all()):
+        # the recurrent pass walks each sample's entries in (t, j) order
+        active, order = torch.sort(active)
+        sg = sg[order]
     _layer_backward(x_in.detach().contiguous().numpy(), spikes.contiguous().numpy(),
                     grad_spikes.contiguous().numpy(), active.contiguous().numpy(),
                     sg.contiguous().numpy(), np_dt(a), np_dt(c), wr_t, has_rec,
