@@ -89,7 +89,6 @@ if numba is not None:
             cs = np.zeros((n, t_all), x.dtype)     # and its value
             counts = np.zeros(n, np.int64)
             e = np.zeros(n, x.dtype)
-            n8 = n - n % 8
             dv = np.zeros(n, x.dtype)
             du = np.zeros(n, x.dtype)
             carry = np.zeros(n, x.dtype)          # sum of e c^(t'-t) since the next spike
@@ -123,8 +122,7 @@ if numba is not None:
                     if has_rec:
                         # e needs W_rec^T du[t + 1] at the active entries: the sample's
                         # entries of step t, walked from the end of its (t, j)-sorted
-                        # list. The dot products in 8 independent partial sums (one
-                        # strict-order chain waits on each add), then the tail
+                        # list (not a test of every neuron at every step)
                         for j in range(n):
                             e[j] = zero
                         while ptr > lo and active[by_sample[ptr - 1]] // (b_all * n) == t:
@@ -134,18 +132,7 @@ if numba is not None:
                             acc = zero
                             if t + 1 < t_all:
                                 w_j = weight_rec_t[j]
-                                p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = zero
-                                for m in range(0, n8, 8):
-                                    p0 += du[m] * w_j[m]
-                                    p1 += du[m + 1] * w_j[m + 1]
-                                    p2 += du[m + 2] * w_j[m + 2]
-                                    p3 += du[m + 3] * w_j[m + 3]
-                                    p4 += du[m + 4] * w_j[m + 4]
-                                    p5 += du[m + 5] * w_j[m + 5]
-                                    p6 += du[m + 6] * w_j[m + 6]
-                                    p7 += du[m + 7] * w_j[m + 7]
-                                acc = ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))
-                                for m in range(n8, n):
+                                for m in range(n):
                                     acc += du[m] * w_j[m]
                             e[j] = (grad_t[j] + acc) * sg[q_e]
                     else:
