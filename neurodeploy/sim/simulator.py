@@ -41,8 +41,8 @@ from neurodeploy.network import (
 
 #: Elements per chunk of the largest (steps x batch x neurons) buffer.
 CHUNK_ELEMENTS = 1 << 22
-#: the input is reordered this many steps ahead (at most READ_AHEAD_ELEMENTS values)
-READ_AHEAD_STEPS, READ_AHEAD_ELEMENTS = 64, 1 << 24
+#: the input is reordered this many steps ahead (into at most READ_AHEAD_BYTES)
+READ_AHEAD_STEPS, READ_AHEAD_BYTES = 64, 1 << 24
 
 
 class SimulationInputError(ValueError):
@@ -430,11 +430,11 @@ class _InputFrames:
         """Steps [start, start + c), (c, B, *torch_shape); bool for binary inputs. Valid
         until the next call."""
         if not (self.cached_start <= start and start + c <= self.cached_start + self.cached):
-            # refill: at least READ_AHEAD_STEPS (bounded by READ_AHEAD_ELEMENTS), so the
-            # input's cache lines (64 steps each in netx order) are read once, not once
-            # per chunk
-            width = self.batch * self.src.shape[1]
-            ahead = max(8, min(READ_AHEAD_STEPS, READ_AHEAD_ELEMENTS // max(1, width)))
+            # refill: at least READ_AHEAD_STEPS (bounded by READ_AHEAD_BYTES), so the
+            # input's cache lines (64 steps each in netx order, 1-byte values) are read
+            # once, not once per chunk
+            width = self.batch * self.src.shape[1] * self.src.itemsize
+            ahead = max(8, min(READ_AHEAD_STEPS, READ_AHEAD_BYTES // max(1, width)))
             n = max(c, ahead - ahead % 8)
             if self.buffer is None or self.buffer.shape[0] < n:
                 self.buffer = torch.empty((n, self.batch, self.src.shape[1]),
