@@ -67,8 +67,8 @@ def _check_dense_weights(i: int, name: str, w: np.ndarray) -> None:
     if not np.array_equal(eff, w):
         bad = tuple(int(v) for v in np.argwhere(eff != w)[0])   # plain ints in the message
         raise fx.BitWidthError(
-            f"layer {i}: {name}[{tuple(bad)}] = {w[tuple(bad)]} is not an 8-bit Loihi weight "
-            f"(the nearest one is {eff[tuple(bad)]}); quantise with fixedpoint.quantize_weights"
+            f"layer {i}: {name}[{bad}] = {w[bad]} is not an 8-bit Loihi weight "
+            f"(the nearest one is {eff[bad]}); quantise with fixedpoint.quantize_weights"
         )
 
 

@@ -161,6 +161,14 @@ def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
     """Forward without autograd -> (spikes (B, T, N), active flat index in (T, B, N) order
     (int64), surrogate derivative at the active entries). Same arithmetic, in the same
     order, as neuron.cuba_float_step, so the spikes match the dense reference bit for bit."""
+    spikes, (ti, bi, ji), sg = forward_active_entries(x_in, weight, bias, weight_rec, p, surrogate)
+    b, _, n = spikes.shape
+    return spikes, (ti * b + bi) * n + ji, sg
+
+
+def forward_active_entries(x_in, weight, bias, weight_rec, p, surrogate):
+    """:func:`forward_active` with the active entries as (step, sample, neuron) index
+    tensors, sorted in (T, B, N) order."""
     current = x_in @ weight.T
     b, t, n = current.shape
     u = current.new_zeros(b, n)
@@ -185,7 +193,15 @@ def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
     ti, bi, ji = torch.nonzero((vmt_tbn > -surrogate.band) & (vmt_tbn < surrogate.band),
                                as_tuple=True)
     sg = surrogate_derivative(current[bi, ti, ji], surrogate)
-    return spikes, (ti * b + bi) * n + ji, sg
+    return spikes, (ti, bi, ji), sg
+
+
+def split_tbn(active, b, n):
+    """Flat (T, B, N)-order indices -> (step, sample, neuron) index tensors."""
+    ti = torch.div(active, b * n, rounding_mode="floor")
+    rem = active - ti * (b * n)
+    bi = torch.div(rem, n, rounding_mode="floor")
+    return ti, bi, rem - bi * n
 
 
 def filtered_trace(x: torch.Tensor, a: float, c: float) -> torch.Tensor:
@@ -288,10 +304,7 @@ def adjoint(grad_spikes, spikes, active_tbn, sg, p, weight_rec, need_dx):
     None). ``e = G sg`` with G = dL/ds including, when weight_rec is set, the recurrent
     term W_rec^T dx[t+1] gathered at the active entries only."""
     b, t, n = spikes.shape
-    ti = torch.div(active_tbn, b * n, rounding_mode="floor")
-    rem = active_tbn - ti * (b * n)
-    bi = torch.div(rem, n, rounding_mode="floor")
-    ji = rem - bi * n
+    ti, bi, ji = split_tbn(active_tbn, b, n)
     g_act = grad_spikes[bi, ti, ji]
     if weight_rec is None and not need_dx:
         return g_act * sg, None
@@ -409,10 +422,7 @@ def _fused_cpu_backward(ctx, x_in, weight, weight_rec, spikes, active, sg, grad_
 def _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p):
     """Parameter and input gradients from the active errors ``e`` (and dx if computed)."""
     b, t, n = spikes.shape
-    ti = torch.div(active, b * n, rounding_mode="floor")
-    rem = active - ti * (b * n)
-    bi = torch.div(rem, n, rounding_mode="floor")
-    ji = rem - bi * n
+    ti, bi, ji = split_tbn(active, b, n)
     r = last_spike_before(spikes, bi, ti, ji)
     decays = (1.0 - p.current_decay, 1.0 - p.voltage_decay)
     d_x = dx @ weight if dx is not None else None

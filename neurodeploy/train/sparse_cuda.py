@@ -189,13 +189,10 @@ class TritonKernels:
     @staticmethod
     def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
         if weight_rec is not None:   # per-step matmul with W_rec: torch loop
-            spikes, active_tbn, sg = _torch_impl.forward_active(x_in, weight, bias, weight_rec,
-                                                                p, surrogate)
-            b, t, n = spikes.shape
-            ti = torch.div(active_tbn, b * n, rounding_mode="floor")
-            rem = active_tbn - ti * (b * n)
-            bi = torch.div(rem, n, rounding_mode="floor")
-            return spikes, (bi * t + ti) * n + (rem - bi * n), sg
+            spikes, (ti, bi, ji), sg = _torch_impl.forward_active_entries(
+                x_in, weight, bias, weight_rec, p, surrogate)
+            _, t, n = spikes.shape
+            return spikes, (bi * t + ti) * n + ji, sg
         forward_kernel = _kernels()[1]
         current = (x_in @ weight.T).contiguous()
         b, t, n = current.shape
