@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from conftest import requires_lava
 from neurodeploy.cli import main
-from neurodeploy.config import ConfigError, load_config, parse_config
+from neurodeploy.config import EXAMPLES_DIR, ConfigError, load_config, parse_config
 from neurodeploy.pipeline import OutputDirError, run_pipeline
 
 TINY = {
@@ -26,6 +26,28 @@ TINY = {
 def test_default_config_is_the_offline_digits_example():
     cfg = load_config()
     assert cfg.name == "digits" and cfg.data.name == "digits" and cfg.data.dir is None
+    assert cfg.train.backward == "sparse" and cfg.model.surrogate.band is not None
+
+
+@pytest.mark.slow
+def test_default_sparse_training_reaches_dense_accuracy(tmp_path):
+    """The default (sparse backward, surrogate band 3) against dense BPTT without a band
+    (examples/digits_dense.yaml), same seed and epochs, through the pipeline: float test
+    accuracy within 0.5 points (issue 4's acceptance; seeds 0-4 in
+    benchmarks/results/sparse_pipeline_digits_cpu.json)."""
+    from neurodeploy.pipeline import run_pipeline
+
+    def float_accuracy(cfg, name):
+        d = cfg.resolved()
+        d["lava"]["enabled"], d["hardware"]["config"] = False, None
+        d["train"]["hardware_aware_epochs"] = 0
+        m = run_pipeline(type(cfg).model_validate(d), tmp_path / name, log=lambda s: None).metrics
+        return m["accuracy"]["float"], m["history"]["active_fraction"]
+
+    sparse, active = float_accuracy(load_config(), "sparse")
+    dense, no_active = float_accuracy(load_config(EXAMPLES_DIR / "digits_dense.yaml"), "dense")
+    assert all(0 < a < 1 for a in active) and set(no_active) == {None}
+    assert sparse >= dense - 0.005, (sparse, dense)
 
 
 def test_unknown_key_is_named_before_any_work(tmp_path):
