@@ -65,6 +65,10 @@ class BitWidthError(ValueError):
 def check_range(name: str, values, lo: int, hi: int, where: str = "") -> None:
     """Raise :class:`BitWidthError` naming ``name`` if any value is outside [lo, hi]
     or not an integer."""
+    if isinstance(values, (int, np.integer)) and not isinstance(values, bool):  # fast path
+        if not lo <= values <= hi:
+            raise BitWidthError(f"{where}{name} out of Loihi's range [{lo}, {hi}]: found {int(values)}")
+        return
     arr = np.asarray(values)
     if arr.size == 0:
         return
@@ -367,12 +371,12 @@ def compiled_cuba_steps():
 
 def cuba_run(a: np.ndarray, p: CubaParameters, bias: Optional[np.ndarray], reset: np.ndarray,
              state: Optional[tuple] = None, record: bool = False, a_first: Optional[np.ndarray] = None,
-             scale: int = 1):
+             scale: int = 1, spikes: Optional[np.ndarray] = None):
     """Run CUBA-LIF neurons over synaptic input ``scale * a`` (steps, neurons) integers,
     resetting u and v before the steps where ``reset`` is True. With ``a_first`` the
     input is delayed by one step (step t gets a[t - 1], step 0 gets a_first), as a
     Lava synapse delivers it. Returns (spikes (steps, neurons) uint8, (u, v) final
-    state, u_rec, v_rec)."""
+    state, u_rec, v_rec); ``spikes``, when given, is written in place."""
     steps, n = a.shape
     if a_first is not None or scale != 1:
         if compiled_cuba_steps() is None:  # the torch fallback takes the delayed, scaled input
@@ -380,12 +384,15 @@ def cuba_run(a: np.ndarray, p: CubaParameters, bias: Optional[np.ndarray], reset
             full = np.asarray(a, np.int64) * scale
             if a_first is not None:
                 full = np.concatenate([first[None] * scale, full[:-1]])
-            return cuba_run(full, p, bias, reset, state, record)
+            return cuba_run(full, p, bias, reset, state, record, spikes=spikes)
     u = np.zeros(n, np.int64) if state is None else state[0]
     v = np.zeros(n, np.int64) if state is None else state[1]
     bias_eff = (np.zeros(n, np.int64) if bias is None
                 else np.broadcast_to(np.asarray(bias, np.int64) << BIAS_EXP, (n,)).copy())
-    spikes = np.empty((steps, n), np.uint8)
+    if spikes is None:
+        spikes = np.empty((steps, n), np.uint8)
+    elif spikes.shape != (steps, n) or spikes.dtype != np.uint8:
+        raise ValueError(f"spikes buffer must be uint8 of shape {(steps, n)}, got {spikes.dtype} {spikes.shape}")
     u_rec = np.empty((steps, n), np.int64) if record else np.empty((1, 1), np.int64)
     v_rec = np.empty((steps, n), np.int64) if record else np.empty((1, 1), np.int64)
     kernel = compiled_cuba_steps()

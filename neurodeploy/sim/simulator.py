@@ -185,10 +185,10 @@ def _event_product(rows: torch.Tensor, w_int8: torch.Tensor) -> Optional[torch.T
     kernel = _compiled_event_loops()
     if kernel is None or rows.shape[0] == 0 or not rows.is_contiguous():
         return None
-    sample = rows[:: max(1, rows.shape[0] // 256)]
-    if float(sample.sum(dtype=torch.int64)) >= EVENT_DENSITY * sample.numel():
-        return None
     xn = rows.numpy()
+    sample = xn[:: max(1, xn.shape[0] // 32)]
+    if np.count_nonzero(sample) >= EVENT_DENSITY * sample.size:
+        return None
     words = xn.view(np.uint64) if xn.shape[1] % 8 == 0 else np.zeros((xn.shape[0], 0), np.uint64)
     out = torch.empty((xn.shape[0], w_int8.shape[1]), dtype=torch.int32)
     kernel(xn, words, w_int8.numpy(), out.numpy())
@@ -670,11 +670,13 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
         if "u_np" not in st:  # int64 state, updated in place by the compiled loop
             st["u_np"] = st["u"].to(torch.int64).reshape(-1).numpy().copy()
             st["v_np"] = st["v"].to(torch.int64).reshape(-1).numpy().copy()
-        spikes, _, u_rec, v_rec = fx.cuba_run(
-            a.reshape(c, -1).numpy(), neuron.parameters(), st["bias_tiled"], reset,
+        if "parameters" not in st:
+            st["parameters"] = neuron.parameters()
+        _, _, u_rec, v_rec = fx.cuba_run(
+            a.reshape(c, -1).numpy(), st["parameters"], st["bias_tiled"], reset,
             state=(st["u_np"], st["v_np"]), record=rec is not None,
-            a_first=None if lead is None else lead.reshape(-1).to(a.dtype).numpy())
-        out_view.copy_(torch.from_numpy(spikes.view(np.int8)).reshape(out_view.shape))
+            a_first=None if lead is None else lead.reshape(-1).to(a.dtype).numpy(),
+            spikes=out.view(torch.uint8).reshape(c, -1).numpy())
         if rec is not None:
             us = list(torch.from_numpy(u_rec).reshape(c, bsz, n))
             vs = list(torch.from_numpy(v_rec).reshape(c, bsz, n))
