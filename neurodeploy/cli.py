@@ -21,7 +21,8 @@ def main():
 @click.option("--data-dir", default=None, help="Directory with the dataset's published files.")
 @click.option("--epochs", type=int, default=None, help="Override train.epochs.")
 @click.option("--limit", type=int, default=None, help="Samples per split, for a quick run.")
-@click.option("--lava-samples", type=int, default=None, help="Test samples to run on Lava.")
+@click.option("--lava-samples", type=click.IntRange(min=0), default=None,
+              help="Test samples to run on Lava (0: skip Lava).")
 def pipeline(config, out_dir, resume, data_dir, epochs, limit, lava_samples):
     """Train, quantise, export (netx), simulate bit-exactly and run on Lava.
 
@@ -34,8 +35,10 @@ def pipeline(config, out_dir, resume, data_dir, epochs, limit, lava_samples):
 
     try:
         cfg = load_config(config)
-        cfg = cfg.with_overrides(**{"data.dir": data_dir, "train.epochs": epochs,
-                                    "data.limit": limit, "lava.samples": lava_samples})
+        skip_lava = lava_samples == 0
+        cfg = cfg.with_overrides(**{"data.dir": data_dir, "train.epochs": epochs, "data.limit": limit,
+                                    "lava.samples": None if skip_lava else lava_samples,
+                                    "lava.enabled": False if skip_lava else None})
     except ConfigError as e:
         raise click.ClickException(str(e))
     out = Path(out_dir) if out_dir else Path("runs") / cfg.name

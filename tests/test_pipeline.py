@@ -72,6 +72,21 @@ def test_cli_reports_config_error_and_exits_nonzero(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_lava_samples_zero_skips_lava(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(dict(TINY, train={**TINY["train"], "epochs": 1},
+                                        hardware={"config": None})))
+    result = CliRunner().invoke(main, ["pipeline", str(path), "--out", str(tmp_path / "o"),
+                                       "--lava-samples", "0"])
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["accuracy"]["lava"] is None and m["agreement"]["samples"] == 0
+    assert "lava: running" not in result.output
+    assert yaml.safe_load((tmp_path / "o" / "config.yaml").read_text())["lava"]["enabled"] is False
+    bad = CliRunner().invoke(main, ["pipeline", str(path), "--lava-samples", "-1"])
+    assert bad.exit_code != 0 and "lava-samples" in bad.output
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_unwritable_output_dir_fails_before_training(tmp_path):
     ro = tmp_path / "ro"
