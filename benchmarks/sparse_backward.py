@@ -201,13 +201,15 @@ def cpu_peak_bytes(fn):
 
 
 def active_fraction(x, ws, rec, h):
-    """Active (|v - theta| < band) fraction of the hidden layer and of all layers."""
+    """Active (|v - theta| < band) fraction of the hidden layer and of all layers, and
+    the active entries of each layer."""
     with torch.no_grad():
         _, act_h, _ = forward_active(x, ws[0], None, rec, NEURON, SURROGATE)
         _, act_o, _ = forward_active(h, ws[1], None, None, NEURON, SURROGATE)
     n_h = h.numel()
     n_o = h.shape[0] * h.shape[1] * ws[1].shape[0]
-    return act_h.numel() / n_h, (act_h.numel() + act_o.numel()) / (n_h + n_o)
+    return (act_h.numel() / n_h, (act_h.numel() + act_o.numel()) / (n_h + n_o),
+            (act_h.numel(), act_o.numel()))
 
 
 def slayer_baseline(spec, x, target, reps, device):
@@ -284,6 +286,7 @@ def bench_network(name, spec, batch, steps, reps, device):
                                            / inter["sparse"]["backward_min"])
     md = memory_mode(x, target, ws, rec, "dense", device)
     ms = memory_mode(x, target, ws, rec, "sparse", device)
+    act_hidden, act_all, act_counts = active_fraction(x, ws, rec, h)
     if device == "cpu":   # (saved-for-backward bytes, profiler peak)
         (md, pd), (ms, ps) = md, ms
         # the compiled CPU pass's own scratch (numpy, unseen by the profiler), for the
@@ -292,12 +295,12 @@ def bench_network(name, spec, batch, steps, reps, device):
         if sparse_cpu.numba is not None:
             sizes, itemsize = spec["sizes"], x.element_size()
             scratch = max(sparse_cpu.scratch_bytes(steps, n, n_in, itemsize,
-                                                   recurrent=spec["recurrent"] and k == 0)
+                                                   recurrent=spec["recurrent"] and k == 0,
+                                                   n_active=act_counts[k], batch=x.shape[0])
                           for k, (n_in, n) in enumerate(zip(sizes[:-1], sizes[1:])))
         res.update({"dense_peak_bytes_profiler": pd, "sparse_peak_bytes_profiler": ps,
                     "sparse_compiled_scratch_bytes": scratch,
                     "peak_memory_ratio_profiler": (ps + scratch) / pd})
-    act_hidden, act_all = active_fraction(x, ws, rec, h)
     res.update({
         "input_rate": x.mean().item(), "hidden_rate": h.mean().item(), "output_rate": out_d.mean().item(),
         "spikes_identical": bool(torch.equal(out_d, out_s)),

@@ -62,18 +62,36 @@ if numba is not None:
         n_in = x.shape[2]
         zero = x.dtype.type(0.0)
         one = x.dtype.type(1.0)
-        # group the active entries (flat (t, b, j) order) by sample, keeping (t, j) order
+        # group the active entries by sample, keeping (t, j) order: the sample's steps
+        # g_t, neurons g_j and surrogate derivatives g_sg. Two passes (count, fill) over
+        # the flat (t, b, j) indices, each dividing once per (t, b) row of the sorted
+        # list (any order is decoded correctly; sorted is fast)
+        n_act = active.size
         offsets = np.zeros(b_all + 1, np.int64)
-        for q in range(active.size):
-            offsets[(active[q] // n) % b_all + 1] += 1
-        for bb in range(b_all):
-            offsets[bb + 1] += offsets[bb]
-        fill = offsets[:-1].copy()
-        by_sample = np.empty(active.size, np.int64)
-        for q in range(active.size):
-            bb = (active[q] // n) % b_all
-            by_sample[fill[bb]] = q
-            fill[bb] += 1
+        g_t = np.empty(n_act, np.int32)
+        g_j = np.empty(n_act, np.int32)
+        g_sg = np.empty(n_act, sg.dtype)
+        fill = offsets[:-1]
+        for fill_pass in range(2):
+            if fill_pass == 1:
+                for bb in range(b_all):
+                    offsets[bb + 1] += offsets[bb]
+                fill = offsets[:-1].copy()
+            row_start, row_end, t_row, b_row = 0, 0, 0, 0
+            for q in range(n_act):
+                f = active[q]
+                if f >= row_end or f < row_start:
+                    r = f // n
+                    row_start, row_end = r * n, r * n + n
+                    t_row, b_row = r // b_all, r % b_all
+                if fill_pass == 0:
+                    offsets[b_row + 1] += 1
+                else:
+                    k = fill[b_row]
+                    g_t[k] = t_row
+                    g_j[k] = f - row_start
+                    g_sg[k] = sg[q]
+                    fill[b_row] = k + 1
         parts = d_b_parts.shape[0]
         for part in numba.prange(parts):
             # 1-D row views throughout: numba vectorises loops over them, not over
@@ -105,9 +123,7 @@ if numba is not None:
             for bb in range(b0, b1):
                 sgd[:, :] = zero
                 for k in range(offsets[bb], offsets[bb + 1]):
-                    q = by_sample[k]
-                    f = active[q]
-                    sgd[f // (b_all * n), f % n] = sg[q]
+                    sgd[g_t[k], g_j[k]] = g_sg[k]
                 dv[:] = zero
                 du[:] = zero
                 carry[:] = zero
@@ -125,16 +141,15 @@ if numba is not None:
                         # list (not a test of every neuron at every step)
                         for j in range(n):
                             e[j] = zero
-                        while ptr > lo and active[by_sample[ptr - 1]] // (b_all * n) == t:
+                        while ptr > lo and g_t[ptr - 1] == t:
                             ptr -= 1
-                            q_e = by_sample[ptr]
-                            j = active[q_e] % n
+                            j = g_j[ptr]
                             acc = zero
                             if t + 1 < t_all:
                                 w_j = weight_rec_t[j]
                                 for m in range(n):
                                     acc += du[m] * w_j[m]
-                            e[j] = (grad_t[j] + acc) * sg[q_e]
+                            e[j] = (grad_t[j] + acc) * g_sg[ptr]
                     else:
                         for j in range(n):
                             e[j] = grad_t[j] * sg_t[j]
@@ -279,17 +294,18 @@ NARROW_LAYER = 32
 
 
 def scratch_bytes(t: int, n: int, n_in: int, itemsize: int, parts: "int | None" = None,
-                  recurrent: bool = False) -> int:
-    """Bytes of the compiled pass's per-core scratch arrays (numpy, allocated inside
-    the kernel, so invisible to torch's memory profiling) for a layer of n neurons
-    with n_in inputs over t steps, weight gradient wanted: per core the sample's
-    trace Y (t x n_in), three (t x n) arrays (four if recurrent: the trace of its own
-    spikes), the step indices (t x n int64) and a few vectors."""
+                  recurrent: bool = False, n_active: int = 0, batch: int = 0) -> int:
+    """Bytes of the compiled pass's scratch arrays (numpy, allocated inside the kernel,
+    so invisible to torch's memory profiling) for a layer of n neurons with n_in
+    inputs over t steps, weight gradient wanted: per core the sample's trace Y
+    (t x n_in), three (t x n) arrays (four if recurrent: the trace of its own spikes),
+    the step indices (t x n int64) and a few vectors; once, the grouped active entries
+    (two int32 and one value per entry) and the batch's offsets."""
     if parts is None:
         parts = numba.get_num_threads() if numba is not None else 1
     per_core = ((t * n_in + (4 if recurrent else 3) * t * n + 6 * n + 2 * n_in + t) * itemsize
                 + t * n * 8)
-    return parts * per_core
+    return parts * per_core + n_active * (2 * 4 + itemsize) + 2 * (batch + 1) * 8
 
 
 def fused_layer_backward(x_in: torch.Tensor, spikes: torch.Tensor, grad_spikes: torch.Tensor,
