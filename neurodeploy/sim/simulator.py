@@ -580,7 +580,10 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
              torch.zeros((l.synapse.max_delay + 1, batch) + tuple(l.synapse.in_shape),
                          dtype=torch.int64 if l.synapse.graded_input else torch.bool)
              for l in layers]
-    out_chunks: List[torch.Tensor] = []
+    out_layer = layers[-1]
+    netx_out = _netx_shape(out_layer.shape)
+    # the output, written chunk by chunk in netx order (no second copy of a long run)
+    spikes_t = torch.empty((batch,) + netx_out + (steps,), dtype=torch.int32)
     rec: Dict[str, List[torch.Tensor]] = {}
     leads: List[Optional[torch.Tensor]] = [None] * len(layers)
     for start in range(0, steps, chunk):
@@ -610,10 +613,8 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
             s = _run_neurons(layer, a, states[li], start, reset_interval, reset_offset,
                              rec if record else None, lead)
             s = s.reshape((c, batch) + tuple(layer.shape))
-        out_chunks.append(s.reshape(c, batch, -1).to(torch.int32))
-    out_layer = layers[-1]
-    netx_out = _netx_shape(out_layer.shape)
-    spikes = _to_netx(torch.cat(out_chunks), out_layer.shape)
+        spikes_t[..., start:start + c].copy_(_netx_view(s, out_layer.shape))
+    spikes = spikes_t.numpy()
     records = {}
     if record:
         for key, frames in rec.items():
@@ -627,12 +628,17 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
     return SimResult(spikes=spikes, records=records)
 
 
-def _to_netx(frames: torch.Tensor, shape) -> np.ndarray:
-    """(steps, B, N) in torch order -> (B, *netx_shape, steps)."""
+def _netx_view(frames: torch.Tensor, shape) -> torch.Tensor:
+    """(steps, B, N) in torch order -> a (B, *netx_shape, steps) view."""
     t, b = frames.shape[:2]
     y = frames.reshape((t, b) + tuple(shape))
     nd = len(shape)
-    return y.permute(1, *range(nd + 1, 1, -1), 0).contiguous().numpy()
+    return y.permute(1, *range(nd + 1, 1, -1), 0)
+
+
+def _to_netx(frames: torch.Tensor, shape) -> np.ndarray:
+    """(steps, B, N) in torch order -> (B, *netx_shape, steps), contiguous."""
+    return _netx_view(frames, shape).contiguous().numpy()
 
 
 def _init_state(layer: _Layer, batch: int):
