@@ -22,10 +22,10 @@ from neurodeploy.config import RunConfig
 from neurodeploy.export.netx import write_netx
 from neurodeploy.export.quantize import quantize_model
 from neurodeploy.network import Dense, Network
-from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
-from neurodeploy.sim.simulator import simulate
+from neurodeploy.sim.samples import lava_outputs
+from neurodeploy.sim.samples import simulated_outputs as quantized_outputs
 from neurodeploy.train.layers import SpikingNetwork
-from neurodeploy.train.loop import History, evaluate, fit, latest_checkpoint
+from neurodeploy.train.loop import evaluate, fit, latest_checkpoint
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
 
 
@@ -88,30 +88,6 @@ def netx_samples(encoded: np.ndarray, network: Network) -> np.ndarray:
         out = np.moveaxis(encoded, 1, -1)  # (n, C, H, W, t)
         out = out.transpose(0, 3, 2, 1, 4)  # (n, W, H, C, t)
     return np.ascontiguousarray(out).astype(np.int64)
-
-
-def quantized_outputs(network: Network, samples: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Hardware-exact output spikes of independent samples (n, features, P) ->
-    (n, *out_shape, P): each sample run alone on Lava's timeline (sim.samples)."""
-    n, p = samples.shape[0], samples.shape[-1]
-    layers = len(network.neuron_layers)
-    outs = []
-    for start in range(0, n, batch_size):
-        chunk = samples[start:start + batch_size]
-        streams = np.stack([sample_stream(x[None]) for x in chunk])
-        res = simulate(network, streams, steps=stream_steps(1, p, layers), reset_interval=p)
-        outs.append(np.stack([output_windows(o, 1, p, layers)[0] for o in res.spikes]))
-    return np.concatenate(outs) if outs else np.zeros((0, *network.output_shape, p))
-
-
-def lava_outputs(net_path: Path, network: Network, samples: np.ndarray) -> np.ndarray:
-    """Run all samples through Lava in one stream (state reset between samples)."""
-    from neurodeploy.lava_adapter import run_netx
-    n, p = samples.shape[0], samples.shape[-1]
-    layers = len(network.neuron_layers)
-    run = run_netx(net_path, sample_stream(samples), steps=stream_steps(n, p, layers),
-                   reset_interval=p)
-    return output_windows(run.spikes, n, p, layers)
 
 
 def training_forward_outputs(model, dataset, n: int) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Bit-accurate simulator: fast checks (no Lava) against lava-dl's ground truth
 recordings and the fixed-point definitions; Lava comparisons in test_sim_lava.py."""
+import json
 from pathlib import Path
 
 import h5py
@@ -219,16 +220,49 @@ def test_simulate_cli_writes_spikes_and_per_layer_records(tmp_path):
     assert out["u/0"].shape == (2, 8, 12) and np.array_equal(out["v/1"], ref.records["v/1"])
 
 
-def test_validate_without_lava_reports_simulator_accuracy(tmp_path):
+@pytest.mark.parametrize("timeline", ["samples", "raw"])
+def test_validate_without_lava_reports_simulator_accuracy(tmp_path, timeline):
+    """samples: each sample alone, layers aligned (the pipeline's accuracy.sim); raw:
+    the file run for T steps per sample. Labels built from the matching simulator run
+    with three flipped: accuracy 0.7 on that timeline, in batches of 4."""
+    import json
+
     from neurodeploy.sim.commands import classify, validate
+    from neurodeploy.sim.samples import simulated_outputs
     rng = np.random.default_rng(6)
     net = _dense_net(tmp_path, 2 * rng.integers(-60, 60, (8, 6)), 2 * rng.integers(-60, 60, (3, 8)),
                      CubaNeuron(1000, 300, 40))
     x = (rng.random((10, 6, 9)) < 0.5).astype(np.int8)
-    labels = classify(simulate(net, x).spikes)
+    out = simulated_outputs(net, x) if timeline == "samples" else simulate(net, x).spikes
+    labels = classify(out)
     labels[:3] = (labels[:3] + 1) % 3
     m = validate(tmp_path / "n.net", x, labels, lava_samples=0, batch_size=4,
-                 metrics_path=tmp_path / "metrics.json")
-    assert m["accuracy"]["sim"] == pytest.approx(0.7)
-    import json
+                 metrics_path=tmp_path / "metrics.json", timeline=timeline)
+    assert m["accuracy"]["sim"] == pytest.approx(0.7) and m["timeline"] == timeline
     assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"]["sim"] == pytest.approx(0.7)
+    # the two timelines differ on this network (the raw one loses the last steps to delays)
+    other = simulate(net, x).spikes if timeline == "samples" else simulated_outputs(net, x)
+    assert not np.array_equal(other.sum(-1), out.sum(-1))
+
+
+def test_validate_cli_errors_name_the_problem(tmp_path):
+    from click.testing import CliRunner
+    from neurodeploy.cli import main
+    rng = np.random.default_rng(6)
+    _dense_net(tmp_path, 2 * rng.integers(-60, 60, (8, 6)), 2 * rng.integers(-60, 60, (3, 8)),
+               CubaNeuron(1000, 300, 40))
+    np.save(tmp_path / "x.npy", np.zeros((4, 7, 9), np.int8))   # 7 features, the net has 6
+    np.save(tmp_path / "y.npy", np.zeros(4, int))
+    (tmp_path / "junk.npy").write_text("not an array")
+    run = lambda *a: CliRunner().invoke(main, ["validate", str(tmp_path / "n.net"), *a,  # noqa: E731
+                                               "--lava-samples", "0", "--metrics", str(tmp_path / "m.json")])
+    r = run("--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"))
+    assert r.exit_code == 1 and "(batch, 6, T)" in r.output and "Traceback" not in r.output
+    r = run("--input", str(tmp_path / "junk.npy"), "--labels", str(tmp_path / "y.npy"))
+    assert r.exit_code == 1 and "--input" in r.output and "junk.npy" in r.output
+    np.save(tmp_path / "x.npy", np.zeros((4, 6, 9), np.int8))
+    r = run("--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--steps", "20")
+    assert r.exit_code == 1 and "raw timeline" in r.output
+    r = run("--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"))
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "m.json").read_text())["samples"]["sim"] == 4

@@ -177,5 +177,6 @@ def test_validate_measures_agreement_with_lava(tmp_path):
                   input_shape=(6,))
     path = write_netx(net, tmp_path / "v.net")
     x = (rng.random((5, 6, 8)) < 0.5).astype(np.int8)
-    m = validate(path, x, np.zeros(5, dtype=int), lava_samples=2)
-    assert m["agreement"]["sim_vs_lava"] == 1.0 and m["samples"]["lava"] == 2
+    for timeline in ("samples", "raw"):   # one Lava stream of two samples; two raw runs
+        m = validate(path, x, np.zeros(5, dtype=int), lava_samples=2, timeline=timeline)
+        assert m["agreement"]["sim_vs_lava"] == 1.0 and m["samples"]["lava"] == 2

@@ -162,13 +162,9 @@ def _to_netx_order(x: np.ndarray, feature_dims: int) -> np.ndarray:
 def simulated_outputs(network, samples: np.ndarray) -> np.ndarray:
     """Bit-accurate output spikes (N, *out_shape, P) of independent samples
     (N, *input_shape, P), laid out on Lava's timeline exactly as on the chip
-    (:mod:`neurodeploy.sim.samples`)."""
-    from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
-    from neurodeploy.sim.simulator import simulate
-
-    n, p, layers = samples.shape[0], samples.shape[-1], len(network.neuron_layers)
-    out = simulate(network, sample_stream(samples), steps=stream_steps(n, p, layers), reset_interval=p).spikes
-    return output_windows(out, n, p, layers)
+    (:func:`neurodeploy.sim.samples.simulated_outputs`)."""
+    from neurodeploy.sim.samples import simulated_outputs as outputs
+    return outputs(network, samples)
 
 
 def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarray] = None,

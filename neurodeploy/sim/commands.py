@@ -2,15 +2,18 @@
 :func:`validate` they call (the pipeline calls it too)."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Optional
 
 import click
 import numpy as np
+from tqdm.auto import tqdm
 
 from neurodeploy.export.netx import read_netx
-from neurodeploy.sim.simulator import simulate
+from neurodeploy.sim.samples import lava_outputs, simulated_outputs
+from neurodeploy.sim.simulator import SimulationInputError, simulate
 
 
 def classify(spikes: np.ndarray) -> np.ndarray:
@@ -20,36 +23,59 @@ def classify(spikes: np.ndarray) -> np.ndarray:
     return spikes.reshape(b, -1, spikes.shape[-1]).sum(-1).argmax(-1)
 
 
+TIMELINES = ("samples", "raw")
+
+
 def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: int = 4,
-             steps: Optional[int] = None, batch_size: int = 256, metrics_path=None) -> dict:
+             steps: Optional[int] = None, batch_size: int = 256, metrics_path=None,
+             timeline: str = "samples") -> dict:
     """Run the whole test set on the simulator and the first ``lava_samples``
     samples on Lava (``Loihi2SimCfg(fixed_pt)``) -> metrics dict with
     ``accuracy.sim`` and ``agreement.sim_vs_lava`` (fraction of the Lava samples
     whose output spikes are identical at every step), also ``accuracy.lava`` on
     those samples. inputs: (batch, *input_shape, T) netx order; labels: (batch,).
-    With ``metrics_path`` the result is merged into that JSON file."""
+
+    timeline "samples" (default): every sample alone from a fresh state, its layers
+    aligned by netx's reset offsets (:mod:`neurodeploy.sim.samples`), which is how
+    training sees it and how the pipeline and ``deploy`` evaluate; the Lava samples
+    run as one stream. "raw": each sample's T steps (``steps``, the input repeating)
+    fed into a fresh network and its output as a Lava sink records it, one step later
+    per synapse. With ``metrics_path`` the result is merged into that JSON file."""
+    if timeline not in TIMELINES:
+        raise ValueError(f"timeline must be one of {TIMELINES}, got {timeline!r}")
+    if timeline == "samples" and steps is not None:
+        raise ValueError("steps applies to the raw timeline (the samples timeline runs each "
+                         "sample's own T steps)")
     net = read_netx(model_path)
-    inputs = np.asarray(inputs)
+    inputs = np.asarray(inputs)  # a memory map stays one: batches are read as they run
     labels = np.asarray(labels).reshape(-1)
     if inputs.shape[0] != labels.shape[0]:
         raise ValueError(f"{inputs.shape[0]} input samples but {labels.shape[0]} labels")
-    preds, sim_out = [], {}
-    for s in range(0, inputs.shape[0], batch_size):
-        out = simulate(net, inputs[s:s + batch_size], steps=steps).spikes
+    n_lava = min(int(lava_samples), len(labels))
+    preds, sim_out = [], []
+    starts = range(0, inputs.shape[0], batch_size)
+    for s in tqdm(starts, desc=f"simulator, batches of {batch_size}", leave=False, disable=None):
+        batch = np.asarray(inputs[s:s + batch_size])
+        if timeline == "samples":
+            _check_sample_shape(net, batch)
+            out = simulated_outputs(net, batch)
+        else:
+            out = simulate(net, batch, steps=steps).spikes
         preds.append(classify(out))
-        for j in range(s, min(s + batch_size, lava_samples)):
-            sim_out[j] = out[j - s]
+        sim_out.extend(out[:max(0, n_lava - s)])
     preds = np.concatenate(preds)
     metrics = {"accuracy": {"sim": float((preds == labels).mean())},
-               "agreement": {}, "samples": {"sim": int(len(labels))}}
-    n_lava = min(int(lava_samples), len(labels))
+               "agreement": {}, "samples": {"sim": int(len(labels))}, "timeline": timeline}
     if n_lava > 0:
-        from neurodeploy import lava_adapter
-        same, correct = 0, 0
-        for j in range(n_lava):
-            lava = lava_adapter.run_netx(model_path, inputs[j], steps=steps).spikes
-            same += int(np.array_equal(lava, sim_out[j]))
-            correct += int(classify(lava[None])[0] == labels[j])
+        first = np.asarray(inputs[:n_lava])
+        if timeline == "samples":
+            lava = lava_outputs(model_path, net, first)
+        else:
+            from neurodeploy import lava_adapter
+            lava = [lava_adapter.run_netx(model_path, first[j], steps=steps).spikes
+                    for j in tqdm(range(n_lava), desc="Lava samples", leave=False, disable=None)]
+        same = sum(int(np.array_equal(a, b)) for a, b in zip(lava, sim_out))
+        correct = sum(int(classify(a[None])[0] == y) for a, y in zip(lava, labels))
         metrics["agreement"]["sim_vs_lava"] = same / n_lava
         metrics["accuracy"]["lava"] = correct / n_lava
         metrics["samples"]["lava"] = n_lava
@@ -60,6 +86,32 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
             old.setdefault(k, {}).update(v) if isinstance(v, dict) else old.__setitem__(k, v)
         p.write_text(json.dumps(old, indent=2))
     return metrics
+
+
+def _check_sample_shape(net, batch: np.ndarray) -> None:
+    feed = tuple(net.input_shape)
+    feed_netx = feed[::-1]
+    if batch.ndim != len(feed) + 2 or tuple(batch.shape[1:-1]) != feed_netx:
+        raise SimulationInputError(
+            f"inputs must have shape (batch, {', '.join(map(str, feed_netx))}, T) in netx order; "
+            f"got {batch.shape}")
+
+
+def _load_array(path, option: str, mmap: bool = False) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"{option} {path}: not a readable .npy array ({e})") from None
+
+
+@contextlib.contextmanager
+def _clear_errors():
+    """Bad files, shapes and parameters (ValueError and its kinds: netx format,
+    bit widths, simulator input) and unsupported blocks: one line, no traceback."""
+    try:
+        yield
+    except (ValueError, NotImplementedError) as e:
+        raise click.ClickException(str(e)) from None
 
 
 @click.command("simulate")
@@ -77,11 +129,12 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
 def simulate_command(model, input_path, output_path, record, steps, bias_path, reset_interval,
                      reset_offset):
     """Run MODEL.net on the bit-accurate simulator (same spikes as Lava fixed_pt)."""
-    net = read_netx(model)
-    x = np.load(input_path)
-    bias = None if bias_path is None else np.load(bias_path)
-    r = simulate(net, x, steps=steps, reset_interval=reset_interval, reset_offset=reset_offset,
-                 record=record == "all", input_bias=bias)
+    with _clear_errors():
+        net = read_netx(model)
+        x = _load_array(input_path, "--input")
+        bias = None if bias_path is None else _load_array(bias_path, "--bias")
+        r = simulate(net, x, steps=steps, reset_interval=reset_interval, reset_offset=reset_offset,
+                     record=record == "all", input_bias=bias)
     np.savez_compressed(output_path, spikes=r.spikes, **r.records)
     click.echo(f"wrote {output_path}: spikes {r.spikes.shape}, {int(np.count_nonzero(r.spikes))} nonzero")
 
@@ -92,11 +145,18 @@ def simulate_command(model, input_path, output_path, record, steps, bias_path, r
 @click.option("--labels", "labels_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--lava-samples", type=int, default=4, show_default=True,
               help="Samples also run on Lava to measure agreement (0: none).")
-@click.option("--steps", type=int, default=None)
+@click.option("--timeline", type=click.Choice(TIMELINES), default="samples", show_default=True,
+              help="samples: each sample alone from a fresh state, layers aligned by netx's reset "
+                   "offsets (as training, the pipeline and deploy see it); raw: each sample's T "
+                   "steps into a fresh network, output as a Lava sink records it.")
+@click.option("--steps", type=int, default=None, help="With --timeline raw: steps per sample.")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False), default="metrics.json",
               show_default=True)
-def validate_command(model, input_path, labels_path, lava_samples, steps, metrics_path):
+def validate_command(model, input_path, labels_path, lava_samples, timeline, steps, metrics_path):
     """Accuracy of MODEL.net on the simulator and its agreement with Lava."""
-    m = validate(model, np.load(input_path), np.load(labels_path), lava_samples=lava_samples,
-                 steps=steps, metrics_path=metrics_path)
+    with _clear_errors():
+        # memory-mapped: the simulator reads one batch of a large test set at a time
+        m = validate(model, _load_array(input_path, "--input", mmap=True),
+                     _load_array(labels_path, "--labels"), lava_samples=lava_samples,
+                     steps=steps, metrics_path=metrics_path, timeline=timeline)
     click.echo(json.dumps(m, indent=2))
