@@ -134,7 +134,7 @@ def simulate_command(model, input_path, output_path, record, steps, bias_path, r
         x = _load_array(input_path, "--input")
         bias = None if bias_path is None else _load_array(bias_path, "--bias")
         r = simulate(net, x, steps=steps, reset_interval=reset_interval, reset_offset=reset_offset,
-                     record=record == "all", input_bias=bias)
+                     record=record == "all", input_bias=bias, progress=True)
     np.savez_compressed(output_path, spikes=r.spikes, **r.records)
     click.echo(f"wrote {output_path}: spikes {r.spikes.shape}, {int(np.count_nonzero(r.spikes))} nonzero")
 

@@ -548,7 +548,7 @@ def _compiled_blocks8():
 def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
              reset_interval: Optional[int] = None, reset_offset: int = 0,
              record: bool = False, input_bias: Optional[np.ndarray] = None,
-             chunk_steps: Optional[int] = None) -> SimResult:
+             chunk_steps: Optional[int] = None, progress: bool = False) -> SimResult:
     """Run ``network`` on ``inputs`` of shape (batch, *input_shape, T) or
     (*input_shape, T), netx order, integers (spikes or graded values).
 
@@ -557,6 +557,7 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
     record: also return u, v and spikes of every layer (memory grows with steps).
     input_bias: bias mantissa of the input layer's neurons (netx order, one
     sample: shared by the batch), the way lava-dl's examples inject images.
+    progress: a progress bar over the steps (tqdm, on a terminal only).
     Returns the output layer's messages at every step exactly as a Lava
     RingBuffer sink on the network's output port records them.
     """
@@ -586,6 +587,11 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
     spikes_t = torch.empty((batch,) + netx_out + (steps,), dtype=torch.int32)
     rec: Dict[str, List[torch.Tensor]] = {}
     leads: List[Optional[torch.Tensor]] = [None] * len(layers)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, unit="step", desc=f"simulating {batch} sample(s)", leave=False,
+                   disable=None)
     for start in range(0, steps, chunk):
         c = min(chunk, steps - start)
         s = x.chunk(start, c)  # (c, B, *feed_shape); cyclic beyond t_in
@@ -614,6 +620,10 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
                              rec if record else None, lead)
             s = s.reshape((c, batch) + tuple(layer.shape))
         spikes_t[..., start:start + c].copy_(_netx_view(s, out_layer.shape))
+        if bar is not None:
+            bar.update(c)
+    if bar is not None:
+        bar.close()
     spikes = spikes_t.numpy()
     records = {}
     if record:
