@@ -5,13 +5,14 @@ A stand-alone check of the sparse backward's training quality (the pipeline's ow
 run uses ``train.backward``); rate-coded 8x8 digits, 64-128-10 CUBA-LIF layers,
 cross entropy on output spike counts, Adam.
 
-    python benchmarks/sparse_digits.py --json benchmarks/results/sparse_digits_cpu.json
+    python benchmarks/sparse_digits.py --json benchmarks/results/sparse_digits_cpu.json [--device cuda]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import platform
 import sys
 import time
 from pathlib import Path
@@ -43,25 +44,35 @@ def encode(x, steps, gen):
     return (torch.rand(p.shape, generator=gen) < p).to(x.dtype)
 
 
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def train(mode, args, data, surrogate):
+    dev = torch.device(args.device)
     xtr, ytr, xte, yte = data
+    ytr, yte = ytr.to(dev), yte.to(dev)
     torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)   # CPU: the same spikes on every device
     sizes = (64, args.hidden, 10)
-    ws = [torch.nn.Parameter(torch.randn(b, a) * INIT_SCALE / math.sqrt(a)) for a, b in zip(sizes[:-1], sizes[1:])]
+    ws = [torch.nn.Parameter((torch.randn(b, a) * INIT_SCALE / math.sqrt(a)).to(dev))
+          for a, b in zip(sizes[:-1], sizes[1:])]
     opt = torch.optim.Adam(ws, lr=args.lr)
     backward_s, active = 0.0, []
     for epoch in range(args.epochs):
         perm = torch.randperm(len(xtr), generator=gen)
         for k in range(0, len(xtr), args.batch):
             idx = perm[k:k + args.batch]
-            x = encode(xtr[idx], args.steps, gen)
+            x = encode(xtr[idx], args.steps, gen).to(dev)
             h = cuba_layer(x, ws[0], None, NEURON, surrogate, backward=mode)
             out = cuba_layer(h, ws[1], None, NEURON, surrogate, backward=mode)
             loss = torch.nn.functional.cross_entropy(out.sum(1) * 0.2, ytr[idx])
             opt.zero_grad()
+            sync(dev)
             t0 = time.perf_counter()
             loss.backward()
+            sync(dev)
             backward_s += time.perf_counter() - t0
             opt.step()
             if k == 0:
@@ -70,7 +81,7 @@ def train(mode, args, data, surrogate):
                                   / h.numel())
     with torch.no_grad():
         egen = torch.Generator().manual_seed(1234)
-        x = encode(xte, args.steps, egen)
+        x = encode(xte, args.steps, egen).to(dev)
         out = cuba_layer(cuba_layer(x, ws[0], None, NEURON, surrogate), ws[1], None, NEURON, surrogate)
         acc = (out.sum(1).argmax(1) == yte).float().mean().item()
     return {"test_accuracy": acc, "backward_s_total": backward_s,
@@ -88,13 +99,17 @@ def main(argv=None):
     ap.add_argument("--band", type=float, default=1.0)
     ap.add_argument("--scale", type=float, default=2.0, help="surrogate scale")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the Triton sparse backward)")
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                     help="float64: dense and sparse gradients agree to ~1e-15, so the two "
                          "training runs stay on the same trajectory far longer")
     args = ap.parse_args(argv)
     torch.set_default_dtype(getattr(torch, args.dtype))
     surrogate = SurrogateParameters(scale=args.scale, height=1.0, band=args.band)
-    res = {"settings": {k: v for k, v in vars(args).items() if k != "json"}, "runs": []}
+    res = {"settings": {k: v for k, v in vars(args).items() if k != "json"}, "runs": [],
+           "device": (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+                      else platform.processor() or platform.machine()),
+           "torch": torch.__version__}
     for seed in args.seeds:
         args.seed = seed
         data = load(args.steps, seed)
