@@ -6,7 +6,7 @@ import torch
 from conftest import requires_lava
 from neurodeploy.export.netx import write_netx
 from neurodeploy.export.quantize import quantize_model
-from neurodeploy.pipeline import quantized_outputs
+from neurodeploy.sim.samples import simulated_outputs as quantized_outputs
 from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
 from neurodeploy.train.hardware import set_hardware_aware
 from neurodeploy.train.layers import SpikingNetwork

@@ -5,13 +5,16 @@ import os
 
 import pytest
 import torch
-import yaml
-from click.testing import CliRunner
 
-from conftest import requires_lava
-from neurodeploy.cli import main
-from neurodeploy.config import EXAMPLES_DIR, ConfigError, load_config, parse_config
-from neurodeploy.pipeline import OutputDirError, run_pipeline
+pytest.importorskip("pydantic", reason="the pipeline's configuration needs pydantic")
+pytest.importorskip("yaml", reason="the pipeline's configuration needs PyYAML")
+import yaml  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from conftest import requires_lava  # noqa: E402
+from neurodeploy.cli import main  # noqa: E402
+from neurodeploy.config import EXAMPLES_DIR, ConfigError, load_config, parse_config  # noqa: E402
+from neurodeploy.pipeline import OutputDirError, run_pipeline  # noqa: E402
 
 TINY = {
     "name": "tiny",
