@@ -36,9 +36,9 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
     those samples. inputs: (batch, *input_shape, T) netx order; labels: (batch,).
 
     timeline "samples" (default): every sample alone from a fresh state, its layers
-    aligned by netx's reset offsets (:mod:`neurodeploy.sim.samples`), which is how
-    training sees it and how the pipeline and ``deploy`` evaluate; the Lava samples
-    run as one stream. "raw": each sample's T steps (``steps``, the input repeating)
+    aligned by netx's reset offsets (:mod:`neurodeploy.sim.samples`), which is how the
+    pipeline and ``deploy`` evaluate (and, for networks trained here, how training
+    sees them); the Lava samples run as one stream. "raw": each sample's T steps (``steps``, the input repeating)
     fed into a fresh network and its output as a Lava sink records it, one step later
     per synapse. With ``metrics_path`` the result is merged into that JSON file."""
     if timeline not in TIMELINES:
@@ -147,8 +147,9 @@ def simulate_command(model, input_path, output_path, record, steps, bias_path, r
               help="Samples also run on Lava to measure agreement (0: none).")
 @click.option("--timeline", type=click.Choice(TIMELINES), default="samples", show_default=True,
               help="samples: each sample alone from a fresh state, layers aligned by netx's reset "
-                   "offsets (as training, the pipeline and deploy see it); raw: each sample's T "
-                   "steps into a fresh network, output as a Lava sink records it.")
+                   "offsets (as the pipeline and deploy evaluate, and as neurodeploy's training "
+                   "sees it); raw: each sample's T steps into a fresh network, output as a Lava "
+                   "sink records it.")
 @click.option("--steps", type=int, default=None, help="With --timeline raw: steps per sample.")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False), default="metrics.json",
               show_default=True)
