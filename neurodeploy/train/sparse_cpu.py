@@ -8,8 +8,7 @@ implementation there, which is what runs when numba is not installed.
 Work per sample, samples split across cores: the adjoint backward in time over
 (step, neuron), elementwise (e at the active entries; du, the gradient of the
 input currents; A's two entries per active entry, e at (t, j) and -e c^(t-r) at
-the neuron's last spike r, merged per step and listed per neuron as they are
-made), then ``dW += A @ Y`` neuron by
+the neuron's last spike r, merged per step), then ``dW += A @ Y`` neuron by
 neuron with the sample's input trace Y, four trace rows per pass over a row of
 dW. Cost: O(batch time out) elementwise plus O(nonzeros of A x in) multiply-adds;
 transient memory per core: the sample's trace (time x in) and a copy of dW.
@@ -100,11 +99,11 @@ if numba is not None:
             b0 = part * b_all // parts
             b1 = (part + 1) * b_all // parts
             sgd = np.zeros((t_all, n), x.dtype)   # surrogate derivative, 0 where inactive
-            coef_t = np.zeros(n, x.dtype)  # A's column (b, t): e and -e c^(t-r) merged
+            coef = np.zeros((t_all, n), x.dtype)  # A's entries for this sample: e and -e c^(t-r) merged
             y_buf = np.zeros((t_all if need_dw else 1, n_in), x.dtype)  # the sample's input trace Y
             yb_buf = np.zeros(t_all, x.dtype)
             yr_buf = np.zeros((t_all if has_rec and need_dw else 1, n), x.dtype)
-            ts = np.zeros((n, t_all), np.int32)    # per neuron: steps with a nonzero of A
+            ts = np.zeros((n, t_all), np.int64)    # per neuron: steps with a nonzero of A
             cs = np.zeros((n, t_all), x.dtype)     # and its value
             counts = np.zeros(n, np.int64)
             e = np.zeros(n, x.dtype)
@@ -126,7 +125,6 @@ if numba is not None:
                 for k in range(offsets[bb], offsets[bb + 1]):
                     sgd[g_t[k], g_j[k]] = g_sg[k]
                 dv[:] = zero
-                counts[:] = 0
                 du[:] = zero
                 carry[:] = zero
                 lo = offsets[bb]
@@ -136,6 +134,7 @@ if numba is not None:
                     sg_t = sgd[t]
                     grad_t = grad[bb, t]
                     s_t = spikes[bb, t]
+                    coef_t = coef[t]
                     if has_rec:
                         # e needs W_rec^T du[t + 1] at the active entries: the sample's
                         # entries of step t, walked from the end of its (t, j)-sorted
@@ -166,16 +165,6 @@ if numba is not None:
                         s_j = s_t[j]
                         coef_t[j] = e[j] - k_j * s_j
                         carry[j] = k_j * (one - s_j) + e[j]
-                    if need_dw:
-                        # A's nonzeros, neuron by neuron (latest step first), from the
-                        # row just written (in L1)
-                        for j in range(n):
-                            cf = coef_t[j]
-                            if cf != zero:
-                                k = counts[j]
-                                ts[j, k] = t
-                                cs[j, k] = cf
-                                counts[j] = k + 1
                     if need_dx:
                         dx_t = dx[bb, t]
                         for j in range(n):
@@ -220,6 +209,17 @@ if numba is not None:
                             yr_t[m] = yr2[m]
                 # dW[j] += sum_t A[j, (b, t)] Y[b, t], neuron by neuron; four trace rows
                 # per pass over the row of dW (it stays in L1, the trace in L2)
+                # A's nonzeros of this sample, neuron by neuron (one contiguous pass)
+                counts[:] = 0
+                for t in range(t_all):
+                    coef_t = coef[t]
+                    for j in range(n):
+                        cf = coef_t[j]
+                        if cf != zero:
+                            k = counts[j]
+                            ts[j, k] = t
+                            cs[j, k] = cf
+                            counts[j] = k + 1
                 for j in range(n):
                     cnt = counts[j]
                     if cnt == 0:
@@ -298,13 +298,13 @@ def scratch_bytes(t: int, n: int, n_in: int, itemsize: int, parts: "int | None" 
     """Bytes of the compiled pass's scratch arrays (numpy, allocated inside the kernel,
     so invisible to torch's memory profiling) for a layer of n neurons with n_in
     inputs over t steps, weight gradient wanted: per core the sample's trace Y
-    (t x n_in), two (t x n) arrays (three if recurrent: the trace of its own spikes),
-    the step indices (t x n int32) and a few vectors; once, the grouped active entries
+    (t x n_in), three (t x n) arrays (four if recurrent: the trace of its own spikes),
+    the step indices (t x n int64) and a few vectors; once, the grouped active entries
     (two int32 and one value per entry) and the batch's offsets."""
     if parts is None:
         parts = numba.get_num_threads() if numba is not None else 1
-    per_core = ((t * n_in + (3 if recurrent else 2) * t * n + 7 * n + 2 * n_in + t) * itemsize
-                + t * n * 4)
+    per_core = ((t * n_in + (4 if recurrent else 3) * t * n + 6 * n + 2 * n_in + t) * itemsize
+                + t * n * 8)
     return parts * per_core + n_active * (2 * 4 + itemsize) + 2 * (batch + 1) * 8
 
 
