@@ -35,22 +35,29 @@ def test_default_config_is_the_offline_digits_example():
 @pytest.mark.slow
 def test_default_sparse_training_reaches_dense_accuracy(tmp_path):
     """The default (sparse backward, surrogate band 3) against dense BPTT without a band
-    (examples/digits_dense.yaml), same seed and epochs, through the pipeline: float test
-    accuracy within 0.5 points (issue 4's acceptance; seeds 0-4 in
-    benchmarks/results/sparse_pipeline_digits_cpu.json)."""
+    (examples/digits_dense.yaml), same seeds and epochs, through the pipeline: mean float
+    test accuracy over seeds 0-2 within 0.5 points (issue 4's acceptance; per seed in
+    benchmarks/results/sparse_pipeline_digits_cpu.json: one seed alone moves by a test
+    sample or two whenever the float32 summation order of a gradient changes)."""
     from neurodeploy.pipeline import run_pipeline
 
-    def float_accuracy(cfg, name):
+    def float_accuracy(cfg, name, seed):
         d = cfg.resolved()
+        d["seed"] = seed
         d["lava"]["enabled"], d["hardware"]["config"] = False, None
         d["train"]["hardware_aware_epochs"] = 0
-        m = run_pipeline(type(cfg).model_validate(d), tmp_path / name, log=lambda s: None).metrics
+        m = run_pipeline(type(cfg).model_validate(d), tmp_path / f"{name}{seed}", log=lambda s: None).metrics
         return m["accuracy"]["float"], m["history"]["active_fraction"]
 
-    sparse, active = float_accuracy(load_config(), "sparse")
-    dense, no_active = float_accuracy(load_config(EXAMPLES_DIR / "digits_dense.yaml"), "dense")
-    assert all(0 < a < 1 for a in active) and set(no_active) == {None}
-    assert sparse >= dense - 0.005, (sparse, dense)
+    sparse, dense = [], []
+    for seed in (0, 1, 2):
+        acc, active = float_accuracy(load_config(), "sparse", seed)
+        assert all(0 < a < 1 for a in active)
+        sparse.append(acc)
+        acc, no_active = float_accuracy(load_config(EXAMPLES_DIR / "digits_dense.yaml"), "dense", seed)
+        assert set(no_active) == {None}
+        dense.append(acc)
+    assert sum(sparse) / 3 >= sum(dense) / 3 - 0.005, (sparse, dense)
 
 
 def test_unknown_key_is_named_before_any_work(tmp_path):
