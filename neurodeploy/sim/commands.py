@@ -143,7 +143,7 @@ def simulate_command(model, input_path, output_path, record, steps, bias_path, r
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "labels_path", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--lava-samples", type=int, default=4, show_default=True,
+@click.option("--lava-samples", type=click.IntRange(min=0), default=4, show_default=True,
               help="Samples also run on Lava to measure agreement (0: none).")
 @click.option("--timeline", type=click.Choice(TIMELINES), default="samples", show_default=True,
               help="samples: each sample alone from a fresh state, layers aligned by netx's reset "
