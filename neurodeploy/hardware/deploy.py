@@ -17,6 +17,9 @@ from typing import Callable, Mapping, Optional, Tuple
 
 import numpy as np
 
+# bit-accurate outputs of independent samples, laid out on Lava's timeline as on the chip
+from neurodeploy.sim.samples import simulated_outputs
+
 DEFAULT_LOIHI_GEN = "N3B3"  # lava.utils.loihi: most INRC Loihi 2 systems are N3B3
 LOIHI_GENS = ("N2A2", "N3B2", "N3B3", "N3C1", "N3D1")  # lava.utils.loihi.ChipGeneration
 
@@ -157,14 +160,6 @@ def _to_netx_order(x: np.ndarray, feature_dims: int) -> np.ndarray:
     lead = x.ndim - feature_dims - 1
     axes = list(range(lead)) + [lead + feature_dims - 1 - k for k in range(feature_dims)] + [x.ndim - 1]
     return np.transpose(x, axes)
-
-
-def simulated_outputs(network, samples: np.ndarray) -> np.ndarray:
-    """Bit-accurate output spikes (N, *out_shape, P) of independent samples
-    (N, *input_shape, P), laid out on Lava's timeline exactly as on the chip
-    (:func:`neurodeploy.sim.samples.simulated_outputs`)."""
-    from neurodeploy.sim.samples import simulated_outputs as outputs
-    return outputs(network, samples)
 
 
 def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarray] = None,

@@ -57,11 +57,17 @@ class SurrogateParameters:
             raise ValueError(f"surrogate band must be > 0, got {self.band}")
 
 
+def in_band(v_minus_threshold: torch.Tensor, p: SurrogateParameters) -> torch.Tensor:
+    """``|v - threshold| < band``: the entries where the truncated surrogate is nonzero
+    (the sparse backward's active set); p.band must be set."""
+    return v_minus_threshold.abs() < p.band
+
+
 def surrogate_derivative(v_minus_threshold: torch.Tensor, p: SurrogateParameters) -> torch.Tensor:
     """dS/dV at ``v - threshold`` (see :class:`SurrogateParameters`)."""
     d = p.height / (p.scale * v_minus_threshold.abs() + 1.0) ** 2
     if p.band is not None:
-        d = torch.where(v_minus_threshold.abs() < p.band, d, torch.zeros_like(d))
+        d = torch.where(in_band(v_minus_threshold, p), d, torch.zeros_like(d))
     return d
 
 

@@ -62,7 +62,7 @@ import torch
 
 from neurodeploy.train.neuron import (
     CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_step,
-    surrogate_derivative,
+    in_band, surrogate_derivative,
 )
 
 BACKWARDS = ("dense", "sparse")
@@ -190,8 +190,7 @@ def forward_active_entries(x_in, weight, bias, weight_rec, p, surrogate):
         spikes[:, k] = s
         current[:, k] = vmt   # step k's current is used: v - threshold takes its place
     vmt_tbn = current.transpose(0, 1)
-    ti, bi, ji = torch.nonzero((vmt_tbn > -surrogate.band) & (vmt_tbn < surrogate.band),
-                               as_tuple=True)
+    ti, bi, ji = torch.nonzero(in_band(vmt_tbn, surrogate), as_tuple=True)
     sg = surrogate_derivative(current[bi, ti, ji], surrogate)
     return spikes, (ti, bi, ji), sg
 

@@ -273,7 +273,7 @@ def forward_active(x_in: torch.Tensor, weight: torch.Tensor, bias, p, surrogate)
     (spikes bit-identical to the dense reference). None without numba."""
     if numba is None:
         return None
-    from neurodeploy.train.neuron import surrogate_derivative
+    from neurodeploy.train.neuron import in_band, surrogate_derivative
     dt = x_in.dtype
     np_dt = np.float64 if dt == torch.float64 else np.float32
     current = (x_in @ weight.T).contiguous()
@@ -285,7 +285,7 @@ def forward_active(x_in: torch.Tensor, weight: torch.Tensor, bias, p, surrogate)
                   np_dt(1.0 - p.voltage_decay), np_dt(p.threshold), spikes.numpy(),
                   v_minus_threshold.numpy())
     flat = v_minus_threshold.reshape(-1)
-    active = torch.nonzero(flat.abs() < surrogate.band).squeeze(1)
+    active = torch.nonzero(in_band(flat, surrogate)).squeeze(1)
     return spikes, active, surrogate_derivative(flat[active], surrogate)
 
 
