@@ -2,7 +2,7 @@
 side in one process run. Reports sample-steps per second for each, the ratio and
 whether the spikes of the Lava samples were identical. JSON to benchmarks/results/.
 
-    python benchmarks/sim_speed.py [--steps 200] [--batch 256] [--out FILE]
+    python benchmarks/sim_speed.py [--steps 1000] [--batch 256] [--out FILE]
 """
 from __future__ import annotations
 
@@ -29,6 +29,15 @@ def dense_net(sizes, rng):
     return Network(layers=tuple(layers), input_shape=(sizes[0],), name="-".join(map(str, sizes)))
 
 
+def sparse_net(rng):
+    """SHD-like: 700 input channels at 3 % density, 3-7 % activity in the layers below
+    (the event-driven synapse's regime)."""
+    sizes, thresholds = [700, 512, 512, 20], [1200, 1300, 1000]
+    layers = [Dense(weight=2 * rng.integers(-40, 40, (o, i)), neuron=CubaNeuron(1024, 256, th))
+              for i, o, th in zip(sizes[:-1], sizes[1:], thresholds)]
+    return Network(layers=tuple(layers), input_shape=(700,), name="700-512-512-20 sparse")
+
+
 def conv_net(rng):
     c1 = Conv(weight=2 * rng.integers(-30, 30, (8, 2, 3, 3)), neuron=CubaNeuron(1024, 256, 60),
               shape=(8, 15, 15), stride=(2, 2))
@@ -40,10 +49,10 @@ def conv_net(rng):
                    name="conv 2x32x32-8c3s2-16c3s2-10")
 
 
-def prepare(net, steps, batch, rng, tmp):
+def prepare(net, steps, batch, rng, tmp, density=0.2):
     path = write_netx(net, Path(tmp) / f"{abs(hash(net.name))}.net")
     feed = tuple(net.input_shape[::-1])
-    x = (rng.random((batch,) + feed + (steps,)) < 0.2).astype(np.int8)
+    x = (rng.random((batch,) + feed + (steps,)) < density).astype(np.int8)
     return path, x
 
 
@@ -78,23 +87,25 @@ def main():
     ap.add_argument("--note", default="")
     a = ap.parse_args()
     rng = np.random.default_rng(0)
-    nets = [dense_net([100, 50, 10], rng), dense_net([784, 512, 512, 10], rng), conv_net(rng)]
+    nets = [dense_net([100, 50, 10], rng), dense_net([784, 512, 512, 10], rng), conv_net(rng),
+            sparse_net(rng)]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         # all simulator timings first: Lava's runtime leaves processes behind that
         # slow down whatever runs after it in the same process run
         runs = []
         for net in nets:
-            path, x = prepare(net, a.steps, a.batch, rng, tmp)
+            density = 0.03 if "sparse" in net.name else 0.2
+            path, x = prepare(net, a.steps, a.batch, rng, tmp, density=density)
             ours, t_sim = bench_sim(path, x, a.steps)
-            runs.append((net, path, x, ours, t_sim))
+            runs.append((net, path, x, ours, t_sim, density))
         from neurodeploy.lava_adapter import _import_lava
         _import_lava()  # import time (10-19 s) is not charged to Lava's run
-        for net, path, x, ours, t_sim in runs:
+        for net, path, x, ours, t_sim, density in runs:
             identical, t_lava = bench_lava(path, x, a.steps, a.lava_samples, ours)
             sim_rate = a.batch * a.steps / t_sim
             lava_rate = a.lava_samples * a.steps / t_lava
-            r = {"network": net.name, "steps": a.steps, "batch": a.batch,
+            r = {"network": net.name, "input_density": density, "steps": a.steps, "batch": a.batch,
                  "lava_samples": a.lava_samples, "sim_seconds": t_sim, "lava_seconds": t_lava,
                  "sim_sample_steps_per_s": sim_rate, "lava_sample_steps_per_s": lava_rate,
                  "speedup": sim_rate / lava_rate, "spikes_identical": identical,

@@ -73,16 +73,18 @@ def test_input_chunks_reorder_netx_order_to_torch_order(monkeypatch, binary):
         assert torch.equal(got.to(torch.int64), expect.to(torch.int64)), compiled
 
 
-@pytest.mark.parametrize("steps_in", [24, 21])
-def test_input_read_ahead_and_byte_block_reordering(monkeypatch, steps_in):
+@pytest.mark.parametrize("steps_in,features", [(24, 40), (21, 40), (24, 43)])
+def test_input_read_ahead_and_byte_block_reordering(monkeypatch, steps_in, features):
     """1-d binary input (the 8 x 8 byte-block path when T is a multiple of 8, the
-    per-element path otherwise): successive chunks of odd sizes, served from the
-    read-ahead buffer, wrapping cyclically beyond T, equal the input in torch order."""
+    per-element path otherwise and for the features after the last whole 8):
+    successive chunks of odd sizes, served from the read-ahead buffer, wrapping
+    cyclically beyond T, equal the input in torch order."""
     from neurodeploy.sim import simulator
     monkeypatch.setattr(simulator, "READ_AHEAD_STEPS", 16)
     rng = np.random.default_rng(5)
-    src = (rng.random((3, 40, steps_in)) < 0.4).astype(np.int8)
-    frames = simulator._InputFrames(src, (40,), (40,), True)
+    src = (rng.random((3, features, steps_in)) < 0.4).astype(np.int8)
+    frames = simulator._InputFrames(src, (features,), (features,), True)
+    frames.buffer = torch.ones((64, 3, features), dtype=torch.int8)  # unwritten bytes show
     assert (frames.src64 is not None) == (steps_in % 8 == 0)
     start = 0
     for c in (5, 8, 3, 16, 13, 8, 30, 1):
@@ -131,12 +133,34 @@ def test_event_driven_product_equals_the_int8_gemm(monkeypatch):
             return out
 
         monkeypatch.setattr(simulator, "_event_product", counted)
-        monkeypatch.setattr(simulator, "EVENT_DENSITY", 1.0)   # always event-driven
+        monkeypatch.setattr(simulator, "_events_win", lambda d, k, n: True)   # always
+        monkeypatch.setattr(simulator, "EVENT_GROUP", 3)   # int16 groups flushed often
         event = simulate(net, x, record=True)
         assert calls and all(calls)
-        monkeypatch.setattr(simulator, "EVENT_DENSITY", 0.0)   # never
+        monkeypatch.setattr(simulator, "_events_win", lambda d, k, n: False)   # never
         gemm = simulate(net, x, record=True)
         assert event.records["s/0"].sum() > 0
         for key in gemm.records:
             assert np.array_equal(event.records[key], gemm.records[key]), (n_in, key)
         assert np.array_equal(event.spikes, gemm.spikes)
+
+
+def test_event_driven_product_sums_beyond_int16():
+    """Rows with hundreds of events of extreme weights (-128, 127): the int16 partial
+    sums are flushed before they overflow, so the product equals the int8 GEMM."""
+    from neurodeploy.sim import simulator
+    rng = np.random.default_rng(3)
+    k, n = 600, 48
+    w = np.where(rng.random((k, n)) < 0.5, -128, 127).astype(np.int8)
+    w[:, 0], w[:, 1] = -128, 127
+    rows = (rng.random((9, k)) < 0.9).astype(np.int8)
+    rows[0] = 1
+    kernel = simulator._compiled_event_loops()
+    if kernel is None:
+        pytest.skip("numba missing: no event-driven product")
+    out = np.empty((9, n), np.int32)
+    kernel(rows, rows.view(np.uint64), w, out, simulator.EVENT_GROUP)
+    expected = rows.astype(np.int64) @ w.astype(np.int64)
+    assert expected[0, 0] == -128 * k and abs(expected).max() > 2 ** 15
+    assert np.array_equal(out, expected)
+    assert simulator._events_win(0.05, 784, 512) and not simulator._events_win(0.01, 512, 10)

@@ -173,50 +173,73 @@ class _Synapse:
         return total  # int64/int32, or float32/float64 holding exact integers
 
 
-#: input density below which a binary dense product is computed event by event (the sum
-#: of the weight rows of the active inputs) instead of the int8 GEMM: 2.9x faster at 1 %,
-#: 1.35x at 3 %, slower from ~4.5 % (2-core AVX512 machine)
-EVENT_DENSITY = 0.03
+#: cost model of the event-driven product (the sum of the active inputs' weight rows,
+#: int16 partial sums) against the int8 GEMM, measured on the 2-core AVX512 machine:
+#: ~12 ns per event (fetching a weight row) plus ~60 ns per row, against ~2.4 ps per
+#: weight for the GEMM. Events win below a density of about N / 5000 - 5 / K (N outputs,
+#: K inputs): ~9 % for 784 x 512, ~1.6 % for 512 x 128, never for a 10-neuron output layer.
+EVENT_DENSITY_PER_OUTPUT = 0.8 / 5000   # 20 % margin: a wrong choice costs more than none
+EVENT_ROW_COST = 5.0
+#: events summed in int16 before they are added to the int32 result: 255 * 128 < 2**15
+EVENT_GROUP = 255
+
+
+def _events_win(density: float, k: int, n: int) -> bool:
+    """Whether the event-driven product beats the int8 GEMM for a (R, k) @ (k, n) product
+    whose input has this fraction of nonzeros."""
+    return density < EVENT_DENSITY_PER_OUTPUT * n - EVENT_ROW_COST / k
 
 
 def _event_product(rows: torch.Tensor, w_int8: torch.Tensor) -> Optional[torch.Tensor]:
     """rows (R, K) int8 0/1 @ w_int8 (K, N) -> int32 (R, N), event-driven, or None when
-    the input is too dense for it (or numba is missing). Exact: int32 sums of int8."""
+    the GEMM is faster for this input density and shape (or numba is missing). Exact:
+    groups of at most 255 weights in [-128, 127] summed in int16, the groups in int32."""
     kernel = _compiled_event_loops()
     if kernel is None or rows.shape[0] == 0 or not rows.is_contiguous():
         return None
     xn = rows.numpy()
     sample = xn[:: max(1, xn.shape[0] // 32)]
-    if np.count_nonzero(sample) >= EVENT_DENSITY * sample.size:
+    if not _events_win(np.count_nonzero(sample) / sample.size, *w_int8.shape):
         return None
     words = xn.view(np.uint64) if xn.shape[1] % 8 == 0 else np.zeros((xn.shape[0], 0), np.uint64)
     out = torch.empty((xn.shape[0], w_int8.shape[1]), dtype=torch.int32)
-    kernel(xn, words, w_int8.numpy(), out.numpy())
+    kernel(xn, words, w_int8.numpy(), out.numpy(), EVENT_GROUP)
     return out
 
 
-def _event_loops(x, words, w, out):  # pragma: no cover - compiled
-    # out[r] = sum of w[i] over x[r, i] != 0; zero 8-byte words of x skipped
+def _event_loops(x, words, w, out, group):  # pragma: no cover - compiled
+    # out[r] = sum of w[i] over x[r, i] != 0; zero 8-byte words of x skipped; the rows
+    # are summed in int16 (twice the lanes of int32) and flushed every `group` events
     rows, k_all = x.shape
     n = w.shape[1]
     n_words = words.shape[1]
     for r in _prange(rows):
-        acc = out[r]
-        acc[:] = 0
+        acc = np.zeros(n, np.int16)
+        o = out[r]
+        o[:] = 0
         xr = x[r]
         wr = words[r]
-        for q in range(n_words):
-            if wr[q] != 0:
-                for i in range(q * 8, q * 8 + 8):
-                    if xr[i] != 0:
-                        wi = w[i]
+        count = 0
+        for q in range(n_words + 1):
+            if q < n_words:
+                if wr[q] == 0:
+                    continue
+                lo, hi = q * 8, q * 8 + 8
+            else:  # the tail that is not a whole word
+                lo, hi = n_words * 8, k_all
+            for i in range(lo, hi):
+                if xr[i] != 0:
+                    wi = w[i]
+                    for j in range(n):
+                        acc[j] += wi[j]
+                    count += 1
+                    if count == group:
                         for j in range(n):
-                            acc[j] += wi[j]
-        for i in range(n_words * 8, k_all):
-            if xr[i] != 0:
-                wi = w[i]
-                for j in range(n):
-                    acc[j] += wi[j]
+                            o[j] += acc[j]
+                            acc[j] = 0
+                        count = 0
+        for j in range(n):
+            o[j] += acc[j]
 
 
 def _compiled_event_loops():
@@ -418,11 +441,12 @@ class _InputFrames:
         self.buffer = None
         self.cached_start, self.cached = 0, 0   # steps held in buffer
         # 8 x 8 byte-block transposes: 1-byte input, features in the same order in both
-        # layouts (1-d input), 8-byte aligned rows of steps and features
+        # layouts (1-d input), 8-byte aligned rows of steps; features beyond the last
+        # whole 8 (e.g. 700 = 87 * 8 + 4, SHD's channels) by the per-element loop
         f_all = self.src.shape[1]
         self.src64 = None
-        if (src.dtype.itemsize == 1 and f_all % 8 == 0 and self.steps % 8 == 0
-                and self.src.ctypes.data % 8 == 0
+        if (src.dtype.itemsize == 1 and f_all >= 8 and self.steps % 8 == 0
+                and self.src.ctypes.data % 8 == 0 and self.src.flags.c_contiguous
                 and np.array_equal(self.perm, np.arange(f_all))):
             self.src64 = self.src.view(np.uint64)   # (B, F, T / 8)
 
@@ -457,25 +481,30 @@ class _InputFrames:
                 k0 = np.arange(0, c - 7, 8)
                 k0 = k0[(tidx[k0] % 8 == 0) & (tidx[k0 + 7] == tidx[k0] + 7)]
                 if k0.size:
-                    blocks8(self.src64, tidx[k0] // 8, k0, out.numpy().view(np.uint64))
+                    dst = out.numpy().view(np.uint8)
+                    dst64 = dst.view(np.uint64) if dst.shape[2] % 8 == 0 else np.zeros((1, 1, 1), np.uint64)
+                    blocks8(self.src64, tidx[k0] // 8, k0, dst, dst64)
                     done = np.zeros(c, bool)
                     done[(k0[:, None] + np.arange(8)).ravel()] = True
+                    f8 = self.src.shape[1] // 8 * 8
+                    if f8 < self.src.shape[1]:  # the features after the last whole 8
+                        kernel(self.src, self.perm, tidx, np.flatnonzero(done), f8, dst)
                     ks = ks[~done]
             if ks.size:
-                kernel(self.src, self.perm, tidx, ks, out.numpy())
+                kernel(self.src, self.perm, tidx, ks, 0, out.numpy())
         else:
             out.copy_(torch.from_numpy(self.src[:, :, tidx][:, self.perm]).permute(2, 0, 1))
 
 
-def _frames_loops(src, perm, tidx, ks, dst):  # pragma: no cover - compiled
-    # dst[k, b, f] = src[b, perm[f], tidx[k]] for k in ks; samples and blocks of 64
-    # features split across cores, contiguous writes
+def _frames_loops(src, perm, tidx, ks, f_lo, dst):  # pragma: no cover - compiled
+    # dst[k, b, f] = src[b, perm[f], tidx[k]] for k in ks and f >= f_lo; samples and
+    # blocks of 64 features split across cores, contiguous writes
     b_all, f_all, _ = src.shape
     tile = 64
-    nfb = (f_all + tile - 1) // tile
+    nfb = (f_all - f_lo + tile - 1) // tile
     for job in _prange(b_all * nfb):
         b = job // nfb
-        f0 = (job % nfb) * tile
+        f0 = f_lo + (job % nfb) * tile
         f1 = min(f_all, f0 + tile)
         for k in ks:
             t = tidx[k]
@@ -487,15 +516,18 @@ def _frames_loops(src, perm, tidx, ks, dst):  # pragma: no cover - compiled
 _M32, _M16, _M8 = np.uint64(0xFFFFFFFF), np.uint64(0x0000FFFF0000FFFF), np.uint64(0x00FF00FF00FF00FF)
 _N32, _N16, _N8 = ~_M32, ~_M16, ~_M8
 _S32, _S16, _S8 = np.uint64(32), np.uint64(16), np.uint64(8)
+_M8B = np.uint64(0xFF)
 
 
-def _frames_blocks8(src64, t8, k0, dst64):  # pragma: no cover - compiled
+def _frames_blocks8(src64, t8, k0, dst, dst64):  # pragma: no cover - compiled
     # identity feature order, 1-byte values: for each run j of 8 steps, the 8 x 8 byte
     # block (features 8g.., steps 8 t8[j]..) of sample b, read as 8 words (one per
     # feature), is transposed in registers into 8 words (one per step):
-    # dst64[k0[j] + i, b, g] byte q = src64[b, 8 g + q, t8[j]] byte i
+    # dst[k0[j] + i, b, 8 g + q] = src64[b, 8 g + q, t8[j]] byte i; dst64 is dst's
+    # uint64 view when its rows are whole words
     b_all = src64.shape[0]
     g_all = src64.shape[1] // 8
+    aligned = dst.shape[2] % 8 == 0
     for b in _prange(b_all):   # a sample's (F x 64 steps) input lines stay in L2
         for j in range(t8.size):
             t = t8[j]
@@ -524,15 +556,14 @@ def _frames_blocks8(src64, t8, k0, dst64):  # pragma: no cover - compiled
                 r2, r3 = (r2 & _M8) | ((r3 & _M8) << _S8), ((r2 >> _S8) & _M8) | (r3 & _N8)
                 r4, r5 = (r4 & _M8) | ((r5 & _M8) << _S8), ((r4 >> _S8) & _M8) | (r5 & _N8)
                 r6, r7 = (r6 & _M8) | ((r7 & _M8) << _S8), ((r6 >> _S8) & _M8) | (r7 & _N8)
-                k = k0[j]
-                dst64[k, b, g] = r0
-                dst64[k + 1, b, g] = r1
-                dst64[k + 2, b, g] = r2
-                dst64[k + 3, b, g] = r3
-                dst64[k + 4, b, g] = r4
-                dst64[k + 5, b, g] = r5
-                dst64[k + 6, b, g] = r6
-                dst64[k + 7, b, g] = r7
+                words = (r0, r1, r2, r3, r4, r5, r6, r7)
+                for i in range(8):
+                    k = k0[j] + i
+                    if aligned:  # rows of whole words: one 8-byte store
+                        dst64[k, b, g] = words[i]
+                    else:  # little-endian bytes (LLVM does not merge these stores)
+                        for q in range(8):
+                            dst[k, b, f + q] = np.uint8((words[i] >> np.uint64(8 * q)) & _M8B)
 
 
 def _compiled_frames():
