@@ -330,7 +330,7 @@ def quantize_threshold(threshold: float, exponent: int) -> int:
 # compile it into one loop over (neuron, time) with the state in registers. Both
 # forms are checked against Lava's PyLifModelBitAcc by the test suite.
 def _cuba_neuron_steps(a, a_first, scale, delayed, current_factor, voltage_factor, threshold_eff,
-                       bias_eff, reset, u_state, v_state, spikes, u_rec, v_rec, record):  # pragma: no cover
+                       bias, has_bias, reset, u_state, v_state, spikes, u_rec, v_rec, record):  # pragma: no cover
     # time outer, neurons inner: the input, state and spikes are read and written
     # contiguously and the neuron loop is split across cores
     steps, n = a.shape
@@ -352,7 +352,7 @@ def _cuba_neuron_steps(a, a_first, scale, delayed, current_factor, voltage_facto
                 u += 2 * STATE_MAX
             q = v * voltage_factor
             r = (q if q >= 0 else -q) >> DECAY_SHIFT
-            v = (r if q >= 0 else -r) + u + bias_eff[j]
+            v = (r if q >= 0 else -r) + u + ((bias[j] << BIAS_EXP) if has_bias else 0)
             v = min(max(v, -VOLTAGE_LIMIT), VOLTAGE_LIMIT)
             fired = v > threshold_eff
             spikes[t, j] = 1 if fired else 0
@@ -387,8 +387,12 @@ def cuba_run(a: np.ndarray, p: CubaParameters, bias: Optional[np.ndarray], reset
             return cuba_run(full, p, bias, reset, state, record, spikes=spikes)
     u = np.zeros(n, np.int64) if state is None else state[0]
     v = np.zeros(n, np.int64) if state is None else state[1]
-    bias_eff = (np.zeros(n, np.int64) if bias is None
-                else np.broadcast_to(np.asarray(bias, np.int64) << BIAS_EXP, (n,)).copy())
+    # the bias mantissa per neuron, shifted in the loop (no per-call n-sized array when
+    # the caller already holds one, or there is none)
+    has_bias = bias is not None
+    bias_mant = np.zeros(1, np.int64) if bias is None else np.asarray(bias, np.int64)
+    if has_bias and (bias_mant.shape != (n,) or not bias_mant.flags.c_contiguous):
+        bias_mant = np.ascontiguousarray(np.broadcast_to(bias_mant, (n,)))
     if spikes is None:
         spikes = np.empty((steps, n), np.uint8)
     elif spikes.shape != (steps, n) or spikes.dtype != np.uint8:
@@ -411,7 +415,7 @@ def cuba_run(a: np.ndarray, p: CubaParameters, bias: Optional[np.ndarray], reset
     delayed = a_first is not None
     first = np.ascontiguousarray(a_first if delayed else np.zeros(1, a.dtype), dtype=a.dtype)
     kernel(np.ascontiguousarray(a), first, int(scale), delayed, DECAY_UNITY - p.current_decay, DECAY_UNITY - p.voltage_decay,
-           p.threshold << THRESHOLD_SHIFT, bias_eff, np.ascontiguousarray(reset, np.bool_),
+           p.threshold << THRESHOLD_SHIFT, bias_mant, has_bias, np.ascontiguousarray(reset, np.bool_),
            u, v, spikes, u_rec, v_rec, record)
     return spikes, (u, v), u_rec, v_rec
 # --- netx synapses as Lava builds them ---------------------------------------

@@ -134,7 +134,7 @@ def test_event_driven_product_equals_the_int8_gemm(monkeypatch):
 
         monkeypatch.setattr(simulator, "_event_product", counted)
         monkeypatch.setattr(simulator, "_events_win", lambda d, k, n: True)   # always
-        monkeypatch.setattr(simulator, "EVENT_GROUP", 3)   # int16 groups flushed often
+        monkeypatch.setattr(simulator, "EVENT_GROUP", 5)   # int16 sums flushed often
         event = simulate(net, x, record=True)
         assert calls and all(calls)
         monkeypatch.setattr(simulator, "_events_win", lambda d, k, n: False)   # never

@@ -174,26 +174,30 @@ class _Synapse:
 
 
 #: cost model of the event-driven product (the sum of the active inputs' weight rows,
-#: int16 partial sums) against the int8 GEMM, measured on the 2-core AVX512 machine:
-#: ~12 ns per event (fetching a weight row) plus ~60 ns per row, against ~2.4 ps per
-#: weight for the GEMM. Events win below a density of about N / 5000 - 5 / K (N outputs,
-#: K inputs): ~9 % for 784 x 512, ~1.6 % for 512 x 128, never for a 10-neuron output layer.
-EVENT_DENSITY_PER_OUTPUT = 0.8 / 5000   # 20 % margin: a wrong choice costs more than none
-EVENT_ROW_COST = 5.0
+#: four rows per pass, int16 partial sums) against the int8 GEMM, per sample row, in ns,
+#: fitted on the 2-core AVX512 machine (R = 4096 rows, K x N from 100 x 50 to 784 x 512,
+#: 0.5-15 % active): listing the events ~15 + 0.12 K, each event ~4.9 + 0.006 N; the
+#: GEMM ~0.0023 K max(N, 32). Events win below ~10 % active for 784 x 512, ~3 % for
+#: 512 x 128 and never for a 10-neuron output layer.
+EVENT_ROW_NS = (15.0, 0.12)
+EVENT_NS = (4.9, 0.006)
+GEMM_WEIGHT_NS = 0.0023
 #: events summed in int16 before they are added to the int32 result: 255 * 128 < 2**15
 EVENT_GROUP = 255
 
 
 def _events_win(density: float, k: int, n: int) -> bool:
-    """Whether the event-driven product beats the int8 GEMM for a (R, k) @ (k, n) product
-    whose input has this fraction of nonzeros."""
-    return density < EVENT_DENSITY_PER_OUTPUT * n - EVENT_ROW_COST / k
+    """Whether the event-driven product is predicted to beat the int8 GEMM for a
+    (R, k) @ (k, n) product whose input has this fraction of nonzeros."""
+    events = (EVENT_ROW_NS[0] + EVENT_ROW_NS[1] * k
+              + density * k * (EVENT_NS[0] + EVENT_NS[1] * n))
+    return events < GEMM_WEIGHT_NS * k * max(n, 32)
 
 
 def _event_product(rows: torch.Tensor, w_int8: torch.Tensor) -> Optional[torch.Tensor]:
     """rows (R, K) int8 0/1 @ w_int8 (K, N) -> int32 (R, N), event-driven, or None when
     the GEMM is faster for this input density and shape (or numba is missing). Exact:
-    groups of at most 255 weights in [-128, 127] summed in int16, the groups in int32."""
+    at most EVENT_GROUP weights in [-128, 127] summed in int16, those sums in int32."""
     kernel = _compiled_event_loops()
     if kernel is None or rows.shape[0] == 0 or not rows.is_contiguous():
         return None
@@ -203,23 +207,25 @@ def _event_product(rows: torch.Tensor, w_int8: torch.Tensor) -> Optional[torch.T
         return None
     words = xn.view(np.uint64) if xn.shape[1] % 8 == 0 else np.zeros((xn.shape[0], 0), np.uint64)
     out = torch.empty((xn.shape[0], w_int8.shape[1]), dtype=torch.int32)
+    assert 4 <= EVENT_GROUP <= 256
     kernel(xn, words, w_int8.numpy(), out.numpy(), EVENT_GROUP)
     return out
 
 
 def _event_loops(x, words, w, out, group):  # pragma: no cover - compiled
-    # out[r] = sum of w[i] over x[r, i] != 0; zero 8-byte words of x skipped; the rows
-    # are summed in int16 (twice the lanes of int32) and flushed every `group` events
+    # out[r] = sum of w[i] over x[r, i] != 0. A row's events are listed first (zero
+    # 8-byte words of x skipped), then added four weight rows per pass (a quarter of the
+    # accumulator traffic) into int16 sums (twice the lanes of int32), which go into the
+    # int32 result before more than `group` events are in them
     rows, k_all = x.shape
     n = w.shape[1]
     n_words = words.shape[1]
     for r in _prange(rows):
         acc = np.zeros(n, np.int16)
-        o = out[r]
-        o[:] = 0
+        idx = np.empty(k_all, np.int64)
         xr = x[r]
         wr = words[r]
-        count = 0
+        m = 0
         for q in range(n_words + 1):
             if q < n_words:
                 if wr[q] == 0:
@@ -229,15 +235,28 @@ def _event_loops(x, words, w, out, group):  # pragma: no cover - compiled
                 lo, hi = n_words * 8, k_all
             for i in range(lo, hi):
                 if xr[i] != 0:
-                    wi = w[i]
-                    for j in range(n):
-                        acc[j] += wi[j]
-                    count += 1
-                    if count == group:
-                        for j in range(n):
-                            o[j] += acc[j]
-                            acc[j] = 0
-                        count = 0
+                    idx[m] = i
+                    m += 1
+        o = out[r]
+        o[:] = 0
+        e = 0
+        count = 0
+        while e + 4 <= m:
+            w0, w1, w2, w3 = w[idx[e]], w[idx[e + 1]], w[idx[e + 2]], w[idx[e + 3]]
+            for j in range(n):
+                acc[j] += np.int16(w0[j]) + np.int16(w1[j]) + np.int16(w2[j]) + np.int16(w3[j])
+            e += 4
+            count += 4
+            if count > group - 4:  # flushed at most `group` events in; after it count <= group - 4
+                for j in range(n):
+                    o[j] += acc[j]
+                    acc[j] = 0
+                count = 0
+        while e < m:  # the last 1-3 events: count + 3 <= group
+            wi = w[idx[e]]
+            for j in range(n):
+                acc[j] += wi[j]
+            e += 1
         for j in range(n):
             o[j] += acc[j]
 
