@@ -55,20 +55,22 @@ def test_compiled_loop_equals_torch_step():
         assert np.array_equal(state.current.numpy(), ur[k]) and np.array_equal(state.voltage.numpy(), vr[k])
 
 
-@pytest.mark.parametrize("binary", [True, False])
-def test_input_chunks_reorder_netx_order_to_torch_order(monkeypatch, binary):
+@pytest.mark.parametrize("binary,steps_in", [(True, 7), (False, 7), (True, 16)])
+def test_input_chunks_reorder_netx_order_to_torch_order(monkeypatch, binary, steps_in):
     """(B, x, y, c, T) netx order -> (steps, B, c, y, x) torch order, cyclic beyond T,
-    the compiled reordering and its torch fallback alike."""
+    the compiled reordering (per element, or by 8 x 8 byte blocks for 1-byte input
+    and T a multiple of 8) and its torch fallback alike."""
     from neurodeploy.sim import simulator
     rng = np.random.default_rng(4)
-    src = (rng.random((3, 5, 4, 2, 7)) < 0.4).astype(np.int8) if binary else \
-        rng.integers(-300, 300, (3, 5, 4, 2, 7))
-    expect = torch.from_numpy(src).permute(4, 0, 3, 2, 1)[np.arange(5, 16) % 7]
+    shape = (3, 5, 4, 2, steps_in)
+    src = (rng.random(shape) < 0.4).astype(np.int8) if binary else rng.integers(-300, 300, shape)
+    expect = torch.from_numpy(src).permute(4, 0, 3, 2, 1)[np.arange(8, 43) % steps_in]
     for compiled in (True, False):
         if not compiled:
             monkeypatch.setattr(simulator, "_compiled_frames", lambda: None)
         frames = simulator._InputFrames(src, (5, 4, 2), (2, 4, 5), binary)
-        got = frames.chunk(5, 11)
+        assert (frames.src64 is not None) == (binary and steps_in % 8 == 0)
+        got = frames.chunk(8, 35)
         assert got.dtype == (torch.bool if binary else torch.int64)
         assert torch.equal(got.to(torch.int64), expect.to(torch.int64)), compiled
 

@@ -459,14 +459,13 @@ class _InputFrames:
                      .transpose(*range(nd - 1, -1, -1)).reshape(-1))
         self.buffer = None
         self.cached_start, self.cached = 0, 0   # steps held in buffer
-        # 8 x 8 byte-block transposes: 1-byte input, features in the same order in both
-        # layouts (1-d input), 8-byte aligned rows of steps; features beyond the last
-        # whole 8 (e.g. 700 = 87 * 8 + 4, SHD's channels) by the per-element loop
+        # 8 x 8 byte-block transposes: 1-byte input, 8-byte aligned rows of steps (the
+        # features in any order, so images too); features beyond the last whole 8
+        # (e.g. 700 = 87 * 8 + 4, SHD's channels) by the per-element loop
         f_all = self.src.shape[1]
         self.src64 = None
         if (src.dtype.itemsize == 1 and f_all >= 8 and self.steps % 8 == 0
-                and self.src.ctypes.data % 8 == 0 and self.src.flags.c_contiguous
-                and np.array_equal(self.perm, np.arange(f_all))):
+                and self.src.ctypes.data % 8 == 0 and self.src.flags.c_contiguous):
             self.src64 = self.src.view(np.uint64)   # (B, F, T / 8)
 
     def chunk(self, start: int, c: int) -> torch.Tensor:
@@ -502,7 +501,7 @@ class _InputFrames:
                 if k0.size:
                     dst = out.numpy().view(np.uint8)
                     dst64 = dst.view(np.uint64) if dst.shape[2] % 8 == 0 else np.zeros((1, 1, 1), np.uint64)
-                    blocks8(self.src64, tidx[k0] // 8, k0, dst, dst64)
+                    blocks8(self.src64, self.perm, tidx[k0] // 8, k0, dst, dst64)
                     done = np.zeros(c, bool)
                     done[(k0[:, None] + np.arange(8)).ravel()] = True
                     f8 = self.src.shape[1] // 8 * 8
@@ -538,11 +537,11 @@ _S32, _S16, _S8 = np.uint64(32), np.uint64(16), np.uint64(8)
 _M8B = np.uint64(0xFF)
 
 
-def _frames_blocks8(src64, t8, k0, dst, dst64):  # pragma: no cover - compiled
-    # identity feature order, 1-byte values: for each run j of 8 steps, the 8 x 8 byte
-    # block (features 8g.., steps 8 t8[j]..) of sample b, read as 8 words (one per
-    # feature), is transposed in registers into 8 words (one per step):
-    # dst[k0[j] + i, b, 8 g + q] = src64[b, 8 g + q, t8[j]] byte i; dst64 is dst's
+def _frames_blocks8(src64, perm, t8, k0, dst, dst64):  # pragma: no cover - compiled
+    # 1-byte values: for each run j of 8 steps, the 8 x 8 byte block (torch-order
+    # features 8g.., steps 8 t8[j]..) of sample b, read as 8 words (one per feature),
+    # is transposed in registers into 8 words (one per step):
+    # dst[k0[j] + i, b, 8 g + q] = src64[b, perm[8 g + q], t8[j]] byte i; dst64 is dst's
     # uint64 view when its rows are whole words
     b_all = src64.shape[0]
     g_all = src64.shape[1] // 8
@@ -552,14 +551,14 @@ def _frames_blocks8(src64, t8, k0, dst, dst64):  # pragma: no cover - compiled
             t = t8[j]
             for g in range(g_all):   # contiguous writes along each step's row
                 f = 8 * g
-                r0 = src64[b, f, t]
-                r1 = src64[b, f + 1, t]
-                r2 = src64[b, f + 2, t]
-                r3 = src64[b, f + 3, t]
-                r4 = src64[b, f + 4, t]
-                r5 = src64[b, f + 5, t]
-                r6 = src64[b, f + 6, t]
-                r7 = src64[b, f + 7, t]
+                r0 = src64[b, perm[f], t]
+                r1 = src64[b, perm[f + 1], t]
+                r2 = src64[b, perm[f + 2], t]
+                r3 = src64[b, perm[f + 3], t]
+                r4 = src64[b, perm[f + 4], t]
+                r5 = src64[b, perm[f + 5], t]
+                r6 = src64[b, perm[f + 6], t]
+                r7 = src64[b, perm[f + 7], t]
                 # swap 4-byte halves between words i and i + 4
                 r0, r4 = (r0 & _M32) | ((r4 & _M32) << _S32), ((r0 >> _S32) & _M32) | (r4 & _N32)
                 r1, r5 = (r1 & _M32) | ((r5 & _M32) << _S32), ((r1 >> _S32) & _M32) | (r5 & _N32)
