@@ -57,14 +57,15 @@ def test_compiled_loop_equals_torch_step():
 
 @pytest.mark.parametrize("binary,steps_in", [(True, 7), (False, 7), (True, 16)])
 def test_input_chunks_reorder_netx_order_to_torch_order(monkeypatch, binary, steps_in):
-    """(B, x, y, c, T) netx order -> (steps, B, c, y, x) torch order, cyclic beyond T,
-    the compiled reordering (per element, or by 8 x 8 byte blocks for 1-byte input
-    and T a multiple of 8) and its torch fallback alike."""
+    """(B, x, y, c, T) netx order -> (steps, B, y, x, c), the order the simulator holds
+    images in (channels_last), cyclic beyond T, the compiled reordering (per element,
+    or by 8 x 8 byte blocks for 1-byte input and T a multiple of 8) and its torch
+    fallback alike."""
     from neurodeploy.sim import simulator
     rng = np.random.default_rng(4)
     shape = (3, 5, 4, 2, steps_in)
     src = (rng.random(shape) < 0.4).astype(np.int8) if binary else rng.integers(-300, 300, shape)
-    expect = torch.from_numpy(src).permute(4, 0, 3, 2, 1)[np.arange(8, 43) % steps_in]
+    expect = torch.from_numpy(src).permute(4, 0, 2, 1, 3)[np.arange(8, 43) % steps_in]
     for compiled in (True, False):
         if not compiled:
             monkeypatch.setattr(simulator, "_compiled_frames", lambda: None)
@@ -72,7 +73,7 @@ def test_input_chunks_reorder_netx_order_to_torch_order(monkeypatch, binary, ste
         assert (frames.src64 is not None) == (binary and steps_in % 8 == 0)
         got = frames.chunk(8, 35)
         assert got.dtype == (torch.bool if binary else torch.int64)
-        assert torch.equal(got.to(torch.int64), expect.to(torch.int64)), compiled
+        assert torch.equal(got.to(torch.int64), expect.reshape(35, 3, -1).to(torch.int64)), compiled
 
 
 @pytest.mark.parametrize("steps_in,features", [(24, 40), (21, 40), (24, 43)])
