@@ -577,7 +577,7 @@ _M8B = np.uint64(0xFF)
 
 
 def _frames_blocks8(src64, perm, t8, k0, dst, dst64):  # pragma: no cover - compiled
-    # 1-byte values: for each run j of 8 steps, the 8 x 8 byte block (torch-order
+    # 1-byte values: for each run j of 8 steps, the 8 x 8 byte block (held-order
     # features 8g.., steps 8 t8[j]..) of sample b, read as 8 words (one per feature),
     # is transposed in registers into 8 words (one per step):
     # dst[k0[j] + i, b, 8 g + q] = src64[b, perm[8 g + q], t8[j]] byte i; dst64 is dst's
