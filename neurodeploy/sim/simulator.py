@@ -766,7 +766,7 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
         reset = (np.zeros(c, np.bool_) if phase is None
                  else (np.arange(start, start + c) + 1) % reset_interval == phase)
         if a.dtype == torch.bool:
-            a = a.to(torch.int8)
+            a = a.view(torch.int8)  # the same 0/1 bytes, no copy
         if "bias_tiled" not in st:
             st["bias_tiled"] = (None if layer.bias is None
                                 else np.tile(np.asarray(layer.bias, np.int64).reshape(-1), bsz))
