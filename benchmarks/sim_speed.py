@@ -38,6 +38,14 @@ def sparse_net(rng):
     return Network(layers=tuple(layers), input_shape=(700,), name="700-512-512-20 sparse")
 
 
+def recurrent_net(rng):
+    """SHD-like with a recurrent hidden layer (dense_rec): 700-256(rec)-20, 3 % input."""
+    hidden = Dense(weight=2 * rng.integers(-40, 40, (256, 700)),
+                   weight_rec=2 * rng.integers(-20, 20, (256, 256)), neuron=CubaNeuron(1024, 256, 1000))
+    out = Dense(weight=2 * rng.integers(-40, 40, (20, 256)), neuron=CubaNeuron(1024, 256, 1000))
+    return Network(layers=(hidden, out), input_shape=(700,), name="700-256rec-20 sparse")
+
+
 def conv_net(rng):
     c1 = Conv(weight=2 * rng.integers(-30, 30, (8, 2, 3, 3)), neuron=CubaNeuron(1024, 256, 60),
               shape=(8, 15, 15), stride=(2, 2))
@@ -88,7 +96,7 @@ def main():
     a = ap.parse_args()
     rng = np.random.default_rng(0)
     nets = [dense_net([100, 50, 10], rng), dense_net([784, 512, 512, 10], rng), conv_net(rng),
-            sparse_net(rng)]
+            sparse_net(rng), recurrent_net(rng)]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         # all simulator timings first: Lava's runtime leaves processes behind that

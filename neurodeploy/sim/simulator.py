@@ -387,7 +387,6 @@ def _plan(network: Network, input_bias: Optional[np.ndarray], input_bound: float
                 syn = _Synapse(i, _with_weight(block, both), graded, (both.shape[1],), bound)
                 wf, wr = syn.weights[0][1][:, :block.in_features], syn.weights[0][1][:, block.in_features:]
                 syn.weights = [(0, wf.contiguous())]
-                syn.int8 = False  # int8 weights were built for the concatenation
                 rec = _Synapse.__new__(_Synapse)
                 rec.__dict__.update(syn.__dict__)
                 rec.weights = [(0, wr.contiguous())]
@@ -396,6 +395,12 @@ def _plan(network: Network, input_bias: Optional[np.ndarray], input_bound: float
                 if rec.graded_input:  # graded own messages: exact integer product
                     rec.dtype = torch.int64
                     rec.weights = [(0, wr.to(torch.int64).contiguous())]
+                    rec.int8 = False
+                # the int8 weights were built for the concatenation: one set per part
+                if syn.int8:
+                    syn.w_int8 = wf.T.to(torch.int8).contiguous()
+                if rec.int8:
+                    rec.w_int8 = wr.T.to(torch.int8).contiguous()
                 syn.in_shape = in_shape
             else:
                 syn = _Synapse(i, block, graded, in_shape, bound)
@@ -760,7 +765,7 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
     out_view = out.view(torch.int8) if out.dtype == torch.bool else out  # 0/1 written as int8
     if rec is not None:
         us, vs = [], []
-    if isinstance(neuron, CubaNeuron) and layer.rec is None and fx.compiled_cuba_steps() is not None:
+    if isinstance(neuron, CubaNeuron) and fx.compiled_cuba_steps() is not None:
         # compiled loop over (neuron, step): fixedpoint.cuba_run, same arithmetic as cuba_step
         bsz, n = st["u"].shape
         reset = (np.zeros(c, np.bool_) if phase is None
@@ -775,14 +780,29 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
             st["v_np"] = st["v"].to(torch.int64).reshape(-1).numpy().copy()
         if "parameters" not in st:
             st["parameters"] = neuron.parameters()
-        _, _, u_rec, v_rec = fx.cuba_run(
-            a.reshape(c, -1).numpy(), st["parameters"], st["bias_tiled"], reset,
-            state=(st["u_np"], st["v_np"]), record=rec is not None,
-            a_first=None if lead is None else lead.reshape(-1).to(a.dtype).numpy(),
-            spikes=out.view(torch.uint8).reshape(c, -1).numpy())
-        if rec is not None:
-            us = list(torch.from_numpy(u_rec).reshape(c, bsz, n))
-            vs = list(torch.from_numpy(v_rec).reshape(c, bsz, n))
+        if layer.rec is None:  # the whole chunk in one call
+            _, _, u_rec, v_rec = fx.cuba_run(
+                a.reshape(c, -1).numpy(), st["parameters"], st["bias_tiled"], reset,
+                state=(st["u_np"], st["v_np"]), record=rec is not None,
+                a_first=None if lead is None else lead.reshape(-1).to(a.dtype).numpy(),
+                spikes=out.view(torch.uint8).reshape(c, -1).numpy())
+            if rec is not None:
+                us = list(torch.from_numpy(u_rec).reshape(c, bsz, n))
+                vs = list(torch.from_numpy(v_rec).reshape(c, bsz, n))
+        else:  # recurrent: a step at a time, the previous step's spikes through W_rec added
+            last = st["rec"]
+            spikes = out.view(torch.uint8).reshape(c, -1).numpy()
+            for k in range(c):
+                ak = a[k] if lead is None else (lead if k == 0 else a[k - 1])
+                ak = ak.to(torch.int64) + layer.rec(last[None], 1)[0].to(torch.int64)
+                _, _, u_rec, v_rec = fx.cuba_run(
+                    ak.reshape(1, -1).numpy(), st["parameters"], st["bias_tiled"], reset[k:k + 1],
+                    state=(st["u_np"], st["v_np"]), record=rec is not None, spikes=spikes[k:k + 1])
+                last = out[k]
+                if rec is not None:
+                    us.append(torch.from_numpy(u_rec).reshape(bsz, n))
+                    vs.append(torch.from_numpy(v_rec).reshape(bsz, n))
+            st["rec"] = last
     elif isinstance(neuron, CubaNeuron):
         p = neuron.parameters()
         u, v = st["u"], st["v"]
