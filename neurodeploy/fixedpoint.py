@@ -24,7 +24,7 @@ decay offset); ``voltage_decay`` is ``vDecay`` = Lava's ``dv``; ``threshold`` is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -529,3 +529,67 @@ def delta_input_step(a: torch.Tensor, state: SigmaDeltaState, threshold: int):
     act = shift_left(a, SDNN_SCALE)
     s, residue = delta_encode(act, state.act, state.residue, threshold)
     return shift_right_floor(s, SDNN_STATE_EXP), SigmaDeltaState(state.sigma, act, residue)
+
+
+
+# --- compiled sigma-delta layer (the simulator's loop for SDNN layers) ---------
+# The same steps as :func:`sigma_delta_step`, :func:`delta_input_step` and a sigma
+# output layer, per neuron over scalars; checked against Lava by the test suite.
+SD_HIDDEN, SD_INPUT, SD_SIGMA_OUTPUT = 0, 1, 2
+
+
+def _sigma_delta_neuron_steps(a, a_first, delayed, kind, threshold_eff, bias, has_bias,
+                              sigma, act, residue, out, sigma_rec, record):  # pragma: no cover
+    steps, n = a.shape
+    for t in range(steps):
+        for j in _prange(n):
+            if delayed:
+                a_t = np.int64(a_first[j]) if t == 0 else np.int64(a[t - 1, j])
+            else:
+                a_t = np.int64(a[t, j])
+            if kind == SD_SIGMA_OUTPUT:
+                sigma[j] += a_t
+                out[t, j] = sigma[j]
+            else:
+                if kind == SD_INPUT:
+                    new_act = a_t << SDNN_SCALE
+                else:
+                    sigma[j] += a_t
+                    new_act = sigma[j] + ((np.int64(bias[j]) << SDNN_SCALE) if has_bias else 0)
+                    new_act = max(new_act, 0)
+                delta = new_act - act[j] + residue[j]
+                sent = delta if abs(delta) >= threshold_eff else 0
+                residue[j] = delta - sent
+                act[j] = new_act
+                out[t, j] = sent >> SDNN_STATE_EXP
+            if record:
+                sigma_rec[t, j] = sigma[j]
+
+
+def compiled_sigma_delta_steps():
+    """The numba-compiled sigma-delta loop, or None when numba is unavailable."""
+    return parallel(_sigma_delta_neuron_steps)
+
+
+def sigma_delta_run(a: np.ndarray, kind: int, threshold: int, bias: Optional[np.ndarray],
+                    state: Tuple[np.ndarray, np.ndarray, np.ndarray], out: np.ndarray,
+                    a_first: Optional[np.ndarray] = None, record: bool = False) -> np.ndarray:
+    """Sigma-delta neurons over synaptic input ``a`` (steps, neurons) integers, in the
+    compiled loop: ``kind`` SD_HIDDEN (:func:`sigma_delta_step`), SD_INPUT
+    (:func:`delta_input_step`) or SD_SIGMA_OUTPUT (sigma sent as is). ``state`` (sigma,
+    act, residue) int64 arrays are updated in place and ``out`` (steps, neurons) int64
+    gets the messages; with ``a_first`` the input is delayed one step as in
+    :func:`cuba_run`. Returns sigma at every step when ``record`` (else an empty array)."""
+    kernel = compiled_sigma_delta_steps()
+    if kernel is None:
+        raise RuntimeError("numba is not installed: no compiled sigma-delta loop")
+    steps, n = a.shape
+    sigma, act, residue = state
+    has_bias = bias is not None
+    bias_mant = np.zeros(1, np.int64) if bias is None else np.ascontiguousarray(bias, np.int64)
+    sigma_rec = np.empty((steps, n) if record else (1, 1), np.int64)
+    delayed = a_first is not None
+    first = np.ascontiguousarray(a_first if delayed else np.zeros(1, a.dtype), dtype=a.dtype)
+    kernel(np.ascontiguousarray(a), first, delayed, int(kind), int(threshold) << SDNN_SCALE,
+           bias_mant, has_bias, sigma, act, residue, out, sigma_rec, record)
+    return sigma_rec

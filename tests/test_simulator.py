@@ -142,6 +142,29 @@ def test_compiled_and_torch_neuron_paths_agree_on_a_recurrent_network(monkeypatc
         assert np.array_equal(compiled.records[key], plain.records[key]), key
 
 
+def test_compiled_and_torch_sigma_delta_paths_agree(monkeypatch):
+    """Sigma-delta input, hidden (bias, ReLU) and sigma-output layers, graded input,
+    chunks of 3 steps (each chunk's first step from the previous one's last products):
+    the compiled loop and the torch steps give the same messages and sigma records.
+    (Lava checks the arithmetic itself in test_sim_lava.)"""
+    from neurodeploy.network import Input, SigmaDeltaNeuron
+    rng = np.random.default_rng(12)
+    net = Network((Input(shape=(6,), neuron=SigmaDeltaNeuron(threshold=2)),
+                   Dense(weight=2 * rng.integers(-60, 60, (9, 6)), bias=rng.integers(-20, 20, 9),
+                         neuron=SigmaDeltaNeuron(threshold=40)),
+                   Dense(weight=2 * rng.integers(-60, 60, (3, 9)), neuron=SigmaDeltaNeuron(0, sigma_output=True))),
+                  (6,))
+    x = rng.integers(-300, 300, (4, 6, 17))
+    kw = dict(steps=25, record=True, chunk_steps=3)
+    compiled = simulate(net, x, **kw)
+    monkeypatch.setattr(fx, "compiled_sigma_delta_steps", lambda: None)
+    plain = simulate(net, x, **kw)
+    assert np.count_nonzero(compiled.records["s/1"]) > 20 and np.any(compiled.records["s/1"] == 0)
+    assert np.array_equal(compiled.spikes, plain.spikes)
+    for key in compiled.records:
+        assert np.array_equal(compiled.records[key], plain.records[key]), key
+
+
 def test_event_driven_product_equals_the_int8_gemm(monkeypatch):
     """Sparse binary inputs (1 %): the event-driven synapse (sum of the active inputs'
     weight rows) gives the same u, v and spikes as the int8 GEMM; widths with and

@@ -825,6 +825,25 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
                 us.append(u.to(torch.int64))
                 vs.append(v.to(torch.int64))
         st["rec"] = last
+    elif layer.rec is None and fx.compiled_sigma_delta_steps() is not None:
+        # compiled loop over (neuron, step): fixedpoint.sigma_delta_run, the same steps
+        # as sigma_delta_step / delta_input_step; the state tensors updated in place
+        sd = st["sd"]
+        bsz, n = sd.sigma.shape
+        kind = (fx.SD_INPUT if layer.is_input else
+                fx.SD_SIGMA_OUTPUT if neuron.sigma_output else fx.SD_HIDDEN)
+        if "bias_tiled" not in st:
+            st["bias_tiled"] = (None if layer.bias is None or kind != fx.SD_HIDDEN
+                                else np.tile(np.asarray(layer.bias, np.int64).reshape(-1), bsz))
+        if a.dtype == torch.bool:
+            a = a.view(torch.int8)
+        sigma_rec = fx.sigma_delta_run(
+            a.reshape(c, -1).numpy(), kind, neuron.threshold, st["bias_tiled"],
+            (sd.sigma.view(-1).numpy(), sd.act.view(-1).numpy(), sd.residue.view(-1).numpy()),
+            out.view(c, -1).numpy(), record=rec is not None,
+            a_first=None if lead is None else lead.reshape(-1).to(a.dtype).numpy())
+        if rec is not None:
+            us = list(torch.from_numpy(sigma_rec).reshape(c, bsz, n))
     else:
         sd = st["sd"]
         last = st["rec"]
