@@ -480,9 +480,13 @@ def shift_exponent(a: torch.Tensor, exponent: int) -> torch.Tensor:
 
 
 def wrap_signed(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Two's-complement wrap to ``bits`` (Lava Conv's ``signed_clamp``)."""
+    """Two's-complement wrap to ``bits`` (Lava Conv's ``signed_clamp``); integer
+    tensors by a bit mask, integer-valued float tensors by a remainder."""
     base = 1 << bits
-    return torch.remainder(x + base // 2, base) - base // 2
+    if x.is_floating_point():
+        return torch.remainder(x + base // 2, base) - base // 2
+    y = x + base // 2
+    return y.bitwise_and_(base - 1).sub_(base // 2)
 
 
 # --- sigma-delta (lava.proc.sdn, fixed_pt, as netx builds it) ---------------
