@@ -165,6 +165,31 @@ def test_compiled_and_torch_sigma_delta_paths_agree(monkeypatch):
         assert np.array_equal(compiled.records[key], plain.records[key]), key
 
 
+@pytest.mark.parametrize("groups,top", [(1, 2 ** 24 - 1), (2, 2 ** 31), (1, 300), (2, 1)])
+def test_graded_conv_as_float32_digits_is_exact(groups, top):
+    """A conv of graded input that needs float64 runs as one float32 conv of the
+    input's base-2**p digits: the same values as the float64 conv, for inputs that
+    take one digit (small), two (24-bit) and three (31-bit), at +-top exactly, with the
+    largest weight row sum the 8-bit weights allow."""
+    from neurodeploy.network import Conv, SigmaDeltaNeuron
+    from neurodeploy.sim import simulator
+    rng = np.random.default_rng(13)
+    w = 2 * rng.integers(-127, 128, (4, 4 // groups, 3, 3))
+    w[0] = 254
+    block = Conv(weight=w, neuron=SigmaDeltaNeuron(1), shape=(4, 3, 4), stride=(2, 2),
+                 padding=(1, 1), groups=groups)
+    syn = simulator._Synapse(1, block, True, (4, 6, 7), float(2 ** 31))
+    assert syn.dtype == torch.float64 and syn.split_bits >= simulator.SPLIT_MIN_BITS
+    x = torch.from_numpy(rng.integers(-top, top + 1, (5, 3, 4 * 6 * 7)))
+    x[0, 0, :6] = torch.tensor([-top, top, -top, top, 0, -1])
+    split = syn(x, 5)
+    syn.split_bits = 0  # the float64 conv (exact: |W x| < 2**53)
+    plain = syn(x, 5)
+    assert split.shape == plain.shape == (5, 3, 4 * 3 * 4)
+    assert torch.equal(split.to(torch.int64), plain.to(torch.int64))
+    assert plain.abs().max() > (2 ** 20 if top > 2 ** 20 else 0)
+
+
 def test_event_driven_product_equals_the_int8_gemm(monkeypatch):
     """Sparse binary inputs (1 %): the event-driven synapse (sum of the active inputs'
     weight rows) gives the same u, v and spikes as the int8 GEMM; widths with and

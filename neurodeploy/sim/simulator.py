@@ -45,6 +45,8 @@ from neurodeploy.network import (
 
 #: Elements per chunk of the largest (steps x batch x neurons) buffer.
 CHUNK_ELEMENTS = 1 << 22
+#: fewest bits per digit for which a float64 conv is done as a float32 conv of digits
+SPLIT_MIN_BITS = 6
 #: the input is reordered this many steps ahead (into at most READ_AHEAD_BYTES)
 READ_AHEAD_STEPS, READ_AHEAD_BYTES = 64, 1 << 24
 
@@ -154,15 +156,27 @@ class _Synapse:
         else:
             self.weights = [(int(dv), torch.as_tensor(np.where(self.delays == dv, w, 0), dtype=self.dtype))
                             for dv in np.unique(self.delays)]
+        # A conv that needs float64 (graded input) runs as one float32 conv of the
+        # input's base-2**split_bits digits, each exact: |digit| <= 2**split_bits and
+        # 2**split_bits * max row sum <= 2**24 (float64 convs are 5-10x slower)
+        self.split_bits = 0
+        row_sum = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0))
+        if (self.conv and self.dtype == torch.float64 and row_sum > 0
+                and _compiled_digits() is not None):
+            bits = int(np.floor(np.log2(2.0 ** 24 / row_sum)))
+            if bits >= SPLIT_MIN_BITS:
+                self.split_bits = bits
+                self.w32 = torch.tensor(w, dtype=torch.float32).contiguous(
+                    memory_format=torch.channels_last)
 
     def _apply(self, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """x: (F, B, ...) held input frames -> (F, B, N) held output, in the synapse dtype."""
         f, b = x.shape[:2]
         if self.conv:  # input and output held as (H, W, C): channels_last, no copies
             c_in, h, w_in = self.in_shape
-            y = torch.nn.functional.conv2d(
-                x.reshape(f * b, h, w_in, c_in).permute(0, 3, 1, 2), w, stride=self.stride,
-                padding=self.padding, dilation=self.dilation, groups=self.groups)
+            if self.split_bits:
+                return self._digit_conv(x.reshape(f * b, h, w_in, c_in)).reshape(f, b, -1)
+            y = self._conv(x.reshape(f * b, h, w_in, c_in).permute(0, 3, 1, 2), w)
             return y.permute(0, 2, 3, 1).reshape(f, b, -1)
         if self.int8 and x.dtype == torch.int8:
             rows = x.reshape(f * b, -1)
@@ -176,12 +190,34 @@ class _Synapse:
                 x = x.to(self.dtype)
         return x.reshape(f, b, -1) @ w.T
 
+    def _digit_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact conv of int64 x (R, H, W, C) -> float64 (R, H', W', C'): the digits of
+        x in base 2**p (the top one signed) as one float32 conv of n R images, then
+        sum_k conv(digit_k) 2**(p k) by Horner's rule (integers below 2**53)."""
+        p = self.split_bits
+        lo, hi = (int(v) for v in torch.aminmax(x)) if x.numel() else (0, 0)
+        n = 1
+        while max(-lo, hi) >= 1 << (p * n):  # then |x| < 2**(p n): top digit in [-2**p, 2**p)
+            n += 1
+        split, combine = _compiled_digits()
+        digits = np.empty((n,) + tuple(x.shape), np.float32)
+        split(x.contiguous().numpy().reshape(-1), p, digits.reshape(n, -1))
+        d = torch.from_numpy(digits).reshape((n * x.shape[0],) + tuple(x.shape[1:]))
+        y = self._conv(d.permute(0, 3, 1, 2), self.w32).permute(0, 2, 3, 1).contiguous()
+        out = torch.empty((x.shape[0],) + tuple(y.shape[1:]), dtype=torch.float64)
+        combine(y.numpy().reshape(n, -1), p, out.numpy().reshape(-1))
+        return out
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, w, stride=self.stride, padding=self.padding,
+                                          dilation=self.dilation, groups=self.groups)
+
     def __call__(self, full: torch.Tensor, chunk: int) -> torch.Tensor:
         """full: held input frames (D + 1 + chunk, B, N_in) whose first D + 1 are the
         previous chunk's tail -> synaptic input a (chunk, B, N) int64, where
         ``a[k] = sum_d (W_d @ x[k - 1 - d]) << exp``."""
         if self.graded_input:
-            x = full.to(self.dtype)
+            x = full if self.split_bits else full.to(self.dtype)
         else:  # 0 message bits: the synapse sees s != 0 (full is already bool)
             if full.dtype != torch.bool:
                 full = full != 0
@@ -291,6 +327,36 @@ def _event_loops(x, words, w, out, group):  # pragma: no cover - compiled
 def _compiled_event_loops():
     """The compiled event-driven product, or None without numba."""
     return parallel(_event_loops)
+
+
+def _split_digits(x, p, digits):  # pragma: no cover - compiled
+    # digits[k, i] = digit k of x[i] in base 2**p: k < n - 1 in [0, 2**p), the last the
+    # floor-shifted rest (signed)
+    n = digits.shape[0]
+    mask = (1 << p) - 1
+    for i in _prange(x.size):
+        v = x[i]
+        for k in range(n - 1):
+            digits[k, i] = np.float32(v & mask)
+            v = v >> p
+        digits[n - 1, i] = np.float32(v)
+
+
+def _combine_digits(y, p, out):  # pragma: no cover - compiled
+    # out[i] = sum_k y[k, i] 2**(p k), Horner from the top digit, in float64
+    n = y.shape[0]
+    scale = np.float64(1 << p)
+    for i in _prange(out.size):
+        acc = np.float64(y[n - 1, i])
+        for k in range(n - 2, -1, -1):
+            acc = acc * scale + np.float64(y[k, i])
+        out[i] = acc
+
+
+def _compiled_digits():
+    """The compiled digit split and recombination, or None without numba."""
+    split = parallel(_split_digits)
+    return None if split is None else (split, parallel(_combine_digits))
 
 
 @dataclass
