@@ -46,6 +46,20 @@ def recurrent_net(rng):
     return Network(layers=(hidden, out), input_shape=(700,), name="700-256rec-20 sparse")
 
 
+def pilotnet_sdnn(rng, tmp):
+    """lava-dl's PilotNet SDNN (its netx test network: graded sigma-delta, 4 conv and 4
+    dense blocks), 32 samples of 16 noisy frames around lava-dl's test image, repeated
+    cyclically; None when lava-dl's test data is not installed."""
+    import sys
+    for base in sys.path:
+        g = Path(base) / "tests" / "lava" / "lib" / "dl" / "netx" / "gts" / "pilotnet_sdnn"
+        if (g / "network.net").is_file():
+            img = np.load(g / "input.npy")  # (100, 33, 3, 1) netx order
+            noise = rng.integers(-20, 21, (32,) + img.shape[:-1] + (16,)) * 64
+            return g / "network.net", (img[None] + noise).astype(np.int32)
+    return None
+
+
 def conv_net(rng):
     c1 = Conv(weight=2 * rng.integers(-30, 30, (8, 2, 3, 3)), neuron=CubaNeuron(1024, 256, 60),
               shape=(8, 15, 15), stride=(2, 2))
@@ -106,14 +120,19 @@ def main():
             density = 0.03 if "sparse" in net.name else 0.2
             path, x = prepare(net, a.steps, a.batch, rng, tmp, density=density)
             ours, t_sim = bench_sim(path, x, a.steps)
-            runs.append((net, path, x, ours, t_sim, density))
+            runs.append((net.name, path, x, ours, t_sim, density))
+        pilotnet = pilotnet_sdnn(rng, tmp)
+        if pilotnet is not None:
+            path, x = pilotnet
+            ours, t_sim = bench_sim(path, x, a.steps)
+            runs.append(("PilotNet SDNN (lava-dl gts)", path, x, ours, t_sim, "graded"))
         from neurodeploy.lava_adapter import _import_lava
         _import_lava()  # import time (10-19 s) is not charged to Lava's run
-        for net, path, x, ours, t_sim, density in runs:
+        for name, path, x, ours, t_sim, density in runs:
             identical, t_lava = bench_lava(path, x, a.steps, a.lava_samples, ours)
-            sim_rate = a.batch * a.steps / t_sim
+            sim_rate = x.shape[0] * a.steps / t_sim
             lava_rate = a.lava_samples * a.steps / t_lava
-            r = {"network": net.name, "input_density": density, "steps": a.steps, "batch": a.batch,
+            r = {"network": name, "input_density": density, "steps": a.steps, "batch": x.shape[0],
                  "lava_samples": a.lava_samples, "sim_seconds": t_sim, "lava_seconds": t_lava,
                  "sim_sample_steps_per_s": sim_rate, "lava_sample_steps_per_s": lava_rate,
                  "speedup": sim_rate / lava_rate, "spikes_identical": identical,

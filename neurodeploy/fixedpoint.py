@@ -504,14 +504,26 @@ class SigmaDeltaState(NamedTuple):
     residue: torch.Tensor
 
 
+#: Lava's sigma-delta models and graded Dense products compute in numpy int32: every
+#: register (sigma, act, residue, the synaptic sum) wraps at 32 bits, and np.abs of
+#: -2**31 is -2**31 (never at or above a threshold)
+INT32_MIN = -(1 << 31)
+
+
+def wrap_int32(x: torch.Tensor) -> torch.Tensor:
+    """Two's-complement wrap to 32 bits, as numpy int32 arithmetic does."""
+    return wrap_signed(x, 32)
+
+
 def delta_encode(act: torch.Tensor, prev_act: torch.Tensor, residue: torch.Tensor,
                  threshold: int):
-    """Delta encoding: ``delta = act - prev_act + residue``; send ``delta`` where
-    ``|delta| >= threshold << 12`` (non-strict), keep the rest as residue.
-    Returns ``(s_scaled, new_residue)``; the graded spike sent is
-    ``s_scaled >> state_exp`` (floor)."""
-    delta = act - prev_act + residue
-    s = torch.where(delta.abs() >= (int(threshold) << SDNN_SCALE), delta, torch.zeros_like(delta))
+    """Delta encoding: ``delta = act - prev_act + residue`` (int32); send ``delta``
+    where ``|delta| >= threshold << 12`` (non-strict; int32 abs, so never for -2**31),
+    keep the rest as residue. Returns ``(s_scaled, new_residue)``; the graded spike
+    sent is ``s_scaled >> state_exp`` (floor)."""
+    delta = wrap_int32(act - prev_act + residue)
+    sent = (delta.abs() >= (int(threshold) << SDNN_SCALE)) & (delta != INT32_MIN)
+    s = torch.where(sent, delta, torch.zeros_like(delta))
     return s, delta - s
 
 
@@ -519,9 +531,10 @@ def sigma_delta_step(a: torch.Tensor, state: SigmaDeltaState, threshold: int,
                      bias: Optional[torch.Tensor] = None):
     """One fixed-point SigmaDelta step (``PySigmaDeltaModelFixed``) with netx's
     ReLU activation -> ``(graded spikes, new_state)``:
-    ``sigma += a; act = relu(sigma + bias << 12); s = delta_encode(...) >> 6``."""
-    sigma = state.sigma + a
-    act = sigma if bias is None else sigma + shift_left(bias, SDNN_SCALE)
+    ``sigma += a; act = relu(sigma + bias << 12); s = delta_encode(...) >> 6``, in
+    int32 registers."""
+    sigma = wrap_int32(state.sigma + a)
+    act = sigma if bias is None else wrap_int32(sigma + shift_left(bias, SDNN_SCALE))
     act = torch.clamp(act, min=0)
     s, residue = delta_encode(act, state.act, state.residue, threshold)
     return shift_right_floor(s, SDNN_STATE_EXP), SigmaDeltaState(sigma, act, residue)
@@ -529,8 +542,8 @@ def sigma_delta_step(a: torch.Tensor, state: SigmaDeltaState, threshold: int,
 
 def delta_input_step(a: torch.Tensor, state: SigmaDeltaState, threshold: int):
     """netx's SDNN input layer (``PyDeltaModelFixed``): ``act = a << 12``; delta
-    encoded as in :func:`sigma_delta_step`, no bias, no ReLU."""
-    act = shift_left(a, SDNN_SCALE)
+    encoded as in :func:`sigma_delta_step`, no bias, no ReLU (int32 registers)."""
+    act = wrap_int32(shift_left(a, SDNN_SCALE))
     s, residue = delta_encode(act, state.act, state.residue, threshold)
     return shift_right_floor(s, SDNN_STATE_EXP), SigmaDeltaState(state.sigma, act, residue)
 
@@ -551,18 +564,20 @@ def _sigma_delta_neuron_steps(a, a_first, delayed, kind, threshold_eff, bias, ha
                 a_t = np.int64(a_first[j]) if t == 0 else np.int64(a[t - 1, j])
             else:
                 a_t = np.int64(a[t, j])
+            # int32 registers: np.int64(np.int32(v)) wraps v to 32 bits
             if kind == SD_SIGMA_OUTPUT:
-                sigma[j] += a_t
+                sigma[j] = np.int64(np.int32(sigma[j] + a_t))
                 out[t, j] = sigma[j]
             else:
                 if kind == SD_INPUT:
-                    new_act = a_t << SDNN_SCALE
+                    new_act = np.int64(np.int32(a_t << SDNN_SCALE))
                 else:
-                    sigma[j] += a_t
-                    new_act = sigma[j] + ((np.int64(bias[j]) << SDNN_SCALE) if has_bias else 0)
+                    sigma[j] = np.int64(np.int32(sigma[j] + a_t))
+                    new_act = np.int64(np.int32(
+                        sigma[j] + ((np.int64(bias[j]) << SDNN_SCALE) if has_bias else 0)))
                     new_act = max(new_act, 0)
-                delta = new_act - act[j] + residue[j]
-                sent = delta if abs(delta) >= threshold_eff else 0
+                delta = np.int64(np.int32(new_act - act[j] + residue[j]))
+                sent = delta if (abs(delta) >= threshold_eff and delta != INT32_MIN) else 0
                 residue[j] = delta - sent
                 act[j] = new_act
                 out[t, j] = sent >> SDNN_STATE_EXP

@@ -146,6 +146,32 @@ def test_random_sigma_delta_networks_match_lava(tmp_path_factory, seed, sigma_ou
     _compare(path, x, steps=12, probe=False)
 
 
+@pytest.mark.parametrize("sigma_out,wmax", [(False, 127), (True, 127), (False, 30)])
+def test_sigma_delta_registers_wrap_at_32_bits_as_lava(tmp_path, monkeypatch, sigma_out, wmax):
+    """Large graded messages and weights: Lava's sigma-delta models and its Dense
+    product compute in numpy int32, so sigma, act, residue and the synaptic sums wrap
+    at 32 bits within a few steps; the simulator wraps them the same way, in the
+    compiled loop and in the torch steps. wmax 30: netx scales the weights up by 4 with
+    weight_exp -2, and Lava wraps W @ s before that shift."""
+    rng = np.random.default_rng(21)
+    layers = (Input(shape=(5,), neuron=SigmaDeltaNeuron(threshold=1)),
+              Dense(weight=rng.integers(-wmax, wmax + 1, (6, 5)) * 2, bias=rng.integers(-2000, 2000, 6),
+                    neuron=SigmaDeltaNeuron(threshold=3)),
+              Dense(weight=rng.integers(-127, 128, (3, 6)) * 2,
+                    neuron=SigmaDeltaNeuron(threshold=2, sigma_output=sigma_out)))
+    path = tmp_path / "sdnn_wrap.net"
+    write_netx(Network(layers=layers, input_shape=(5,)), path)
+    x = rng.integers(-(1 << 18), 1 << 18, (5, 7))
+    ours = _compare(path, x, steps=30, probe=False)  # against Lava
+    assert np.abs(ours.records["sigma/1"]).max() > 2 ** 30  # near the int32 range
+    from neurodeploy import fixedpoint as fx
+    monkeypatch.setattr(fx, "compiled_sigma_delta_steps", lambda: None)
+    torch_steps = simulate(read_netx(path), x[None], steps=30, record=True)
+    assert np.array_equal(torch_steps.spikes, ours.spikes)
+    for key in ours.records:
+        assert np.array_equal(torch_steps.records[key], ours.records[key]), key
+
+
 def _gts():
     import sys
     for base in sys.path:

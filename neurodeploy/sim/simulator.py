@@ -127,9 +127,10 @@ class _Synapse:
                     raise ValueError(f"{where}: delay of shape {d.shape} fits neither "
                                      f"{w.shape[0]} outputs nor {w.shape[1]} inputs")
                 self.delays = dm
-        if self.exp < 0 and not np.any(w % (1 << -self.exp)):
+        if self.exp < 0 and not np.any(w % (1 << -self.exp)) and not (graded_input and not self.conv):
             # netx scaled the stored integers up by 2**-exp: for integer inputs
-            # (W @ s) >> -exp == (W >> -exp) @ s exactly, so drop the shift
+            # (W @ s) >> -exp == (W >> -exp) @ s exactly, so drop the shift (not for
+            # graded input into Dense: Lava wraps W @ s to int32 before the shift)
             w, self.exp = w >> -self.exp, 0
         self.max_delay = 0 if self.delays is None else int(self.delays.max())
         bound = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0)) * max(input_bound, 1.0)
@@ -227,12 +228,18 @@ class _Synapse:
         for d, w in self.weights:
             xs = x[d_max - d: d_max - d + chunk]
             a = self._apply(w, xs)
-            if self.exp != 0 or self.wraps:
+            if self.graded_input and not self.conv:
+                # Lava's Dense: numpy int32 dot of graded messages, then the exponent
+                # shift, both wrapping at 32 bits
+                a = fx.wrap_int32(fx.shift_exponent(fx.wrap_int32(a.to(torch.int64)), self.exp))
+            elif self.exp != 0 or self.wraps:
                 a = fx.shift_exponent(a.to(torch.int64), self.exp)
             # else float32 stays: exact integers, |sum over delays| < 2**24 by the bound
             total = a if total is None else total + a
         if self.wraps:
             total = fx.wrap_signed(total, fx.CONV_ACCUMULATOR_BITS)
+        elif self.graded_input and len(self.weights) > 1:  # delays: int32 sum too
+            total = fx.wrap_int32(total)
         return total  # int64/int32, or float32/float64 holding exact integers
 
 
@@ -921,7 +928,7 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
             if layer.is_input:
                 s, sd = fx.delta_input_step(ak, sd, neuron.threshold)
             elif neuron.sigma_output:
-                sigma = sd.sigma + ak
+                sigma = fx.wrap_int32(sd.sigma + ak)
                 sd = fx.SigmaDeltaState(sigma, sd.act, sd.residue)
                 s = sigma
             else:
