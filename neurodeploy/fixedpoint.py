@@ -548,7 +548,6 @@ def delta_input_step(a: torch.Tensor, state: SigmaDeltaState, threshold: int):
     return shift_right_floor(s, SDNN_STATE_EXP), SigmaDeltaState(state.sigma, act, residue)
 
 
-
 # --- compiled sigma-delta layer (the simulator's loop for SDNN layers) ---------
 # The same steps as :func:`sigma_delta_step`, :func:`delta_input_step` and a sigma
 # output layer, per neuron over scalars; checked against Lava by the test suite.
