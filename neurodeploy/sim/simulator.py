@@ -17,10 +17,14 @@ t = 1, 2, ...; index k = t - 1 here):
   ``(k + 1) % R == (reset_offset + 1 + i) % R`` (netx's LIFReset offsets).
 
 Feed-forward blocks are simulated one block at a time over a chunk of steps: a
-block's whole synaptic input for the chunk is one matrix product (float32 or
-float64 when exact for the block's weights and input bound, else int64), then
-the neuron recurrence runs over the chunk in a few in-place tensor passes per
-step. Chunks bound the memory of long runs.
+block's whole synaptic input for the chunk is one product, then the neuron
+recurrence runs over the chunk in a compiled loop (numba; torch steps without it).
+Binary input into dense weights uses the int8 GEMM or, when few inputs are active,
+the event-driven sum of weight rows (a fitted cost model picks); other products run
+in float32 or float64 when exact for the weights and input bound, else int64, and a
+float64 conv runs as one float32 conv of the input's digits. Recurrent blocks run a
+step at a time. Sigma-delta registers and graded Dense sums wrap at 32 bits as
+Lava's numpy int32 models do. Chunks bound the memory of long runs.
 
 Layouts: arrays in and out use netx's port order (``(x, y, c)`` for images,
 the reverse of the file's torch order ``(C, H, W)``), batch first, time last.
