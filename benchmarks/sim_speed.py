@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from neurodeploy.export.netx import read_netx, write_netx
-from neurodeploy.lava_adapter import run_netx
+from neurodeploy.lava_adapter import lava_dl_test_data, run_netx
 from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network
 from neurodeploy.sim.simulator import simulate
 
@@ -46,18 +46,17 @@ def recurrent_net(rng):
     return Network(layers=(hidden, out), input_shape=(700,), name="700-256rec-20 sparse")
 
 
-def pilotnet_sdnn(rng, tmp):
+def pilotnet_sdnn(rng):
     """lava-dl's PilotNet SDNN (its netx test network: graded sigma-delta, 4 conv and 4
     dense blocks), 32 samples of 16 noisy frames around lava-dl's test image, repeated
     cyclically; None when lava-dl's test data is not installed."""
-    import sys
-    for base in sys.path:
-        g = Path(base) / "tests" / "lava" / "lib" / "dl" / "netx" / "gts" / "pilotnet_sdnn"
-        if (g / "network.net").is_file():
-            img = np.load(g / "input.npy")  # (100, 33, 3, 1) netx order
-            noise = rng.integers(-20, 21, (32,) + img.shape[:-1] + (16,)) * 64
-            return g / "network.net", (img[None] + noise).astype(np.int32)
-    return None
+    base = lava_dl_test_data()
+    if base is None:
+        return None
+    g = base / "gts" / "pilotnet_sdnn"
+    img = np.load(g / "input.npy")  # (100, 33, 3, 1) netx order
+    noise = rng.integers(-20, 21, (32,) + img.shape[:-1] + (16,)) * 64
+    return g / "network.net", (img[None] + noise).astype(np.int32)
 
 
 def conv_net(rng):
@@ -121,7 +120,7 @@ def main():
             path, x = prepare(net, a.steps, a.batch, rng, tmp, density=density)
             ours, t_sim = bench_sim(path, x, a.steps)
             runs.append((net.name, path, x, ours, t_sim, density))
-        pilotnet = pilotnet_sdnn(rng, tmp)
+        pilotnet = pilotnet_sdnn(rng)
         if pilotnet is not None:
             path, x = pilotnet
             ours, t_sim = bench_sim(path, x, a.steps)

@@ -479,6 +479,16 @@ def shift_exponent(a: torch.Tensor, exponent: int) -> torch.Tensor:
     return a
 
 
+def graded_dense_input(product: torch.Tensor, exponent: int) -> torch.Tensor:
+    """Lava's bit-accurate Dense on graded messages: the integer product ``W @ s``
+    (int64, exact) as numpy's int32 dot leaves it (wrapped to 32 bits), then
+    ``<< exponent`` (floor ``>>`` when negative) in int32."""
+    a = wrap_int32(product)
+    if exponent > 0:
+        return wrap_int32(shift_left(a, exponent))
+    return shift_exponent(a, exponent)  # a right shift stays within int32
+
+
 def wrap_signed(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Two's-complement wrap to ``bits`` (Lava Conv's ``signed_clamp``); integer
     tensors by a bit mask, integer-valued float tensors by a remainder."""

@@ -9,7 +9,9 @@ input layer's neuron ``a_in`` for files with one.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
@@ -26,6 +28,16 @@ def lava_available() -> bool:
     except Exception:
         return False
     return True
+
+
+def lava_dl_test_data() -> Optional[Path]:
+    """lava-dl's installed netx test folder (networks and recorded traces under
+    ``gts/``), found on sys.path without importing Lava; None when not installed."""
+    for base in sys.path:
+        cand = Path(base) / "tests" / "lava" / "lib" / "dl" / "netx"
+        if (cand / "gts").is_dir():
+            return cand
+    return None
 
 
 def _import_lava():

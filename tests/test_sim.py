@@ -1,7 +1,6 @@
 """Bit-accurate simulator: fast checks (no Lava) against lava-dl's ground truth
 recordings and the fixed-point definitions; Lava comparisons in test_sim_lava.py."""
 import json
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -10,15 +9,11 @@ import torch
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.export.netx import NetxFormatError, read_netx, write_netx
+from neurodeploy.lava_adapter import lava_dl_test_data
 from neurodeploy.network import CubaNeuron, Dense, Input, Network
 from neurodeploy.sim.simulator import SimulationInputError, simulate
 
-GTS = None  # lava-dl's installed netx tests: networks and recorded traces (gts/)
-for base in __import__("sys").path:
-    cand = Path(base) / "tests" / "lava" / "lib" / "dl" / "netx"
-    if (cand / "gts").is_dir():
-        GTS = cand
-        break
+GTS = lava_dl_test_data()  # lava-dl's installed netx tests: networks and traces (gts/)
 needs_gts = pytest.mark.skipif(GTS is None, reason="lava-dl's test data (gts/) is not installed")
 
 

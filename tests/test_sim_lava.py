@@ -1,7 +1,6 @@
 """Simulator vs Lava's fixed-point process models (the reference), on random
 networks of every block type and on lava-dl's own networks. Slow: each Lava
 run costs seconds."""
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -173,12 +172,10 @@ def test_sigma_delta_registers_wrap_at_32_bits_as_lava(tmp_path, monkeypatch, si
 
 
 def _gts():
-    import sys
-    for base in sys.path:
-        cand = Path(base) / "tests" / "lava" / "lib" / "dl" / "netx"
-        if (cand / "gts").is_dir():
-            return cand
-    pytest.skip("lava-dl's test data is not installed")
+    found = lava_adapter.lava_dl_test_data()
+    if found is None:
+        pytest.skip("lava-dl's test data is not installed")
+    return found
 
 
 def test_lava_dl_tiny_conv_net_with_image_bias_matches_lava():

@@ -137,7 +137,8 @@ class _Synapse:
             # graded input into Dense: Lava wraps W @ s to int32 before the shift)
             w, self.exp = w >> -self.exp, 0
         self.max_delay = 0 if self.delays is None else int(self.delays.max())
-        bound = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0)) * max(input_bound, 1.0)
+        row_sum = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0))
+        bound = row_sum * max(input_bound, 1.0)
         if bound < 2 ** 24:
             self.dtype = torch.float32
         elif bound < 2 ** 53:
@@ -165,7 +166,6 @@ class _Synapse:
         # input's base-2**split_bits digits, each exact: |digit| <= 2**split_bits and
         # 2**split_bits * max row sum <= 2**24 (float64 convs are 5-10x slower)
         self.split_bits = 0
-        row_sum = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0))
         if (self.conv and self.dtype == torch.float64 and row_sum > 0
                 and _compiled_digits() is not None):
             bits = int(np.floor(np.log2(2.0 ** 24 / row_sum)))
@@ -232,10 +232,8 @@ class _Synapse:
         for d, w in self.weights:
             xs = x[d_max - d: d_max - d + chunk]
             a = self._apply(w, xs)
-            if self.graded_input and not self.conv:
-                # Lava's Dense: numpy int32 dot of graded messages, then the exponent
-                # shift, both wrapping at 32 bits
-                a = fx.wrap_int32(fx.shift_exponent(fx.wrap_int32(a.to(torch.int64)), self.exp))
+            if self.graded_input and not self.conv:  # int32 dot and shift, as Lava's Dense
+                a = fx.graded_dense_input(a.to(torch.int64), self.exp)
             elif self.exp != 0 or self.wraps:
                 a = fx.shift_exponent(a.to(torch.int64), self.exp)
             # else float32 stays: exact integers, |sum over delays| < 2**24 by the bound
