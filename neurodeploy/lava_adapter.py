@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional, Union
 
 import numpy as np
 
@@ -117,8 +117,9 @@ def run_netx(
     reset_interval: Optional[int] = None,
     reset_offset: int = 0,
     input_bias: Optional[np.ndarray] = None,
-    probe: bool = False,
+    probe: Union[bool, Iterable[int]] = False,
     num_layers: Optional[int] = None,
+    probe_vars: Iterable[str] = ("u", "v", "s"),
 ) -> LavaRun:
     """Run a netx network on Lava's bit-accurate CPU simulator.
 
@@ -131,25 +132,34 @@ def run_netx(
     ``net.in_layer.neuron.bias_mant`` as lava-dl's examples inject images.
     probe: record every layer's u, v (CUBA) and spikes with Lava monitors; probes
     are keyed ``u/<j>``, ``v/<j>``, ``s/<j>`` with j the index in ``net.layers``
-    (blocks that hold neurons), each (*layer_shape, steps).
+    (blocks that hold neurons), each (*layer_shape, steps); a collection of j
+    probes only those layers, and ``probe_vars`` limits what is probed (a u or v
+    monitor on a large layer costs Lava seconds per step; spike sinks are cheap).
     num_layers: build only the first blocks (netx's ``num_layers``).
     """
     netx, RunSteps, Loihi2SimCfg, io = _import_lava()
     steps = int(stream.shape[-1] if steps is None else steps)
     net, sink = _wire(netx, io, path, stream, steps, reset_interval, reset_offset,
                       num_layers=num_layers, input_bias=input_bias)
+    if probe is True or probe is False:
+        probed = set(range(len(net.layers))) if probe else set()
+    else:
+        probed = {int(j) for j in probe}
+    probe_vars = set(probe_vars)
     sinks = {}
-    if probe:
-        for j, layer in enumerate(net.layers):
+    for j, layer in enumerate(net.layers):
+        if j in probed and "s" in probe_vars:
             sk = io.sink.RingBuffer(shape=layer.out.shape, buffer=steps)
             layer.out.connect(sk.a_in)
             sinks[f"s/{j}"] = sk
     monitors = {}
-    if probe:
+    if probed:
         from lava.proc.monitor.process import Monitor
         for j, layer in enumerate(net.layers):
+            if j not in probed:
+                continue
             for var in ("u", "v"):
-                if hasattr(layer.neuron, var):
+                if var in probe_vars and hasattr(layer.neuron, var):
                     m = Monitor()
                     m.probe(getattr(layer.neuron, var), steps)
                     monitors[f"{var}/{j}"] = (m, getattr(layer.neuron, var))

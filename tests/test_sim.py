@@ -173,8 +173,9 @@ def test_pilotnet_lif_reproduces_loihi2_hardware_traces():
     layer's second reset (lava-dl's own test stops at the first). After it the chip
     is one step behind netx's timeline: conv-0's u repeats its step-17 value at step
     18, and from there every layer's recorded u equals ours one step earlier, exactly
-    (from step 18 for conv-0, 19 for conv-1, ...). One recording does not tell why, so
-    the simulator keeps Lava's timeline; this pins the observation down."""
+    (from step 18 for conv-0, 19 for conv-1, ...). Lava's fixed-point models do the
+    same (test_sim_lava), so the simulator keeps Lava's timeline; this pins the
+    observation down."""
     g = GTS / "gts/pilotnet_lif"
     net = read_netx(g / "network.net")
     steps = 24

@@ -203,3 +203,29 @@ def test_validate_measures_agreement_with_lava(tmp_path):
     for timeline in ("samples", "raw"):   # one Lava stream of two samples; two raw runs
         m = validate(path, x, np.zeros(5, dtype=int), lava_samples=2, timeline=timeline)
         assert m["agreement"]["sim_vs_lava"] == 1.0 and m["samples"]["lava"] == 2
+
+
+def test_lava_leaves_the_loihi2_recording_where_the_simulator_does():
+    """lava-dl's pilotnet_lif recording from Loihi 2 (image through the input
+    layer's bias, reset every 16 steps) next to Lava's own fixed-point run: Lava
+    gives the simulator's spikes at all 24 steps, and both leave the chip's at the
+    same step, after each layer's second reset (conv-4 at step 21, fc-0 at 22; the
+    chip then runs one step behind). So the slip is between Lava and the chip, not
+    between the simulator and Lava. Spike sinks on two small layers only (u monitors
+    on the conv layers cost Lava minutes)."""
+    g = _gts() / "gts/pilotnet_lif"
+    steps, bias = 24, np.load(g / "image.npy")
+    x = np.zeros((200, 66, 3, 1), dtype=np.int32)
+    lava = lava_adapter.run_netx(g / "network.net", x, steps=steps, reset_interval=16, input_bias=bias,
+                                 probe={5, 6}, probe_vars=("s",))
+    ours = simulate(read_netx(g / "network.net"), x[None], steps=steps, input_bias=bias,
+                    reset_interval=16, record=True)
+    # Lava layer index, our block index (a flatten block sits before fc-0), recording, first step off
+    for j, i, name, first_off in ((5, 5, "conv-4", 21), (6, 7, "fc-0", 22)):
+        lv = lava.probes[f"s/{j}"]
+        assert np.array_equal(ours.records[f"s/{i}"][0], lv), name
+        chip = np.load(g / f"{name}.npy").reshape(lv.shape[:-1] + (-1,))[..., :steps]
+        assert np.array_equal(lv[..., :first_off], chip[..., :first_off]), name
+        assert not np.array_equal(lv[..., first_off], chip[..., first_off]), name
+        # one step behind: the chip's step t+1 is Lava's step t
+        assert np.array_equal(lv[..., first_off:-1], chip[..., first_off + 1:]), name
