@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from neurodeploy import fixedpoint as fx
 from neurodeploy.export.netx import read_netx, write_netx
 from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron
 from neurodeploy.sim.simulator import simulate
@@ -37,10 +38,10 @@ def _compare(path, x, steps, **kw):
 
 def _weights(rng, shape, sign, odd):
     w = rng.integers(-128, 128, shape) * (1 if odd else 2)
-    if sign == "exc":
-        w = np.abs(w)
+    if sign == "exc":  # single-sign layers: [0, 255] and [-256, -1]
+        w = np.minimum(np.abs(w), 255)
     elif sign == "inh":
-        w = -np.abs(w) - 1
+        w = np.maximum(-np.abs(w) - 1, -256)
     if not odd and sign != "mixed":
         w = (w // 2) * 2
     return w
@@ -75,7 +76,8 @@ def test_random_dense_networks_match_lava(tmp_path_factory, seed, sign, odd, ext
     if input_layer:
         layers.append(Input(shape=(n_in,), neuron=_neuron(rng, extreme)))
     bias = rng.integers(-4096, 4096, n_h) if extreme else None
-    layers += [Dense(weight=(w1 // 2) * 2 if sign == "mixed" else w1, neuron=_neuron(rng, extreme), bias=bias),
+    # the writer takes only chip-exact weights; the raw ones (odd, -256) are stored after
+    layers += [Dense(weight=fx.effective_weights(w1), neuron=_neuron(rng, extreme), bias=bias),
                Dense(weight=(w2 // 2) * 2, neuron=_neuron(rng, False))]
     path = tmp_path_factory.mktemp("d") / "net.net"
     write_netx(Network(layers=tuple(layers), input_shape=(n_in,)), path)
