@@ -2,6 +2,8 @@
 networks of every block type and on lava-dl's own networks. Slow: each Lava
 run costs seconds."""
 
+import warnings
+
 import h5py
 import numpy as np
 import pytest
@@ -145,6 +147,53 @@ def test_random_sigma_delta_networks_match_lava(tmp_path_factory, seed, sigma_ou
     write_netx(Network(layers=layers, input_shape=(5,)), path)
     x = rng.integers(-100, 100, (5, 9))
     _compare(path, x, steps=12, probe=False)
+
+
+def _sigma_delta_conv_net(rng, stride, groups, sigma_out):
+    c_in, h, w, c_out = 2, 6, 7, 4
+    conv = Conv(weight=rng.integers(-60, 60, (c_out, c_in // groups, 3, 3)) * 2,
+                neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 30))),
+                shape=(c_out, (h - 3) // stride + 1, (w - 3) // stride + 1), stride=(stride, stride),
+                groups=groups, bias=rng.integers(-50, 50, c_out))
+    n = int(np.prod(conv.shape))
+    dense = Dense(weight=rng.integers(-60, 60, (3, n)) * 2,
+                  neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 30)), sigma_output=sigma_out))
+    return Network(layers=(Input(shape=(c_in, h, w), neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 4)))),
+                           conv, Flatten(shape=(n,)), dense), input_shape=(c_in, h, w))
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2 ** 16), stride=st.sampled_from([1, 2]), groups=st.sampled_from([1, 2]),
+       sigma_out=st.booleans())
+def test_random_sigma_delta_conv_networks_match_lava(tmp_path_factory, seed, stride, groups, sigma_out):
+    """Graded messages into conv blocks (the simulator's conv runs as a float32 conv
+    of base-2**p digits here), with sums below 2**24, where Lava's float32 Conv model
+    is exact: the simulator raising its rounding warning fails the test."""
+    from neurodeploy.sim.simulator import LavaConvRoundingWarning
+    rng = np.random.default_rng(seed)
+    path = tmp_path_factory.mktemp("sc") / "sdconv.net"
+    write_netx(_sigma_delta_conv_net(rng, stride, groups, sigma_out), path)
+    x = rng.integers(-20, 20, (7, 6, 2, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LavaConvRoundingWarning)
+        _compare(path, x, steps=12, probe=False)
+
+
+def test_lava_conv_rounds_large_graded_sums_and_the_simulator_says_so(tmp_path):
+    """Messages near 2**23: conv sums beyond 2**31. Lava's Conv model convolves in
+    float32 and casts to int32 (such sums become -2**31, then 0 after the 24-bit
+    wrap), so its spikes leave the exact integer arithmetic the simulator keeps;
+    the simulator warns, naming the layer."""
+    from neurodeploy.sim.simulator import LavaConvRoundingWarning
+    rng = np.random.default_rng(0)
+    path = tmp_path / "sdconv_big.net"
+    write_netx(_sigma_delta_conv_net(rng, 1, 1, False), path)
+    x = rng.integers(-(1 << 17), 1 << 17, (7, 6, 2, 8))
+    with pytest.warns(LavaConvRoundingWarning, match="layer 1 \\(conv\\)"):
+        ours = simulate(read_netx(path), x[None], steps=12).spikes[0]
+    lava = lava_adapter.run_netx(path, x, steps=12).spikes
+    assert np.array_equal(lava[..., :2], ours[..., :2])  # before the conv's output arrives
+    assert not np.array_equal(lava, ours)
 
 
 @pytest.mark.parametrize("sigma_out,wmax", [(False, 127), (True, 127), (False, 30)])

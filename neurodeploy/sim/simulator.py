@@ -35,6 +35,7 @@ and a dense block after them takes its weight columns in that order.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
@@ -51,8 +52,14 @@ from neurodeploy.network import (
 CHUNK_ELEMENTS = 1 << 22
 #: fewest bits per digit for which a float64 conv is done as a float32 conv of digits
 SPLIT_MIN_BITS = 6
+#: float32 holds every integer below this exactly
+FLOAT32_EXACT = 2 ** 24
 #: the input is reordered this many steps ahead (into at most READ_AHEAD_BYTES)
 READ_AHEAD_STEPS, READ_AHEAD_BYTES = 64, 1 << 24
+
+
+class LavaConvRoundingWarning(UserWarning):
+    """A graded conv's sums leave what Lava's float32 Conv model computes exactly."""
 
 
 class SimulationInputError(ValueError):
@@ -138,6 +145,7 @@ class _Synapse:
             w, self.exp = w >> -self.exp, 0
         self.max_delay = 0 if self.delays is None else int(self.delays.max())
         row_sum = float(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0))
+        self.warned = False
         bound = row_sum * max(input_bound, 1.0)
         if bound < 2 ** 24:
             self.dtype = torch.float32
@@ -173,6 +181,24 @@ class _Synapse:
                 self.split_bits = bits
                 self.w32 = torch.tensor(w, dtype=torch.float32).contiguous(
                     memory_format=torch.channels_last)
+
+    def _warn_if_lava_rounds(self, a: torch.Tensor) -> None:
+        """Lava's fixed-point Conv model convolves in float32 (torch), then casts to
+        int32: a sum that float32 cannot hold comes out rounded, and one beyond int32
+        as -2**31 (0 after the 24-bit wrap). The simulator keeps exact integers; say
+        so once per layer when one of this chunk's sums ``a`` (exact) is such a sum.
+        (Partial sums that round while the whole sum fits are not detected.)"""
+        lo, hi = torch.aminmax(a)
+        if max(-float(lo), float(hi)) < FLOAT32_EXACT:
+            return
+        s = a[a.abs() >= FLOAT32_EXACT].to(torch.float64)
+        if bool((s.abs() >= 2 ** 31).any()) or bool((s.to(torch.float32).to(torch.float64) != s).any()):
+            self.warned = True
+            warnings.warn(LavaConvRoundingWarning(
+                f"layer {self.index} (conv): graded messages give sums up to {float(s.abs().max()):.3g} "
+                "that float32 cannot hold; Lava's Conv model convolves in float32 and casts sums "
+                "beyond int32 to -2**31, so its synaptic input, and then its spikes, leave the exact "
+                "integers that the simulator keeps (wrapped to 24 bits)"), stacklevel=3)
 
     def _apply(self, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """x: (F, B, ...) held input frames -> (F, B, N) held output, in the synapse dtype."""
@@ -232,6 +258,8 @@ class _Synapse:
         for d, w in self.weights:
             xs = x[d_max - d: d_max - d + chunk]
             a = self._apply(w, xs)
+            if self.conv and self.graded_input and self.bound >= FLOAT32_EXACT and not self.warned:
+                self._warn_if_lava_rounds(a)
             if self.graded_input and not self.conv:  # int32 dot and shift, as Lava's Dense
                 a = fx.graded_dense_input(a.to(torch.int64), self.exp)
             elif self.exp != 0 or self.wraps:
