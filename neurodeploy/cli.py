@@ -8,6 +8,13 @@ import click
 @click.version_option(package_name="neurodeploy")
 def main():
     """neurodeploy: spiking networks from training to Loihi."""
+    import warnings
+    warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None):
+    """Warnings on the command line as one line each, without the source line."""
+    return f"warning: {message}\n"
 
 
 # Commands are defined next to the library code they call and registered here.

@@ -262,3 +262,33 @@ def test_validate_cli_errors_name_the_problem(tmp_path):
     r = run("--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"))
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "m.json").read_text())["samples"]["sim"] == 4
+
+
+def test_simulate_cli_says_where_lava_conv_would_round(tmp_path):
+    """Graded messages near 2**23 into a conv: sums beyond int32, which Lava's float32
+    Conv model cannot give exactly. The command still writes the exact result and says
+    so in one line naming the layer (a subprocess: pytest would catch the warning)."""
+    import subprocess
+    import sys
+
+    from neurodeploy.network import Conv, Flatten, SigmaDeltaNeuron
+    rng = np.random.default_rng(0)
+    conv = Conv(weight=rng.integers(-60, 60, (4, 2, 3, 3)) * 2, neuron=SigmaDeltaNeuron(threshold=3),
+                shape=(4, 4, 5))
+    net = Network(layers=(Input(shape=(2, 6, 7), neuron=SigmaDeltaNeuron(threshold=1)), conv,
+                          Flatten(shape=(80,)), Dense(weight=rng.integers(-60, 60, (3, 80)) * 2,
+                                                      neuron=SigmaDeltaNeuron(threshold=3))),
+                  input_shape=(2, 6, 7))
+    write_netx(net, tmp_path / "n.net")
+    for name, top in (("big", 1 << 17), ("small", 20)):
+        np.save(tmp_path / f"{name}.npy", rng.integers(-top, top, (2, 7, 6, 2, 8)))
+        res = subprocess.run([sys.executable, "-c", "from neurodeploy.cli import main; main()", "simulate",
+                              str(tmp_path / "n.net"), "--input", str(tmp_path / f"{name}.npy"),
+                              "--output", str(tmp_path / f"{name}.npz")], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        warned = [ln for ln in res.stderr.splitlines() if "warning:" in ln]
+        if name == "big":
+            assert len(warned) == 1 and "layer 1 (conv)" in warned[0] and "float32" in warned[0], res.stderr
+            assert "syn(" not in res.stderr  # one line, no source line
+        else:
+            assert not warned, res.stderr
