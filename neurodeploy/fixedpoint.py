@@ -489,6 +489,26 @@ def graded_dense_input(product: torch.Tensor, exponent: int) -> torch.Tensor:
     return shift_exponent(a, exponent)  # a right shift stays within int32
 
 
+def graded_delay_dense_input(weight: torch.Tensor, messages: torch.Tensor, exponent: int,
+                             rows: int = 256) -> torch.Tensor:
+    """Lava's bit-accurate DelayDense (netx's dense block with delays) on graded
+    messages, for the weights of one delay: each product ``w * s`` in numpy int32
+    (wrapped to 32 bits), their sum in int64, then ``<< exponent`` (floor ``>>`` when
+    negative) in int64. The caller adds the delays' results into Lava's int32 buffer
+    (:func:`wrap_int32` of the sum). weight (out, in), messages (..., in): integers."""
+    w = weight.to(torch.int64)
+    s = messages.to(torch.int64)
+    top_s = int(s.abs().max()) if s.numel() else 0
+    top_w = int(w.abs().max()) if w.numel() else 0
+    if top_s * top_w < 2 ** 31:  # no product wraps: one exact matrix product
+        return shift_exponent(s @ w.T, exponent)
+    flat = s.reshape(-1, s.shape[-1])
+    out = torch.empty((flat.shape[0], w.shape[0]), dtype=torch.int64)
+    for r in range(0, flat.shape[0], rows):  # (rows, out, in) products at a time
+        out[r:r + rows] = wrap_int32(flat[r:r + rows, None, :] * w[None]).sum(-1)
+    return shift_exponent(out.reshape(s.shape[:-1] + (w.shape[0],)), exponent)
+
+
 def wrap_signed(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Two's-complement wrap to ``bits`` (Lava Conv's ``signed_clamp``); integer
     tensors by a bit mask, integer-valued float tensors by a remainder."""

@@ -149,6 +149,26 @@ def test_random_sigma_delta_networks_match_lava(tmp_path_factory, seed, sigma_ou
     _compare(path, x, steps=12, probe=False)
 
 
+@SETTINGS
+@given(seed=st.integers(0, 2 ** 16), wmax=st.sampled_from([60, 30, 127]), sigma_out=st.booleans())
+def test_random_sigma_delta_networks_with_delays_match_lava(tmp_path_factory, seed, wmax, sigma_out):
+    """Graded messages through dense blocks with axonal delays (netx's DelayDense:
+    int32 products, int64 sums and shift, an int32 buffer). wmax 30 and 127: messages
+    up to 2**18, so products wrap at 32 bits and sums pass 2**31 before the shift
+    (wmax 30: netx's weight_exp -2)."""
+    rng = np.random.default_rng(seed)
+    big = wmax != 60
+    layers = (Input(shape=(5,), neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 4)))),
+              Dense(weight=rng.integers(-wmax, wmax, (6, 5)) * 2, bias=rng.integers(-20, 20, 6),
+                    neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 30))), delay=rng.integers(0, 5, 6)),
+              Dense(weight=rng.integers(-wmax, wmax, (3, 6)) * 2, delay=rng.integers(0, 4, 3),
+                    neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 30)), sigma_output=sigma_out)))
+    path = tmp_path_factory.mktemp("sdd") / "sdnn_delay.net"
+    write_netx(Network(layers=layers, input_shape=(5,)), path)
+    top = 1 << 18 if big else 100
+    _compare(path, rng.integers(-top, top, (5, 9)), steps=25, probe=False)
+
+
 def _sigma_delta_conv_net(rng, stride, groups, sigma_out):
     c_in, h, w, c_out = 2, 6, 7, 4
     conv = Conv(weight=rng.integers(-60, 60, (c_out, c_in // groups, 3, 3)) * 2,

@@ -24,7 +24,10 @@ the event-driven sum of weight rows (a fitted cost model picks); other products 
 in float32 or float64 when exact for the weights and input bound, else int64, and a
 float64 conv runs as one float32 conv of the input's digits. Recurrent blocks run a
 step at a time. Sigma-delta registers and graded Dense sums wrap at 32 bits as
-Lava's numpy int32 models do. Chunks bound the memory of long runs.
+Lava's numpy int32 models do (DelayDense: int32 products, int64 sum and shift, int32
+buffer). Graded conv sums are exact integers; Lava's Conv computes them in float32,
+and a warning says when a sum leaves what float32 holds. Chunks bound the memory of
+long runs.
 
 Layouts: arrays in and out use netx's port order (``(x, y, c)`` for images,
 the reverse of the file's torch order ``(C, H, W)``), batch first, time last.
@@ -257,6 +260,11 @@ class _Synapse:
         total = None
         for d, w in self.weights:
             xs = x[d_max - d: d_max - d + chunk]
+            if self.graded_input and not self.conv and self.delays is not None:
+                # Lava's DelayDense: int32 products, int64 sum and shift, int32 buffer
+                total_d = fx.graded_delay_dense_input(w, xs.reshape(xs.shape[:2] + (-1,)), self.exp)
+                total = total_d if total is None else total + total_d
+                continue
             a = self._apply(w, xs)
             if self.conv and self.graded_input and self.bound >= FLOAT32_EXACT and not self.warned:
                 self._warn_if_lava_rounds(a)
@@ -268,7 +276,7 @@ class _Synapse:
             total = a if total is None else total + a
         if self.wraps:
             total = fx.wrap_signed(total, fx.CONV_ACCUMULATOR_BITS)
-        elif self.graded_input and len(self.weights) > 1:  # delays: int32 sum too
+        elif self.graded_input and self.delays is not None:  # DelayDense's int32 buffer
             total = fx.wrap_int32(total)
         return total  # int64/int32, or float32/float64 holding exact integers
 
