@@ -501,7 +501,10 @@ def graded_delay_dense_input(weight: torch.Tensor, messages: torch.Tensor, expon
     top_s = int(s.abs().max()) if s.numel() else 0
     top_w = int(w.abs().max()) if w.numel() else 0
     if top_s * top_w < 2 ** 31:  # no product wraps: one exact matrix product
-        return shift_exponent(s @ w.T, exponent)
+        bound = top_s * (int(w.abs().sum(1).max()) if w.numel() else 0)
+        dtype = torch.float32 if bound < 2 ** 24 else torch.float64 if bound < 2 ** 53 else None
+        a = s @ w.T if dtype is None else (s.to(dtype) @ w.to(dtype).T).to(torch.int64)
+        return shift_exponent(a, exponent)
     flat = s.reshape(-1, s.shape[-1])
     out = torch.empty((flat.shape[0], w.shape[0]), dtype=torch.int64)
     for r in range(0, flat.shape[0], rows):  # (rows, out, in) products at a time
