@@ -259,20 +259,19 @@ class _Synapse:
         d_max = self.max_delay
         total = None
         for d, w in self.weights:
-            xs = x[d_max - d: d_max - d + chunk]
             if self.graded_input and not self.conv and self.delays is not None:
-                # Lava's DelayDense: int32 products, int64 sum and shift, int32 buffer
-                total_d = fx.graded_delay_dense_input(w, xs.reshape(xs.shape[:2] + (-1,)), self.exp)
-                total = total_d if total is None else total + total_d
-                continue
-            a = self._apply(w, xs)
-            if self.conv and self.graded_input and self.bound >= FLOAT32_EXACT and not self.warned:
-                self._warn_if_lava_rounds(a)
-            if self.graded_input and not self.conv:  # int32 dot and shift, as Lava's Dense
-                a = fx.graded_dense_input(a.to(torch.int64), self.exp)
-            elif self.exp != 0 or self.wraps:
-                a = fx.shift_exponent(a.to(torch.int64), self.exp)
-            # else float32 stays: exact integers, |sum over delays| < 2**24 by the bound
+                # Lava's DelayDense: int32 products, int64 sum and shift (the integer
+                # messages themselves), the delays' sum wrapped below as its int32 buffer
+                a = fx.graded_delay_dense_input(w, full[d_max - d: d_max - d + chunk], self.exp)
+            else:
+                a = self._apply(w, x[d_max - d: d_max - d + chunk])
+                if self.conv and self.graded_input and self.bound >= FLOAT32_EXACT and not self.warned:
+                    self._warn_if_lava_rounds(a)
+                if self.graded_input and not self.conv:  # int32 dot and shift, as Lava's Dense
+                    a = fx.graded_dense_input(a.to(torch.int64), self.exp)
+                elif self.exp != 0 or self.wraps:
+                    a = fx.shift_exponent(a.to(torch.int64), self.exp)
+                # else float32 stays: exact integers, |sum over delays| < 2**24 by the bound
             total = a if total is None else total + a
         if self.wraps:
             total = fx.wrap_signed(total, fx.CONV_ACCUMULATOR_BITS)
