@@ -75,7 +75,8 @@ class LavaRun:
     probes: Dict[str, np.ndarray]
 
 
-def _build_network(netx, path, stream: np.ndarray, reset_interval, reset_offset, num_layers=None):
+def _build_network(netx, path, stream: np.ndarray, reset_interval, reset_offset, num_layers=None,
+                   skip_layers=0, input_message_bits=0):
     """lava-dl netx Network for ``path``; a file whose first block is a conv has no
     record of its input shape, so it is taken from the stream (netx order)."""
     import h5py
@@ -84,15 +85,18 @@ def _build_network(netx, path, stream: np.ndarray, reset_interval, reset_offset,
         first = f["layer/0/type"][0].decode("ascii")
     kwargs = {} if first in ("input", "dense", "dense_rec") else {"input_shape": tuple(stream.shape[:-1])}
     return netx.hdf5.Network(net_config=str(path), reset_interval=reset_interval,
-                             reset_offset=reset_offset, num_layers=num_layers, **kwargs)
+                             reset_offset=reset_offset, num_layers=num_layers,
+                             skip_layers=int(skip_layers), input_message_bits=int(input_message_bits),
+                             **kwargs)
 
 
 def _wire(netx, io, path, stream: np.ndarray, steps: int, reset_interval, reset_offset,
-          num_layers=None, input_bias=None):
+          num_layers=None, input_bias=None, skip_layers=0, input_message_bits=0):
     """Build the netx network and connect a RingBuffer source where netx feeds
     input (``net.inp``, or the input layer's neuron ``a_in``) and a sink on ``net.out``;
     ``input_bias`` sets the input layer's bias mantissa (as lava-dl's examples inject images)."""
-    net = _build_network(netx, path, stream, reset_interval, reset_offset, num_layers)
+    net = _build_network(netx, path, stream, reset_interval, reset_offset, num_layers,
+                         skip_layers, input_message_bits)
     has_input_layer = type(net.layers[0]).__name__ == "Input"
     target = net.layers[0].neuron.a_in if has_input_layer else net.inp
     if tuple(stream.shape[:-1]) != tuple(target.shape):
@@ -120,6 +124,8 @@ def run_netx(
     probe: Union[bool, Iterable[int]] = False,
     num_layers: Optional[int] = None,
     probe_vars: Iterable[str] = ("u", "v", "s"),
+    skip_layers: int = 0,
+    input_message_bits: int = 0,
 ) -> LavaRun:
     """Run a netx network on Lava's bit-accurate CPU simulator.
 
@@ -136,11 +142,15 @@ def run_netx(
     probes only those layers, and ``probe_vars`` limits what is probed (a u or v
     monitor on a large layer costs Lava seconds per step; spike sinks are cheap).
     num_layers: build only the first blocks (netx's ``num_layers``).
+    skip_layers, input_message_bits: netx's (leave out the first blocks and feed
+    the next one's synapse; bits of the messages into ``net.inp``, 0 for spikes,
+    which netx sets from the skipped blocks' output when it skips).
     """
     netx, RunSteps, Loihi2SimCfg, io = _import_lava()
     steps = int(stream.shape[-1] if steps is None else steps)
     net, sink = _wire(netx, io, path, stream, steps, reset_interval, reset_offset,
-                      num_layers=num_layers, input_bias=input_bias)
+                      num_layers=num_layers, input_bias=input_bias, skip_layers=skip_layers,
+                      input_message_bits=input_message_bits)
     if probe is True or probe is False:
         probed = set(range(len(net.layers))) if probe else set()
     else:

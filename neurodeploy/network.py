@@ -183,18 +183,26 @@ Block = Union[Input, Dense, Conv, Flatten]
 @dataclass(frozen=True)
 class Network:
     """An ordered tuple of blocks. ``input_shape`` is the shape fed to the first
-    block, in torch order ((C,) or (C, H, W))."""
+    block, in torch order ((C,) or (C, H, W)). ``input_message_bits``: bits of the
+    messages fed to the first synapse when the network has no input layer (netx's
+    ``Network(input_message_bits=...)``, or the output message bits of the blocks
+    skipped by ``read_netx(skip_layers=...)``): 0 for spikes (the synapse sees
+    s != 0), > 0 for graded integer messages."""
 
     layers: Tuple[Block, ...]
     input_shape: Tuple[int, ...]
     name: str = "network"
     metadata: dict = field(default_factory=dict, compare=False)
+    input_message_bits: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         if not self.layers:
             raise ValueError("a network needs at least one block")
+        if not 0 <= int(self.input_message_bits) <= 32:
+            raise ValueError(f"input_message_bits must lie in [0, 32], got {self.input_message_bits}")
+        object.__setattr__(self, "input_message_bits", int(self.input_message_bits))
         prev = int(np.prod(self.input_shape))
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Dense):

@@ -1,5 +1,6 @@
 """Bit-accurate simulator: fast checks (no Lava) against lava-dl's ground truth
 recordings and the fixed-point definitions; Lava comparisons in test_sim_lava.py."""
+import dataclasses
 import json
 
 import h5py
@@ -10,7 +11,7 @@ import torch
 from neurodeploy import fixedpoint as fx
 from neurodeploy.export.netx import NetxFormatError, read_netx, write_netx
 from neurodeploy.lava_adapter import lava_dl_test_data
-from neurodeploy.network import CubaNeuron, Dense, Input, Network
+from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron
 from neurodeploy.sim.simulator import SimulationInputError, simulate
 
 GTS = lava_dl_test_data()  # lava-dl's installed netx tests: networks and traces (gts/)
@@ -197,6 +198,97 @@ def test_pilotnet_lif_reproduces_loihi2_hardware_traces():
         s = r.records[f"s/{i}"]
         gs = np.load(g / f"{name}.npy").reshape(s.shape[:-1] + (-1,))[..., :17]
         assert np.array_equal(s[..., :17], gs.astype(s.dtype)), name
+
+
+@needs_gts
+@pytest.mark.parametrize("netfile, width, sigmas", [
+    ("square_network.net", 33, ("sigma1_square", "sigma2_square", "sigma3_square", "sigma4_square")),
+    ("network.net", 100, ("sigma1", "sigma2"))])
+def test_pilotnet_sdnn_reproduces_loihi2_sigma_recordings(netfile, width, sigmas):
+    """lava-dl's PilotNet SDNN hardware tests (test_hdf5_nx) skip the input layer and
+    feed its recorded output (act0: one graded frame, then silence) into the first conv
+    synapse; the recorded sigma of the next layers, 20 steps each, and the output
+    messages (9 steps, full network) are reproduced exactly. The graded messages
+    matter: read as spikes (input_message_bits 0) they are not."""
+    g = GTS / "gts/pilotnet_sdnn"
+    net = read_netx(g / netfile, skip_layers=1)
+    assert net.input_message_bits == 16 and net.input_shape == (3, 33, width)
+    x = np.load(g / "act0.npy")[:width].astype(np.int64)
+    r = simulate(net, x, record=True)
+    for k, name in enumerate(sigmas):
+        gt = np.load(g / f"{name}.npy")
+        assert np.array_equal(r.records[f"sigma/{k}"], gt), name
+        assert not np.array_equal(r.records[f"sigma/{k}"][..., 1:], gt[..., :-1]), name  # timing
+    if netfile == "network.net":
+        gt = np.load(g / "output.npy")
+        assert np.array_equal(r.spikes[..., :gt.shape[-1]], gt)
+    spikes_only = simulate(dataclasses.replace(net, input_message_bits=0), x, steps=3, record=True)
+    assert not np.array_equal(spikes_only.records["sigma/0"], np.load(g / f"{sigmas[0]}.npy")[..., :3])
+
+
+@needs_gts
+def test_pilotnet_lif_spike_input_with_the_input_layer_skipped_reproduces_loihi2():
+    """lava-dl's spike-injection hardware test: the input layer skipped, its recorded
+    spikes (input-s) fed into the first conv synapse, 4 conv blocks (num_layers=5),
+    reset every 16 steps with reset_offset 1 (netx counts the kept blocks only). The
+    recorded u of conv-0..conv-3 is reproduced exactly up to each layer's second reset,
+    where the chip slips one step behind as in the image-bias run above."""
+    g = GTS / "gts/pilotnet_lif"
+    net = read_netx(g / "network.net", num_layers=5, skip_layers=1)
+    assert [type(b).__name__ for b in net.layers] == ["Conv"] * 4 and net.input_message_bits == 0
+    x = np.load(g / "input-s.npy").astype(np.int8)
+    r = simulate(net, x, steps=24, reset_interval=16, reset_offset=1, record=True)
+    for k, (name, exact_until) in enumerate((("conv-0", 17), ("conv-1", 17), ("conv-2", 18), ("conv-3", 19))):
+        ours = r.records[f"u/{k}"]
+        gt = np.load(g / f"{name}-u.npy").reshape(ours.shape[:-1] + (-1,))[..., :24]
+        assert np.array_equal(ours[..., :exact_until + 1], gt[..., :exact_until + 1]), name
+        assert not np.array_equal(ours[..., exact_until + 1], gt[..., exact_until + 1]), name
+        assert np.array_equal(ours[..., exact_until + 1:-1], gt[..., exact_until + 2:]), name
+    # counting the skipped input layer in the reset offsets would leave the recording
+    wrong = simulate(net, x, steps=24, reset_interval=16, reset_offset=0, record=True)
+    gt = np.load(g / "conv-1-u.npy").reshape(wrong.records["u/1"].shape[:-1] + (-1,))
+    assert not np.array_equal(wrong.records["u/1"][..., :18], gt[..., :18])
+
+
+def test_skip_layers_gives_the_skipped_blocks_shape_and_message_bits(tmp_path):
+    sd = SigmaDeltaNeuron(threshold=3)
+    net = Network(layers=(Input(shape=(2, 5, 5), neuron=sd),
+                          Conv(weight=np.full((3, 2, 3, 3), 2), neuron=CubaNeuron(10, 10, 10), shape=(3, 3, 3)),
+                          Flatten(shape=(27,)), Dense(weight=np.full((4, 27), 2), neuron=sd)),
+                  input_shape=(2, 5, 5))
+    path = write_netx(net, tmp_path / "s.net")
+    one, two = read_netx(path, skip_layers=1), read_netx(path, skip_layers=2)
+    assert one.input_shape == (2, 5, 5) and one.input_message_bits == 16 and len(one.layers) == 3
+    assert two.input_shape == (3, 3, 3) and two.input_message_bits == 0  # the CUBA conv sends spikes
+    assert read_netx(path, skip_layers=3).input_shape == (27,)
+    for bad in (4, -1):
+        with pytest.raises(ValueError, match="skip_layers"):
+            read_netx(path, skip_layers=bad)
+    with pytest.raises(ValueError, match="input_message_bits"):
+        dataclasses.replace(net, input_message_bits=-1)
+
+
+def test_simulate_cli_skips_layers_and_takes_graded_input(tmp_path):
+    from click.testing import CliRunner
+    from neurodeploy.cli import main
+    rng = np.random.default_rng(8)
+    sd = SigmaDeltaNeuron(threshold=2)
+    net = Network(layers=(Input(shape=(4,), neuron=sd), Dense(weight=rng.integers(-60, 60, (5, 4)) * 2, neuron=sd),
+                          Dense(weight=rng.integers(-60, 60, (3, 5)) * 2, neuron=sd)), input_shape=(4,))
+    write_netx(net, tmp_path / "n.net")
+    x = rng.integers(-200, 200, (2, 4, 7))
+    np.save(tmp_path / "x.npy", x)
+    base = ["simulate", str(tmp_path / "n.net"), "--input", str(tmp_path / "x.npy"), "--output"]
+    res = CliRunner().invoke(main, base + [str(tmp_path / "a.npz"), "--skip-layers", "1"])
+    assert res.exit_code == 0, res.output
+    ref = simulate(read_netx(tmp_path / "n.net", skip_layers=1), x)
+    assert np.array_equal(np.load(tmp_path / "a.npz")["spikes"], ref.spikes)
+    res = CliRunner().invoke(main, base + [str(tmp_path / "b.npz"), "--skip-layers", "1",
+                                           "--input-message-bits", "0"])
+    assert res.exit_code == 0, res.output
+    assert not np.array_equal(np.load(tmp_path / "b.npz")["spikes"], ref.spikes)
+    res = CliRunner().invoke(main, base + [str(tmp_path / "c.npz"), "--skip-layers", "3"])
+    assert res.exit_code != 0 and "skip_layers=3" in res.output
 
 
 def test_simulate_cli_writes_spikes_and_per_layer_records(tmp_path):

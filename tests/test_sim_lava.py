@@ -2,6 +2,7 @@
 networks of every block type and on lava-dl's own networks. Slow: each Lava
 run costs seconds."""
 
+import dataclasses
 import warnings
 
 import h5py
@@ -24,9 +25,13 @@ SETTINGS = settings(max_examples=6, deadline=None, derandomize=True,
 
 
 def _compare(path, x, steps, **kw):
-    net = read_netx(path)
+    skip, bits = kw.pop("skip_layers", 0), kw.pop("input_message_bits", 0)
+    net = read_netx(path, skip_layers=skip)
+    if bits:
+        net = dataclasses.replace(net, input_message_bits=bits)
     probe = kw.pop("probe", True)
-    lava = lava_adapter.run_netx(path, x, steps=steps, probe=probe, **kw)
+    lava = lava_adapter.run_netx(path, x, steps=steps, probe=probe, skip_layers=skip,
+                                 input_message_bits=bits, **kw)
     ours = simulate(net, x[None], steps=steps, record=True, **kw)
     assert np.array_equal(ours.spikes[0], lava.spikes), "output spikes differ"
     neuron_blocks = [i for i, b in enumerate(net.layers)
@@ -243,6 +248,45 @@ def test_sigma_delta_registers_wrap_at_32_bits_as_lava(tmp_path, monkeypatch, si
     assert np.array_equal(torch_steps.spikes, ours.spikes)
     for key in ours.records:
         assert np.array_equal(torch_steps.records[key], ours.records[key]), key
+
+
+@pytest.mark.parametrize("case", ["sdnn conv, input layer skipped", "cuba, two blocks skipped, reset",
+                                  "sdnn dense, graded net.inp"])
+def test_skipped_layers_and_graded_network_input_match_lava(tmp_path, case):
+    """netx's skip_layers (the next synapse gets the skipped blocks' output message
+    bits and shape; reset offsets count the kept blocks) and input_message_bits (graded
+    messages into net.inp of a file without an input layer), against Lava."""
+    rng = np.random.default_rng(11)
+    sd = lambda **k: SigmaDeltaNeuron(threshold=int(rng.integers(1, 20)), **k)  # noqa: E731
+    kw = {}
+    if case.startswith("sdnn conv"):
+        layers = (Input(shape=(2, 6, 6), neuron=sd()),
+                  Conv(weight=rng.integers(-60, 60, (3, 2, 3, 3)) * 2, neuron=sd(), shape=(3, 4, 4)),
+                  Flatten(shape=(48,)), Dense(weight=rng.integers(-60, 60, (4, 48)) * 2, neuron=sd()))
+        x, kw = rng.integers(-300, 300, (6, 6, 2, 8)), {"skip_layers": 1}
+    elif case.startswith("cuba"):
+        layers = (Input(shape=(7,), neuron=CubaNeuron(4096, 0, 0)),
+                  Dense(weight=rng.integers(-60, 60, (9, 7)) * 2, neuron=CubaNeuron(1024, 256, 40)),
+                  Dense(weight=rng.integers(-60, 60, (8, 9)) * 2, neuron=CubaNeuron(1500, 100, 30)),
+                  Dense(weight=rng.integers(-60, 60, (3, 8)) * 2, neuron=CubaNeuron(3000, 400, 20)))
+        x = (rng.random((9, 10)) < 0.5).astype(np.int32)
+        kw = {"skip_layers": 2, "reset_interval": 5, "reset_offset": 1}
+    else:
+        layers = (Dense(weight=rng.integers(-60, 60, (6, 5)) * 2, neuron=sd()),
+                  Dense(weight=rng.integers(-60, 60, (3, 6)) * 2, neuron=sd(sigma_output=True)))
+        x, kw = rng.integers(-300, 300, (5, 8)), {"input_message_bits": 16}
+    shape = layers[0].shape if isinstance(layers[0], Input) else (layers[0].weight.shape[1],)
+    path = write_netx(Network(layers=layers, input_shape=shape), tmp_path / "n.net")
+    ours = _compare(path, x, steps=12, **kw)
+    assert np.count_nonzero(ours.spikes) > 0
+    # the same run with the messages taken as spikes, or with the reset offsets counting
+    # the skipped blocks too, differs
+    net = read_netx(path, skip_layers=kw.get("skip_layers", 0))
+    if case.startswith("cuba"):
+        other = simulate(net, x, steps=12, reset_interval=5, reset_offset=1 + 2)
+    else:
+        other = simulate(dataclasses.replace(net, input_message_bits=0), x, steps=12)
+    assert not np.array_equal(other.spikes, ours.spikes[0])
 
 
 def _gts():

@@ -187,12 +187,36 @@ def _read_neuron(g: h5py.Group, where: str):
     raise NetxFormatError(f"{w}: neuron type '{kind}' is not supported (CUBA/LOIHI, SDNN are)")
 
 
-def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None) -> Network:
+def _message_bits(g: h5py.Group, where: str) -> int:
+    """Bits of the messages a block sends, as netx reads them: the neuron's
+    'messageBits', else 16 for sigma-delta neurons and 0 (spikes) for the others."""
+    if "neuron" not in g:
+        return 0
+    n = g["neuron"]
+    if "messageBits" in n:
+        return int(_scalar(n, "messageBits", where + "/neuron"))
+    return NETX_SDNN_MESSAGE_BITS if str(_scalar(n, "type", where + "/neuron")) == "SDNN" else 0
+
+
+#: netx's default message bits of a sigma-delta layer's graded spikes
+NETX_SDNN_MESSAGE_BITS = 16
+
+
+def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None,
+              skip_layers: int = 0) -> Network:
     """Read a netx ``.net`` file into a :class:`Network`, with errors naming the
     file, layer and dataset. ``input_shape`` (torch order, (C, H, W)) is needed only
     for files whose first block is a conv: netx stores no input shape for them.
-    ``num_layers``: read only the first blocks (as netx's ``Network(num_layers=...)``)."""
+    ``num_layers``: read only the first blocks (as netx's ``Network(num_layers=...)``).
+    ``skip_layers``: leave out the first blocks, as netx's ``Network(skip_layers=...)``
+    does (lava-dl feeds the first kept block's synapse directly, e.g. with a
+    recording of the skipped input layer's output): the network then takes the
+    skipped blocks' output shape, and their output message bits (graded for
+    sigma-delta, 0 for spikes) as its ``input_message_bits``; netx's reset offsets
+    count the kept blocks only, as the simulator does."""
     path = Path(path)
+    if int(skip_layers) < 0:
+        raise ValueError(f"skip_layers must be >= 0, got {skip_layers}")
     if not path.exists():
         raise FileNotFoundError(f"netx file not found: {path}")
     try:
@@ -205,7 +229,7 @@ def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None) 
         keys = sorted(f["layer"].keys(), key=lambda k: int(k) if k.isdigit() else -1)
         if [int(k) for k in keys if k.isdigit()] != list(range(len(keys))):
             raise NetxFormatError(f"{path}: layer groups must be named 0..N-1, found {keys}")
-        layers = []
+        layers, bits = [], []
         given_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
         input_shape = None
         for i, k in enumerate(keys):
@@ -272,4 +296,19 @@ def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None) 
             else:
                 layer = Flatten(shape=block_shape)
             layers.append(layer)
-    return Network(layers=tuple(layers), input_shape=input_shape, name=path.stem)
+            bits.append(_message_bits(g, where))
+    skip = int(skip_layers)
+    if skip == 0:
+        return Network(layers=tuple(layers), input_shape=input_shape, name=path.stem)
+    if skip >= len(layers):
+        raise ValueError(f"{path}: skip_layers={skip} leaves none of the {len(layers)} blocks read")
+    shape, message_bits = input_shape, 0
+    for layer, b in zip(layers[:skip], bits):
+        if isinstance(layer, Flatten):
+            shape = (int(np.prod(shape)),)
+            continue
+        shape = (layer.num_neurons,) if isinstance(layer, Dense) else tuple(layer.shape)
+        if not (isinstance(layer, Input) and layer.neuron is None):
+            message_bits = b  # netx: the input message bits of whatever block comes next
+    return Network(layers=tuple(layers[skip:]), input_shape=shape, name=path.stem,
+                   input_message_bits=message_bits)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -126,11 +127,19 @@ def _clear_errors():
               help="NPY bias mantissa of the input layer's neurons (static image input).")
 @click.option("--reset-interval", type=int, default=None, help="Reset state every N steps (netx).")
 @click.option("--reset-offset", type=int, default=0, show_default=True)
+@click.option("--skip-layers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Leave out the first blocks and feed the next one's synapse (netx's skip_layers; "
+                   "e.g. a recording of the input layer's output).")
+@click.option("--input-message-bits", type=click.IntRange(0, 32), default=None,
+              help="Bits of the messages fed to the first synapse (netx's input_message_bits; "
+                   "0: spikes). Default: 0, or the skipped blocks' output message bits.")
 def simulate_command(model, input_path, output_path, record, steps, bias_path, reset_interval,
-                     reset_offset):
+                     reset_offset, skip_layers, input_message_bits):
     """Run MODEL.net on the bit-accurate simulator (same spikes as Lava fixed_pt)."""
     with _clear_errors():
-        net = read_netx(model)
+        net = read_netx(model, skip_layers=skip_layers)
+        if input_message_bits is not None:
+            net = dataclasses.replace(net, input_message_bits=input_message_bits)
         x = _load_array(input_path, "--input")
         bias = None if bias_path is None else _load_array(bias_path, "--bias")
         r = simulate(net, x, steps=steps, reset_interval=reset_interval, reset_offset=reset_offset,

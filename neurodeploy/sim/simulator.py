@@ -438,7 +438,7 @@ def _plan(network: Network, input_bias: Optional[np.ndarray], input_bound: float
     has_input_neuron = isinstance(first, Input) and first.neuron is not None
     shape = tuple(network.input_shape)
     feed_shape = None  # net.inp takes the first synapse's input shape
-    graded = False  # net.inp has 0 message bits
+    graded = network.input_message_bits > 0  # net.inp's message bits (netx default 0)
     bound = float(input_bound)
     neuron_index = 0
     for i, block in enumerate(blocks):
