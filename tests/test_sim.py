@@ -250,6 +250,21 @@ def test_pilotnet_lif_spike_input_with_the_input_layer_skipped_reproduces_loihi2
     assert not np.array_equal(wrong.records["u/1"][..., :18], gt[..., :18])
 
 
+@needs_gts
+def test_tinynet_gives_the_output_lava_dl_expects_from_loihi2():
+    """lava-dl's test_tinynet (test_hdf5_nx): tiny.net's first 3 blocks, image through
+    the input bias, reset every 16 steps, 19 steps; the chip's output at steps 2..16
+    must equal gts/tinynet/output.npy (92 spikes). So does the simulator's, and only
+    at that alignment."""
+    g = GTS
+    net = read_netx(g / "tiny.net", num_layers=3)
+    r = simulate(net, np.zeros((16, 16, 3, 1), np.int32), steps=19, reset_interval=16,
+                 input_bias=np.load(g / "gts/tinynet/input_bias.npy"))
+    gt = np.load(g / "gts/tinynet/output.npy")[0].transpose([2, 1, 0, 3])[..., 1:]
+    assert gt.sum() == 92 and np.array_equal(r.spikes[..., 2:17], gt)
+    assert all(not np.array_equal(r.spikes[..., k:k + 15], gt) for k in (1, 3))
+
+
 def test_skip_layers_gives_the_skipped_blocks_shape_and_message_bits(tmp_path):
     sd = SigmaDeltaNeuron(threshold=3)
     net = Network(layers=(Input(shape=(2, 5, 5), neuron=sd),
