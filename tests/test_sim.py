@@ -105,7 +105,8 @@ def test_long_run_memory_grows_only_by_the_output(tmp_path):
     assert res.returncode == 0, res.stderr
     out_bytes, growth = map(int, res.stdout.split()[-2:])
     assert out_bytes == 16 * 10 * 20_000 * 4
-    assert growth < out_bytes + (32 << 20), (growth, out_bytes)
+    # usually ~13 MB above the output; 50 MB once (allocator arenas of the worker threads)
+    assert growth < out_bytes + (64 << 20), (growth, out_bytes)
 
 
 def test_bad_inputs_get_clear_errors(tmp_path):
@@ -167,37 +168,73 @@ def test_ntidigits_axonal_delays_match_lava_dl_ground_truth():
     assert gt.sum() > 1000 and np.array_equal(out[:, :-1], gt[:, 1:])
 
 
+PILOTNET_LIF_RECORDINGS = {0: "input", 1: "conv-0", 2: "conv-1", 3: "conv-2", 4: "conv-3", 5: "conv-4",
+                           7: "fc-0", 8: "fc-1", 9: "fc-2", 10: "fc-3"}  # block index -> file stem
+
+
+def _pilotnet_lif_recording(g, i, var, shape):
+    """lava-dl's Loihi 2 recording of block i (u, v or s), reshaped like our record."""
+    name = PILOTNET_LIF_RECORDINGS[i]
+    stem = {"s": "input" if name == "input" else (f"{name}-s" if name == "fc-3" else name)}.get(var, f"{name}-{var}")
+    return np.load(g / f"{stem}.npy").astype(np.int64).reshape(shape[:-1] + (-1,))[..., :shape[-1]]
+
+
 @needs_gts
 def test_pilotnet_lif_reproduces_loihi2_hardware_traces():
     """u and spikes recorded on Loihi 2 (lava-dl's gts/pilotnet_lif, 24 steps), image
-    injected through the input layer's bias, reset every 16 steps. Exact up to each
-    layer's second reset (lava-dl's own test stops at the first). After it the chip
-    is one step behind netx's timeline: conv-0's u repeats its step-17 value at step
-    18, and from there every layer's recorded u equals ours one step earlier, exactly
-    (from step 18 for conv-0, 19 for conv-1, ...). Lava's fixed-point models do the
-    same (test_sim_lava), so the simulator keeps Lava's timeline; this pins the
-    observation down."""
+    injected through the input layer's bias, reset every 16 steps. Exact on netx's
+    (and Lava's) timeline up to each layer's second reset (lava-dl's own test stops at
+    the first); the chip makes that reset one step later (see the next test)."""
     g = GTS / "gts/pilotnet_lif"
     net = read_netx(g / "network.net")
     steps = 24
     r = simulate(net, np.zeros((200, 66, 3, 1), dtype=np.int32), steps=steps,
                  input_bias=np.load(g / "image.npy"), reset_interval=16, record=True)
-    # block index -> (recording, last step equal to ours, first step equal to ours one earlier)
-    layers = {1: ("conv-0", 17, 18), 2: ("conv-1", 17, 19), 3: ("conv-2", 18, 20),
-              4: ("conv-3", 19, 21), 5: ("conv-4", 20, 22), 7: ("fc-0", 21, 23),
-              8: ("fc-1", 22, None), 9: ("fc-2", 23, None)}
-    for i, (name, exact_until, lag_from) in layers.items():
-        ours = r.records[f"u/{i}"]
-        gt = np.load(g / f"{name}-u.npy").reshape(ours.shape[:-1] + (-1,))[..., :steps]
-        assert np.array_equal(ours[..., :exact_until + 1], gt[..., :exact_until + 1]), name
-        if exact_until + 1 < steps:
-            assert not np.array_equal(ours[..., exact_until + 1], gt[..., exact_until + 1]), name
-        if lag_from is not None:
-            assert np.array_equal(ours[..., lag_from - 1:-1], gt[..., lag_from:]), name
-        # spikes: exact through the first reset of every layer
+    for i in PILOTNET_LIF_RECORDINGS:
+        second_reset = 16 + (i if i < 6 else i - 1)  # 0-based, block i's second netx reset
+        for var in ("s",) if i == 0 else ("u", "s"):
+            if i == 10 and var == "u":
+                continue  # the output layer's recorded u, see below
+            ours = r.records[f"{var}/{i}"]
+            gt = _pilotnet_lif_recording(g, i, var, ours.shape)
+            assert np.array_equal(ours[..., :second_reset], gt[..., :second_reset]), (i, var)
+            if second_reset < steps:
+                assert not np.array_equal(ours[..., second_reset:], gt[..., second_reset:]), (i, var)
+
+
+@needs_gts
+def test_loihi2_recording_is_reproduced_everywhere_with_the_second_reset_one_step_later(monkeypatch):
+    """The one difference between the chip and netx's timeline in lava-dl's pilotnet_lif
+    recording: every layer's second reset (the first is a no-op here: its state is
+    still zero) comes one step after netx's. With only that changed, the simulator
+    gives the recorded u, v and spikes of all ten layers at all 24 steps (v as the
+    chip reports it: 128 after a spike, where the model holds 0), except the output
+    layer's u and v, which leave the recording at step 8 although its input spikes
+    (fc-2's) match: not understood. Whether later resets slip further (an interval of
+    17 on the chip) the 24 steps cannot tell, so the simulator keeps netx's timeline."""
+    from neurodeploy.sim import simulator
+
+    def chip_reset_mask(start, c, reset_interval, phase):
+        netx = simulator._reset_mask.__wrapped__(start, c, reset_interval, phase)
+        t = np.arange(start, start + c) + 1
+        second = (phase or reset_interval) + reset_interval
+        return (netx & (t != second)) | (t == second + 1)
+
+    chip_reset_mask.__wrapped__ = simulator._reset_mask
+    monkeypatch.setattr(simulator, "_reset_mask", chip_reset_mask)
+    g = GTS / "gts/pilotnet_lif"
+    r = simulate(read_netx(g / "network.net"), np.zeros((200, 66, 3, 1), dtype=np.int32), steps=24,
+                 input_bias=np.load(g / "image.npy"), reset_interval=16, record=True)
+    for i in PILOTNET_LIF_RECORDINGS:
         s = r.records[f"s/{i}"]
-        gs = np.load(g / f"{name}.npy").reshape(s.shape[:-1] + (-1,))[..., :17]
-        assert np.array_equal(s[..., :17], gs.astype(s.dtype)), name
+        assert np.array_equal(s, _pilotnet_lif_recording(g, i, "s", s.shape)), (i, "s")
+        if i == 0:
+            continue
+        u, v = r.records[f"u/{i}"], np.where(s > 0, 128, r.records[f"v/{i}"])
+        last = 8 if i == 10 else 24
+        assert np.array_equal(u[..., :last], _pilotnet_lif_recording(g, i, "u", u.shape)[..., :last]), (i, "u")
+        assert np.array_equal(v[..., :last], _pilotnet_lif_recording(g, i, "v", v.shape)[..., :last]), (i, "v")
+    assert r.records["s/10"].sum() == 0 and r.records["s/9"].sum() > 0
 
 
 @needs_gts

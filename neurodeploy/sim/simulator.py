@@ -862,6 +862,15 @@ def _init_state(layer: _Layer, batch: int):
     return {"sd": fx.SigmaDeltaState(z, z.clone(), z.clone()), "rec": z.clone()}
 
 
+def _reset_mask(start: int, c: int, reset_interval: Optional[int], phase: Optional[int]) -> np.ndarray:
+    """Steps start .. start + c - 1 (0-based) at which a layer whose netx reset phase
+    is ``phase`` zeroes u and v before integrating: Lava's LIFReset, whose time
+    step t = k + 1 starts at 1, resets where t % reset_interval == phase."""
+    if phase is None:
+        return np.zeros(c, np.bool_)
+    return (np.arange(start, start + c) + 1) % reset_interval == phase
+
+
 def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
                  reset_interval, reset_offset, rec, lead: Optional[torch.Tensor] = None) -> torch.Tensor:
     """a: (c, B, N) synaptic input of the chunk -> messages (c, B, N). With
@@ -878,8 +887,7 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
     if isinstance(neuron, CubaNeuron) and fx.compiled_cuba_steps() is not None:
         # compiled loop over (neuron, step): fixedpoint.cuba_run, same arithmetic as cuba_step
         bsz, n = st["u"].shape
-        reset = (np.zeros(c, np.bool_) if phase is None
-                 else (np.arange(start, start + c) + 1) % reset_interval == phase)
+        reset = _reset_mask(start, c, reset_interval, phase)
         if a.dtype == torch.bool:
             a = a.view(torch.int8)  # the same 0/1 bytes, no copy
         if "bias_tiled" not in st:
@@ -920,8 +928,9 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
             a = a.to(torch.int32)
         bias64 = None if layer.bias is None else fx.shift_left(layer.bias, fx.BIAS_EXP).to(torch.float64)
         last = st["rec"]
+        reset = _reset_mask(start, c, reset_interval, phase)
         for k in range(c):
-            if phase is not None and (start + k + 1) % reset_interval == phase:
+            if reset[k]:
                 u.zero_()
                 v.zero_()
             ak = a[k] if lead is None else (lead if k == 0 else a[k - 1])
