@@ -187,7 +187,8 @@ class Network:
     messages fed to the first synapse when the network has no input layer (netx's
     ``Network(input_message_bits=...)``, or the output message bits of the blocks
     skipped by ``read_netx(skip_layers=...)``): 0 for spikes (the synapse sees
-    s != 0), > 0 for graded integer messages."""
+    s != 0), > 0 for graded integer messages. Like netx's, a run-time setting: a
+    ``.net`` file does not store it."""
 
     layers: Tuple[Block, ...]
     input_shape: Tuple[int, ...]
