@@ -318,6 +318,8 @@ def test_skip_layers_gives_the_skipped_blocks_shape_and_message_bits(tmp_path):
             read_netx(path, skip_layers=bad)
     with pytest.raises(ValueError, match="input_message_bits"):
         dataclasses.replace(net, input_message_bits=-1)
+    with pytest.raises(SimulationInputError, match="input bias needs an input layer"):
+        simulate(one, np.zeros((5, 5, 2, 3), np.int64), input_bias=np.ones((5, 5, 2)))
 
 
 def test_simulate_cli_skips_layers_and_takes_graded_input(tmp_path):

@@ -436,6 +436,9 @@ def _plan(network: Network, input_bias: Optional[np.ndarray], input_bound: float
     blocks = list(network.layers)
     first = blocks[0]
     has_input_neuron = isinstance(first, Input) and first.neuron is not None
+    if input_bias is not None and not has_input_neuron:
+        raise SimulationInputError("an input bias needs an input layer with neurons; this network has "
+                                   "none (skipped, or the file has none)")
     shape = tuple(network.input_shape)
     feed_shape = None  # net.inp takes the first synapse's input shape
     graded = network.input_message_bits > 0  # net.inp's message bits (netx default 0)
