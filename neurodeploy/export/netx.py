@@ -187,6 +187,10 @@ def _read_neuron(g: h5py.Group, where: str):
     raise NetxFormatError(f"{w}: neuron type '{kind}' is not supported (CUBA/LOIHI, SDNN are)")
 
 
+#: netx's default message bits of a sigma-delta layer's graded spikes
+NETX_SDNN_MESSAGE_BITS = 16
+
+
 def _message_bits(g: h5py.Group, where: str) -> int:
     """Bits of the messages a block sends, as netx reads them: the neuron's
     'messageBits', else 16 for sigma-delta neurons and 0 (spikes) for the others."""
@@ -196,10 +200,6 @@ def _message_bits(g: h5py.Group, where: str) -> int:
     if "messageBits" in n:
         return int(_scalar(n, "messageBits", where + "/neuron"))
     return NETX_SDNN_MESSAGE_BITS if str(_scalar(n, "type", where + "/neuron")) == "SDNN" else 0
-
-
-#: netx's default message bits of a sigma-delta layer's graded spikes
-NETX_SDNN_MESSAGE_BITS = 16
 
 
 def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None,
