@@ -210,7 +210,10 @@ def test_loihi2_recording_is_reproduced_everywhere_with_the_second_reset_one_ste
     gives the recorded u, v and spikes of all ten layers at all 24 steps (v as the
     chip reports it: 128 after a spike, where the model holds 0), except the output
     layer's u and v, which leave the recording at step 8 although its input spikes
-    (fc-2's) match: not understood. Whether later resets slip further (an interval of
+    (fc-2's) match: not understood. (It is the one layer whose first reset is not a
+    no-op; the chip shows u and v at 0 at step 8, a step before netx's reset, that
+    step's input dropped, and at step 11 an input of -84, which is the inputs of steps
+    7 and 8 again, where fc-2's spikes give 10.) Whether later resets slip further (an interval of
     17 on the chip) the 24 steps cannot tell, so the simulator keeps netx's timeline."""
     from neurodeploy.sim import simulator
 
