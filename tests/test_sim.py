@@ -271,8 +271,10 @@ def test_pilotnet_lif_spike_input_with_the_input_layer_skipped_reproduces_loihi2
     """lava-dl's spike-injection hardware test: the input layer skipped, its recorded
     spikes (input-s) fed into the first conv synapse, 4 conv blocks (num_layers=5),
     reset every 16 steps with reset_offset 1 (netx counts the kept blocks only). The
-    recorded u of conv-0..conv-3 is reproduced exactly up to each layer's second reset,
-    where the chip slips one step behind as in the image-bias run above."""
+    recorded u of conv-0..conv-3 (the image-bias run's) is reproduced exactly up to each
+    layer's second reset, where the chip slips one step behind as in that run. (input-s
+    holds the input layer's spikes on netx's timeline at all 24 steps, not the chip's,
+    whose own second reset slips too: input.npy.)"""
     g = GTS / "gts/pilotnet_lif"
     net = read_netx(g / "network.net", num_layers=5, skip_layers=1)
     assert [type(b).__name__ for b in net.layers] == ["Conv"] * 4 and net.input_message_bits == 0
