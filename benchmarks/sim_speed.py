@@ -24,7 +24,7 @@ import torch
 from neurodeploy.export.netx import read_netx, write_netx
 from neurodeploy.lava_adapter import lava_dl_test_data, run_netx
 from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network
-from neurodeploy.sim.simulator import LavaConvRoundingWarning, simulate
+from neurodeploy.sim.simulator import LavaConvOverflowWarning, simulate
 
 
 def dense_net(sizes, rng):
@@ -83,20 +83,21 @@ def prepare(net, steps, batch, rng, tmp, density=0.2):
 
 def bench_sim(path, x, steps, repeats=3):
     """Best of ``repeats`` runs (the machine is shared), whole batch -> (spikes,
-    seconds, messages of the LavaConvRoundingWarnings raised: samples on which Lava's
-    float32 Conv would round, so its spikes would differ from these exact ones)."""
+    seconds, the layers named by LavaConvOverflowWarnings: conv sums beyond int32 in
+    some sample, where Lava's Conv model would give -2**31, so its spikes would differ
+    from these exact ones)."""
     model = read_netx(path)
     simulate(model, x[:2], steps=5)  # warm-up
     best, out = float("inf"), None
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", LavaConvRoundingWarning)
+        warnings.simplefilter("always", LavaConvOverflowWarning)
         for _ in range(repeats):
             t = time.perf_counter()
             out = simulate(model, x, steps=steps).spikes
             best = min(best, time.perf_counter() - t)
-    rounding = sorted({str(w.message).split(":")[0] for w in caught
-                       if issubclass(w.category, LavaConvRoundingWarning)})
-    return out, best, rounding
+    overflow = sorted({str(w.message).split(":")[0] for w in caught
+                       if issubclass(w.category, LavaConvOverflowWarning)})
+    return out, best, overflow
 
 
 def bench_lava(path, x, steps, lava_samples, ours):
@@ -141,16 +142,16 @@ def main():
         for net in nets:
             density = 0.03 if "sparse" in net.name else 0.2
             path, x = prepare(net, a.steps, a.batch, rng, tmp, density=density)
-            ours, t_sim, rounding = bench_sim(path, x, a.steps)
-            runs.append((net.name, path, x, ours, t_sim, density, rounding))
+            ours, t_sim, overflow = bench_sim(path, x, a.steps)
+            runs.append((net.name, path, x, ours, t_sim, density, overflow))
         pilotnet = pilotnet_sdnn(rng)
         if pilotnet is not None:
             path, x = pilotnet
-            ours, t_sim, rounding = bench_sim(path, x, a.steps)
-            runs.append(("PilotNet SDNN (lava-dl gts)", path, x, ours, t_sim, "graded", rounding))
+            ours, t_sim, overflow = bench_sim(path, x, a.steps)
+            runs.append(("PilotNet SDNN (lava-dl gts)", path, x, ours, t_sim, "graded", overflow))
         from neurodeploy.lava_adapter import _import_lava
         _import_lava()  # import time (10-19 s) is not charged to Lava's run
-        for name, path, x, ours, t_sim, density, rounding in runs:
+        for name, path, x, ours, t_sim, density, overflow in runs:
             identical, t_lava = bench_lava(path, x, a.steps, a.lava_samples, ours)
             sim_rate = x.shape[0] * a.steps / t_sim
             lava_rate = a.lava_samples * a.steps / t_lava
@@ -162,8 +163,8 @@ def main():
                  "lava_steady_sample_steps_per_s": steady,
                  "speedup_vs_lava_steady": None if steady is None else sim_rate / steady,
                  "output_spikes": int(ours.sum()),
-                 # layers where some sample's conv sums leave float32 (Lava would round them)
-                 "lava_conv_rounding_layers": rounding}
+                 # layers where some sample's conv sums leave int32 (Lava would give -2**31)
+                 "lava_conv_overflow_layers": overflow}
             print(json.dumps(r))
             results.append(r)
     machine = {"platform": platform.platform(), "processor": platform.processor(),

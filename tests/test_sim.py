@@ -416,8 +416,8 @@ def test_validate_cli_errors_name_the_problem(tmp_path):
 
 
 def test_simulate_cli_says_where_lava_conv_would_round(tmp_path):
-    """Graded messages near 2**23 into a conv: sums beyond int32, which Lava's float32
-    Conv model cannot give exactly. The command still writes the exact result and says
+    """Graded messages near 2**23 into a conv: sums beyond int32, which Lava's Conv
+    model casts to -2**31. The command still writes the exact result and says
     so in one line naming the layer (a subprocess: pytest would catch the warning)."""
     import subprocess
     import sys
@@ -439,7 +439,7 @@ def test_simulate_cli_says_where_lava_conv_would_round(tmp_path):
         assert res.returncode == 0, res.stderr
         warned = [ln for ln in res.stderr.splitlines() if "warning:" in ln]
         if name == "big":
-            assert len(warned) == 1 and "layer 1 (conv)" in warned[0] and "float32" in warned[0], res.stderr
+            assert len(warned) == 1 and "layer 1 (conv)" in warned[0] and "int32" in warned[0], res.stderr
             assert "syn(" not in res.stderr  # one line, no source line
         else:
             assert not warned, res.stderr

@@ -8,6 +8,7 @@ import warnings
 import h5py
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from neurodeploy import fixedpoint as fx
@@ -192,32 +193,62 @@ def _sigma_delta_conv_net(rng, stride, groups, sigma_out):
 
 @SETTINGS
 @given(seed=st.integers(0, 2 ** 16), stride=st.sampled_from([1, 2]), groups=st.sampled_from([1, 2]),
-       sigma_out=st.booleans())
-def test_random_sigma_delta_conv_networks_match_lava(tmp_path_factory, seed, stride, groups, sigma_out):
+       sigma_out=st.booleans(), scale=st.sampled_from([1, 255]))
+def test_random_sigma_delta_conv_networks_match_lava(tmp_path_factory, seed, stride, groups, sigma_out,
+                                                     scale):
     """Graded messages into conv blocks (the simulator's conv runs as a float32 conv
-    of base-2**p digits here), with sums below 2**24, where Lava's float32 Conv model
-    is exact: the simulator raising its rounding warning fails the test."""
-    from neurodeploy.sim.simulator import LavaConvRoundingWarning
+    of base-2**p digits here). scale 255: conv sums up to ~2**29, most of which
+    float32 cannot hold; Lava's Conv model sums in float64 (scipy) and stays exact
+    below int32, so the simulator matches it and must not warn."""
+    from neurodeploy.sim.simulator import LavaConvOverflowWarning
     rng = np.random.default_rng(seed)
     path = tmp_path_factory.mktemp("sc") / "sdconv.net"
     write_netx(_sigma_delta_conv_net(rng, stride, groups, sigma_out), path)
-    x = rng.integers(-20, 20, (7, 6, 2, 8))
+    x = rng.integers(-20, 20, (7, 6, 2, 8)) * scale
     with warnings.catch_warnings():
-        warnings.simplefilter("error", LavaConvRoundingWarning)
+        warnings.simplefilter("error", LavaConvOverflowWarning)
         _compare(path, x, steps=12, probe=False)
 
 
-def test_lava_conv_rounds_large_graded_sums_and_the_simulator_says_so(tmp_path):
-    """Messages near 2**23: conv sums beyond 2**31. Lava's Conv model convolves in
-    float32 and casts to int32 (such sums become -2**31, then 0 after the 24-bit
-    wrap), so its spikes leave the exact integer arithmetic the simulator keeps;
-    the simulator warns, naming the layer."""
-    from neurodeploy.sim.simulator import LavaConvRoundingWarning
+def test_lava_conv_sums_past_float32_are_exact_and_past_int32_are_not(tmp_path):
+    """Graded messages straight into a conv (input_message_bits 16), through a
+    sigma-output neuron that shows the sums. Sums of 2**27 - 2**30 that float32 cannot
+    hold: Lava's Conv (scipy, float64) gives them exactly, wrapped to 24 bits, as the
+    simulator does, with no warning. A sum beyond int32: Lava's cast to int32 makes it
+    -2**31 (0 after the wrap), the simulator keeps it and warns, naming the layer."""
+    from neurodeploy.sim.simulator import LavaConvOverflowWarning
+    conv = Conv(weight=np.array([[[[1, 3]]]]), neuron=SigmaDeltaNeuron(threshold=0, sigma_output=True),
+                shape=(1, 1, 2))
+    path = write_netx(Network(layers=(conv,), input_shape=(1, 1, 3)), tmp_path / "c.net")
+    net = dataclasses.replace(read_netx(path, input_shape=(1, 1, 3)), input_message_bits=16)
+    x = np.zeros((3, 1, 1, 3), np.int64)  # netx (x, y, c, T): one frame, then silence
+    x[:, 0, 0, 0] = [(1 << 26) + 1, (1 << 25) + 3, (1 << 28) + 5]
+    sums = np.array([x[0, 0, 0, 0] + 3 * x[1, 0, 0, 0], x[1, 0, 0, 0] + 3 * x[2, 0, 0, 0]])
+    assert np.all(sums.astype(np.float32).astype(np.int64) != sums)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LavaConvOverflowWarning)
+        ours = simulate(net, x, steps=3).spikes
+    lava = lava_adapter.run_netx(path, x, steps=3, input_message_bits=16).spikes
+    assert np.array_equal(ours, lava) and np.array_equal(ours[:, 0, 0, 1], fx.wrap_signed(torch.from_numpy(sums), 24).numpy())
+    x[2, 0, 0, 0] = 1 << 30  # 2**25 + 3 * 2**30 > 2**31
+    with pytest.warns(LavaConvOverflowWarning, match="layer 0 \\(conv\\).*int32"):
+        ours = simulate(net, x, steps=3).spikes
+    lava = lava_adapter.run_netx(path, x, steps=3, input_message_bits=16).spikes
+    assert lava[1, 0, 0, 1] == 0 and ours[1, 0, 0, 1] != 0
+    assert np.array_equal(ours[0], lava[0])
+
+
+def test_lava_conv_sums_beyond_int32_and_the_simulator_says_so(tmp_path):
+    """Messages near 2**23: conv sums beyond 2**31. Lava's Conv model casts its sums
+    to int32 (such sums become -2**31, then 0 after the 24-bit wrap), so its spikes
+    leave the exact integer arithmetic the simulator keeps; the simulator warns,
+    naming the layer."""
+    from neurodeploy.sim.simulator import LavaConvOverflowWarning
     rng = np.random.default_rng(0)
     path = tmp_path / "sdconv_big.net"
     write_netx(_sigma_delta_conv_net(rng, 1, 1, False), path)
     x = rng.integers(-(1 << 17), 1 << 17, (7, 6, 2, 8))
-    with pytest.warns(LavaConvRoundingWarning, match="layer 1 \\(conv\\)"):
+    with pytest.warns(LavaConvOverflowWarning, match="layer 1 \\(conv\\)"):
         ours = simulate(read_netx(path), x[None], steps=12).spikes[0]
     lava = lava_adapter.run_netx(path, x, steps=12).spikes
     assert np.array_equal(lava[..., :2], ours[..., :2])  # before the conv's output arrives

@@ -165,7 +165,7 @@ def test_compiled_and_torch_sigma_delta_paths_agree(monkeypatch):
         assert np.array_equal(compiled.records[key], plain.records[key]), key
 
 
-@pytest.mark.filterwarnings("ignore::neurodeploy.sim.simulator.LavaConvRoundingWarning")
+@pytest.mark.filterwarnings("ignore::neurodeploy.sim.simulator.LavaConvOverflowWarning")
 @pytest.mark.parametrize("groups,top", [(1, 2 ** 24 - 1), (2, 2 ** 31), (1, 300), (2, 1)])
 def test_graded_conv_as_float32_digits_is_exact(groups, top):
     """A conv of graded input that needs float64 runs as one float32 conv of the

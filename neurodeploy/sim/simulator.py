@@ -25,9 +25,9 @@ in float32 or float64 when exact for the weights and input bound, else int64, an
 float64 conv runs as one float32 conv of the input's digits. Recurrent blocks run a
 step at a time. Sigma-delta registers and graded Dense sums wrap at 32 bits as
 Lava's numpy int32 models do (DelayDense: int32 products, int64 sum and shift, int32
-buffer). Graded conv sums are exact integers; Lava's Conv computes them in float32,
-and a warning says when a sum leaves what float32 holds. Chunks bound the memory of
-long runs.
+buffer). Graded conv sums are exact integers, as Lava's Conv computes them (float64,
+scipy) up to its cast to int32; a warning says when a sum leaves int32, where Lava's
+gives -2**31. Chunks bound the memory of long runs.
 
 Layouts: arrays in and out use netx's port order (``(x, y, c)`` for images,
 the reverse of the file's torch order ``(C, H, W)``), batch first, time last.
@@ -55,14 +55,14 @@ from neurodeploy.network import (
 CHUNK_ELEMENTS = 1 << 22
 #: fewest bits per digit for which a float64 conv is done as a float32 conv of digits
 SPLIT_MIN_BITS = 6
-#: float32 holds every integer below this exactly
-FLOAT32_EXACT = 2 ** 24
+#: Lava's Conv model casts its (exact) sums to int32: |sum| beyond this leaves it
+LAVA_CONV_SUM_LIMIT = 2 ** 31
 #: the input is reordered this many steps ahead (into at most READ_AHEAD_BYTES)
 READ_AHEAD_STEPS, READ_AHEAD_BYTES = 64, 1 << 24
 
 
-class LavaConvRoundingWarning(UserWarning):
-    """A graded conv's sums leave what Lava's float32 Conv model computes exactly."""
+class LavaConvOverflowWarning(UserWarning):
+    """A graded conv's sums leave int32, where Lava's Conv model stops being exact."""
 
 
 class SimulationInputError(ValueError):
@@ -185,23 +185,22 @@ class _Synapse:
                 self.w32 = torch.tensor(w, dtype=torch.float32).contiguous(
                     memory_format=torch.channels_last)
 
-    def _warn_if_lava_rounds(self, a: torch.Tensor) -> None:
-        """Lava's fixed-point Conv model convolves in float32 (torch), then casts to
-        int32: a sum that float32 cannot hold comes out rounded, and one beyond int32
-        as -2**31 (0 after the 24-bit wrap). The simulator keeps exact integers; say
-        so once per layer when one of this chunk's sums ``a`` (exact) is such a sum.
-        (Partial sums that round while the whole sum fits are not detected.)"""
+    def _warn_if_lava_leaves_int32(self, a: torch.Tensor) -> None:
+        """Lava's fixed-point Conv model sums in float64 (scipy; its torch path is
+        switched off in lava-nc 0.10), exactly, then casts the sums to int32 before its
+        24-bit wrap: a sum beyond int32 comes out as -2**31 on x86 (0 after the wrap;
+        C leaves the cast undefined). The simulator keeps the exact sum, wrapped to 24
+        bits; say so once per layer when one of this chunk's sums ``a`` is such a sum."""
         lo, hi = torch.aminmax(a)
-        if max(-float(lo), float(hi)) < FLOAT32_EXACT:
+        if float(lo) >= -LAVA_CONV_SUM_LIMIT and float(hi) < LAVA_CONV_SUM_LIMIT:
             return
-        s = a[a.abs() >= FLOAT32_EXACT].to(torch.float64)
-        if bool((s.abs() >= 2 ** 31).any()) or bool((s.to(torch.float32).to(torch.float64) != s).any()):
-            self.warned = True
-            warnings.warn(LavaConvRoundingWarning(
-                f"layer {self.index} (conv): graded messages give sums up to {float(s.abs().max()):.3g} "
-                "that float32 cannot hold; Lava's Conv model convolves in float32 and casts sums "
-                "beyond int32 to -2**31, so its synaptic input, and then its spikes, leave the exact "
-                "integers that the simulator keeps (wrapped to 24 bits)"), stacklevel=3)
+        self.warned = True
+        largest = max(-float(lo), float(hi))
+        warnings.warn(LavaConvOverflowWarning(
+            f"layer {self.index} (conv): graded messages give sums up to {largest:.3g}, beyond "
+            "int32; Lava's Conv model casts its (exact, float64) sums to int32, which makes such a "
+            "sum -2**31 (0 after its 24-bit wrap), so its synaptic input, and then its spikes, leave "
+            "the exact integers that the simulator keeps (wrapped to 24 bits)"), stacklevel=3)
 
     def _apply(self, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """x: (F, B, ...) held input frames -> (F, B, N) held output, in the synapse dtype."""
@@ -265,8 +264,8 @@ class _Synapse:
                 a = fx.graded_delay_dense_input(w, full[d_max - d: d_max - d + chunk], self.exp)
             else:
                 a = self._apply(w, x[d_max - d: d_max - d + chunk])
-                if self.conv and self.graded_input and self.bound >= FLOAT32_EXACT and not self.warned:
-                    self._warn_if_lava_rounds(a)
+                if self.conv and self.graded_input and self.bound >= LAVA_CONV_SUM_LIMIT and not self.warned:
+                    self._warn_if_lava_leaves_int32(a)
                 if self.graded_input and not self.conv:  # int32 dot and shift, as Lava's Dense
                     a = fx.graded_dense_input(a.to(torch.int64), self.exp)
                 elif self.exp != 0 or self.wraps:
