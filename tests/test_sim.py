@@ -216,14 +216,14 @@ def test_loihi2_recording_is_reproduced_everywhere_with_the_second_reset_one_ste
     7 and 8 again, where fc-2's spikes give 10.) Whether later resets slip further (an interval of
     17 on the chip) the 24 steps cannot tell, so the simulator keeps netx's timeline."""
     from neurodeploy.sim import simulator
+    netx_reset_mask = simulator._reset_mask
 
     def chip_reset_mask(start, c, reset_interval, phase):
-        netx = simulator._reset_mask.__wrapped__(start, c, reset_interval, phase)
+        netx = netx_reset_mask(start, c, reset_interval, phase)
         t = np.arange(start, start + c) + 1
         second = (phase or reset_interval) + reset_interval
         return (netx & (t != second)) | (t == second + 1)
 
-    chip_reset_mask.__wrapped__ = simulator._reset_mask
     monkeypatch.setattr(simulator, "_reset_mask", chip_reset_mask)
     g = GTS / "gts/pilotnet_lif"
     r = simulate(read_netx(g / "network.net"), np.zeros((200, 66, 3, 1), dtype=np.int32), steps=24,

@@ -296,7 +296,8 @@ def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None,
             else:
                 layer = Flatten(shape=block_shape)
             layers.append(layer)
-            bits.append(_message_bits(g, where))
+            if i < int(skip_layers):  # only the skipped blocks' output bits are needed
+                bits.append(_message_bits(g, where))
     skip = int(skip_layers)
     if skip == 0:
         return Network(layers=tuple(layers), input_shape=input_shape, name=path.stem)
