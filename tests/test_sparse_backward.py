@@ -328,9 +328,10 @@ from neurodeploy.train.sparse_cuda import TritonKernels
 p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
 sur = SurrogateParameters(scale=10.0, height=1.0, band=0.3)
 g = torch.Generator().manual_seed(0)
-# (batch, time, in, out); the chunked run also shrinks the recurrent kernel's blocks, so
-# 70 neurons span several of its neuron blocks (32) and reduction blocks (16), and a
-# batch of 5 is not a multiple of its samples per program (2)
+# (batch, time, in, out); the chunked run also shrinks the kernels' blocks, so 70 neurons
+# span several feed-forward programs (32 neurons each) and several of the recurrent
+# kernel's neuron blocks (32) and reduction blocks (16), and a batch of 5 is not a
+# multiple of its samples per program (2)
 shapes = [(3, 20, 9, 6), (5, 12, 9, 70)]
 for dtype, recurrent, (nb, nt, ni, no) in [(d, r, s) for d in (torch.float64, torch.float32)
                                            for r in (False, True) for s in shapes]:
@@ -341,11 +342,12 @@ for dtype, recurrent, (nb, nt, ni, no) in [(d, r, s) for d in (torch.float64, to
         weights = torch.randn(nb, nt, no, generator=g).to(dtype)
         res = {}
         # the Triton backward in one batch chunk, and in chunks of one sample each
-        for name, kernels, chunk, rec_blocks in (
-                ("torch", TorchKernels, None, None),
-                ("triton", TritonKernels, 16 << 20, (1, 256, 16)),
-                ("triton chunked", TritonKernels, 1, (2, 32, 16))):
-            sparse_cuda.CHUNK_BYTES = chunk
+        for name, kernels, chunk, rec_blocks, block in (
+                ("torch", TorchKernels, None, None, None),
+                ("triton", TritonKernels, 16 << 20, (1, 256, 16), 128),
+                ("triton chunked", TritonKernels, 1, (2, 32, 16), 32)):
+            sparse_cuda.CHUNK_BYTES = sparse_cuda.REC_CHUNK_BYTES = chunk
+            sparse_cuda.BLOCK = block   # 32: 70 neurons in three feed-forward programs
             if rec_blocks is not None:
                 sparse_cuda.REC_SAMPLES, sparse_cuda.REC_BLOCK_J, sparse_cuda.REC_BLOCK_K = rec_blocks
             ts = [t.clone().requires_grad_(True) if t is not None else None for t in (x, w, b, r)]

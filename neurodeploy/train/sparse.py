@@ -368,7 +368,8 @@ class SparseCubaFunction(torch.autograd.Function):
                 out = _cpu_kernels().forward_active(x_in, weight, bias, p, surrogate)
             if out is None:
                 out = kernels.forward_active(x_in, weight, bias, weight_rec, p, surrogate)
-            spikes, active, sg = out
+            # kernels may add tensors of their own for the backward (Triton: row starts)
+            spikes, active, sg, *aux = out
         if stats is not None:
             stats["active"] = stats.get("active", 0) + active.numel()
             stats["entries"] = stats.get("entries", 0) + spikes.numel()
@@ -376,27 +377,28 @@ class SparseCubaFunction(torch.autograd.Function):
         ctx.kernels = kernels
         ctx.has_bias = bias is not None
         ctx.has_rec = weight_rec is not None
-        ctx.save_for_backward(x_in, weight, weight_rec, spikes, active, sg)
+        ctx.save_for_backward(x_in, weight, weight_rec, spikes, active, sg, *aux)
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        x_in, weight, weight_rec, spikes, active, sg = ctx.saved_tensors
+        x_in, weight, weight_rec, spikes, active, sg, *aux = ctx.saved_tensors
         p = ctx.p
-        grad_spikes = grad_spikes.contiguous()
         need_dx = ctx.needs_input_grad[0]
+        with torch.no_grad():
+            if hasattr(ctx.kernels, "layer_backward"):   # CUDA: the whole layer at once
+                need = ctx.needs_input_grad
+                d_x, d_w, d_b, d_wr = ctx.kernels.layer_backward(
+                    x_in, weight, weight_rec, spikes, active, sg, *aux, grad_spikes, p,
+                    need_dx, need[1], ctx.has_bias and need[2], ctx.has_rec and need[3])
+                return (d_x, d_w, d_b, d_wr, None, None) + (None,) * ctx.n_extra
+        grad_spikes = grad_spikes.contiguous()
         if ctx.kernels is TorchKernels and not grad_spikes.is_cuda and USE_COMPILED_CPU:
             fused = _fused_cpu_backward(ctx, x_in, weight, weight_rec, spikes, active, sg,
                                         grad_spikes, p, need_dx)
             if fused is not None:
                 return fused
         with torch.no_grad():
-            if hasattr(ctx.kernels, "layer_backward"):   # CUDA: the whole layer at once
-                need = ctx.needs_input_grad
-                d_x, d_w, d_b, d_wr = ctx.kernels.layer_backward(
-                    x_in, weight, weight_rec, spikes, active, sg, grad_spikes, p, need_dx,
-                    need[1], ctx.has_bias and need[2], ctx.has_rec and need[3])
-                return (d_x, d_w, d_b, d_wr, None, None) + (None,) * ctx.n_extra
             e, dx = ctx.kernels.adjoint(grad_spikes, spikes, active, sg, p, weight_rec, need_dx)
             return _gradients(ctx, x_in, weight, weight_rec, spikes, active, e, dx, p)
 

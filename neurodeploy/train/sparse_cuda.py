@@ -11,13 +11,17 @@ samples, all neurons) for a recurrent layer, and walks over time in registers.
   neuron.cuba_float_step, with FMA contraction disabled, so spikes match torch's; in
   place of the currents it leaves the band-truncated surrogate derivative, which is
   compacted once (``torch.nonzero``). Saved for the backward: the spikes, the active
-  indices and their surrogate values.
-* ``adjoint`` / ``adjoint_rec``: the backward over time of the (u, v) filter. The
-  error ``e = G sg`` is nonzero only at the active entries (sg is scattered into a
-  zeroed buffer); ``dv[t] = e[t] + c (1 - s[t]) dv[t+1]`` and
-  ``du[t] = dv[t] + a du[t+1]`` run for every (sample, neuron), and ``du`` (the
-  gradient of the layer's input current) overwrites the buffer. The recurrent kernel
-  adds ``W_rec^T du[t+1]`` to G in the same pass.
+  indices (flat, sorted), their surrogate values and the CSR row starts of each
+  (sample, step) row in that list.
+* ``adjoint`` / ``adjoint_rec``: the backward over time of the (u, v) filter. Each
+  program first writes its samples' surrogate values into its part of the ``du``
+  buffer (zeros, then its active entries, found through the row starts: no separate
+  zero-fill or scatter launches). The error ``e = G sg`` is nonzero only at the active
+  entries; ``dv[t] = e[t] + c (1 - s[t]) dv[t+1]`` and ``du[t] = dv[t] + a du[t+1]``
+  run for every (sample, neuron), each step's loads issued one step ahead, and ``du``
+  (the gradient of the layer's input current) overwrites the buffer. The recurrent
+  kernel adds ``W_rec^T du[t+1]`` to G in the same pass. ``G`` may be an expanded
+  view (the gradient of a sum over time is not copied).
 
 From ``du``, ``dL/dW = du^T x_in`` (and ``dL/dW_rec = du[t]^T s[t-1]``,
 ``dL/ds_in = du W``) are single cuBLAS products, and the bias gradient is the sum of
@@ -25,7 +29,9 @@ From ``du``, ``dL/dW = du^T x_in`` (and ``dL/dW_rec = du[t]^T s[t-1]``,
 ``A @ Y`` (``du`` is the filtered sum of the active errors); on the GPU the dense
 products over ``du`` take ~0.25 ms, less than building the sparse ``A`` and the input
 trace ``Y`` (the first CUDA version did that: its backward was 5x faster than dense
-where this one is 40-60x, and it took more memory than dense; docs/sparse_backward.md). A recurrent layer's forward needs a matmul with W_rec per
+where this one is 40-60x, and it took more memory than dense; docs/sparse_backward.md).
+The kernels themselves are in :mod:`neurodeploy.train.sparse_triton`. A recurrent
+layer's forward needs a matmul with W_rec per
 step that must round as torch's does, so it stays in torch. Triton is imported only
 when these kernels are first used; ``TRITON_INTERPRET=1`` runs them on CPU tensors
 (tests).
@@ -42,118 +48,11 @@ from neurodeploy.train import sparse as _torch_impl
 @functools.lru_cache(maxsize=None)
 def _kernels():
     try:
-        import triton
-        import triton.language as tl
+        from neurodeploy.train import sparse_triton as k
     except ImportError as err:  # pragma: no cover - depends on the install
         raise ImportError("the CUDA sparse backward needs triton (pip install triton); "
                           f"it could not be imported: {err}") from err
-
-    @triton.jit
-    def forward_kernel(cur_ptr, bias_ptr, prm_ptr, spk_ptr, T, N,
-                       HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
-        b = tl.program_id(0).to(tl.int64)
-        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < N
-        a = tl.load(prm_ptr)
-        c = tl.load(prm_ptr + 1)
-        th = tl.load(prm_ptr + 2)
-        scale = tl.load(prm_ptr + 3)
-        height = tl.load(prm_ptr + 4)
-        band = tl.load(prm_ptr + 5)
-        u = tl.zeros([BLOCK], dtype=a.dtype)
-        v = tl.zeros([BLOCK], dtype=a.dtype)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs, mask=mask, other=0.0)
-        base = b * T * N
-        for t in range(T):
-            x = tl.load(cur_ptr + base + t * N + offs, mask=mask, other=0.0)
-            u = a * u + x
-            v = c * v + u
-            if HAS_BIAS:
-                v = v + bias
-            vmt = v - th
-            s = (vmt > 0).to(a.dtype)
-            v = v * (1.0 - s)
-            tl.store(spk_ptr + base + t * N + offs, s, mask=mask)
-            # the band-truncated surrogate derivative (neuron.surrogate_derivative)
-            q = scale * tl.abs(vmt) + 1.0
-            sg = tl.where(tl.abs(vmt) < band, height / (q * q), 0.0)
-            tl.store(cur_ptr + base + t * N + offs, sg, mask=mask)
-
-    @triton.jit
-    def adjoint_kernel(grad_ptr, spk_ptr, buf_ptr, dbias_ptr, prm_ptr, T, N,
-                       BLOCK: tl.constexpr):
-        # buf: sg at the active entries, 0 elsewhere -> overwritten with du
-        b = tl.program_id(0).to(tl.int64)
-        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < N
-        a = tl.load(prm_ptr)
-        c = tl.load(prm_ptr + 1)
-        dv = tl.zeros([BLOCK], dtype=a.dtype)
-        du = tl.zeros([BLOCK], dtype=a.dtype)
-        db = tl.zeros([BLOCK], dtype=a.dtype)
-        base = b * T * N
-        for k in range(T):
-            idx = base + (T - 1 - k) * N + offs
-            s = tl.load(spk_ptr + idx, mask=mask, other=0.0)
-            g = tl.load(grad_ptr + idx, mask=mask, other=0.0)
-            sg = tl.load(buf_ptr + idx, mask=mask, other=0.0)
-            dv = c * (1.0 - s) * dv + g * sg
-            du = dv + a * du
-            db += dv
-            tl.store(buf_ptr + idx, du, mask=mask)
-        tl.store(dbias_ptr + b * N + offs, db, mask=mask)
-
-    @triton.jit
-    def adjoint_rec_kernel(grad_ptr, spk_ptr, buf_ptr, dv_ptr, dbias_ptr, wrec_ptr, prm_ptr,
-                           B, T, N, BS: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr):
-        # a program owns BS samples and all N neurons; du[t + 1] (in buf) and dv (in
-        # dv_ptr, zeroed) go through memory between steps, hence the barrier per step
-        rows = tl.program_id(0) * BS + tl.arange(0, BS)
-        rmask = rows < B
-        rbase = rows.to(tl.int64) * T * N
-        a = tl.load(prm_ptr)
-        c = tl.load(prm_ptr + 1)
-        for k in range(T):
-            t = T - 1 - k
-            has_next = k > 0
-            for jb in range(0, N, BJ):
-                cols = jb + tl.arange(0, BJ)
-                m2 = rmask[:, None] & (cols < N)[None, :]
-                rec = tl.zeros([BS, BJ], dtype=a.dtype)
-                for kb in range(0, N, BK):
-                    ks = kb + tl.arange(0, BK)
-                    kmask = ks < N
-                    dn = tl.load(buf_ptr + rbase[:, None] + (t + 1) * N + ks[None, :],
-                                 mask=(rmask[:, None] & kmask[None, :]) & has_next, other=0.0)
-                    w = tl.load(wrec_ptr + ks[:, None] * N + cols[None, :],
-                                mask=kmask[:, None] & (cols < N)[None, :], other=0.0)
-                    rec += tl.sum(dn[:, :, None] * w[None, :, :], axis=1)
-                du_next = tl.load(buf_ptr + rbase[:, None] + (t + 1) * N + cols[None, :],
-                                  mask=m2 & has_next, other=0.0)
-                idx = rbase[:, None] + t * N + cols[None, :]
-                g = tl.load(grad_ptr + idx, mask=m2, other=0.0) + rec
-                sg = tl.load(buf_ptr + idx, mask=m2, other=0.0)
-                s = tl.load(spk_ptr + idx, mask=m2, other=0.0)
-                state = rows[:, None] * N + cols[None, :]
-                dv = tl.load(dv_ptr + state, mask=m2, other=0.0)
-                dv = c * (1.0 - s) * dv + g * sg
-                tl.store(dv_ptr + state, dv, mask=m2)
-                tl.store(buf_ptr + idx, dv + a * du_next, mask=m2)
-                db = tl.load(dbias_ptr + state, mask=m2, other=0.0)
-                tl.store(dbias_ptr + state, db + dv, mask=m2)
-            tl.debug_barrier()
-
-    @triton.jit
-    def scatter_kernel(idx_ptr, val_ptr, out_ptr, M, lo, hi, BLOCK: tl.constexpr):
-        # out[idx - lo] = val for the entries with lo <= idx < hi (one batch chunk)
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        m = offs < M
-        i = tl.load(idx_ptr + offs, mask=m, other=-1)
-        keep = m & (i >= lo) & (i < hi)
-        tl.store(out_ptr + (i - lo), tl.load(val_ptr + offs, mask=keep, other=0.0), mask=keep)
-
-    return triton, forward_kernel, adjoint_kernel, adjoint_rec_kernel, scatter_kernel
+    return k.triton, k.forward_kernel, k.adjoint_kernel, k.adjoint_rec_kernel
 
 
 BLOCK = 128
@@ -163,6 +62,12 @@ REC_SAMPLES, REC_BLOCK_J, REC_BLOCK_K = 1, 256, 16
 #: larger layers run in batch chunks (bounds the transient memory; each chunk costs a
 #: few more launches)
 CHUNK_BYTES = 16 << 20
+#: the same for a recurrent layer, whose adjoint is a chain of T dependent steps per
+#: sample (latency-bound): each chunk costs the whole chain again
+REC_CHUNK_BYTES = 64 << 20
+#: active entries a backward program reads per iteration when it writes its samples'
+#: surrogate values into its part of the ``du`` buffer
+SCATTER_BLOCK = 128
 
 
 def _launch(kernel, grid, *args, **meta):
@@ -188,11 +93,15 @@ class TritonKernels:
 
     @staticmethod
     def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
+        """-> (spikes, active, sg, row_start): ``active`` the flat (sample, step, neuron)
+        indices of the active entries, sorted; ``row_start`` (batch * time + 1, int64)
+        where each (sample, step) row's entries start in it (CSR row pointers)."""
         if weight_rec is not None:   # per-step matmul with W_rec: torch loop
             spikes, (ti, bi, ji), sg = _torch_impl.forward_active_entries(
                 x_in, weight, bias, weight_rec, p, surrogate)
-            _, t, n = spikes.shape
-            return spikes, (bi * t + ti) * n + ji, sg
+            b, t, n = spikes.shape
+            active, order = torch.sort((bi * t + ti) * n + ji)   # (T, B, N) -> (B, T, N)
+            return spikes, active, sg[order], _row_start(active, b * t, n)
         forward_kernel = _kernels()[1]
         current = (x_in @ weight.T).contiguous()
         b, t, n = current.shape
@@ -207,21 +116,26 @@ class TritonKernels:
         # exactly at the active entries (it is > 0 inside the band)
         flat = current.view(-1)
         active = torch.nonzero(flat).squeeze(1)
-        return spikes, active, flat[active]
+        return spikes, active, flat[active], _row_start(active, b * t, n)
 
     @staticmethod
-    def layer_backward(x_in, weight, weight_rec, spikes, active, sg, grad_spikes, p,
-                       need_dx, need_w, need_b, need_wr):
+    def layer_backward(x_in, weight, weight_rec, spikes, active, sg, row_start, grad_spikes,
+                       p, need_dx, need_w, need_b, need_wr):
         """-> (dL/dx_in, dL/dW, dL/dbias, dL/dW_rec), each None unless asked for. Runs
-        over batch chunks whose ``du`` buffer is at most CHUNK_BYTES."""
-        _, _, adjoint_kernel, adjoint_rec_kernel, scatter_kernel = _kernels()
+        over batch chunks whose ``du`` buffer is at most CHUNK_BYTES (REC_CHUNK_BYTES for
+        a recurrent layer). ``grad_spikes`` may be strided in sample and step (e.g. the
+        expanded gradient of a sum over time), not in neurons."""
+        _, _, adjoint_kernel, adjoint_rec_kernel = _kernels()
         b, t, n = spikes.shape
-        grad_spikes = grad_spikes.contiguous()
+        if grad_spikes.stride(2) != 1:
+            grad_spikes = grad_spikes.contiguous()
+        g_sb, g_st = grad_spikes.stride(0), grad_spikes.stride(1)
         spikes = spikes.contiguous()
         x_flat = x_in.reshape(b * t, -1)
         dtype, device = sg.dtype, sg.device
         prm = _params(dtype, device, 1.0 - p.current_decay, 1.0 - p.voltage_decay)
-        chunks = triton_cdiv(b * t * n * sg.element_size(), max(1, CHUNK_BYTES))
+        limit = CHUNK_BYTES if weight_rec is None else REC_CHUNK_BYTES
+        chunks = triton_cdiv(b * t * n * sg.element_size(), max(1, limit))
         rows = triton_cdiv(b, min(b, chunks))   # equal chunks
         d_x = grad_spikes.new_empty(b, t, weight.shape[1]) if need_dx else None
         d_w = d_wr = None
@@ -230,24 +144,21 @@ class TritonKernels:
         else:                    # accumulated by the kernel
             dbias = torch.zeros(b, n, dtype=dtype, device=device)
             dv = torch.zeros(b, n, dtype=dtype, device=device)
+            w_rec = weight_rec.contiguous()
+            bj = min(REC_BLOCK_J, max(16, 1 << (n - 1).bit_length()))
         for b0 in range(0, b, rows):
             b1 = min(b, b0 + rows)
-            du = torch.zeros((b1 - b0) * t * n, dtype=dtype, device=device)
-            if rows == b:
-                du[active] = sg
-            elif active.numel():
-                scatter_kernel[(triton_cdiv(active.numel(), 1024),)](
-                    active, sg, du, active.numel(), b0 * t * n, b1 * t * n, BLOCK=1024)
-            du = du.view(b1 - b0, t, n)
+            # written whole by the kernel, from the compacted active entries (no scatter)
+            du = torch.empty(b1 - b0, t, n, dtype=dtype, device=device)
             if weight_rec is None:
-                adjoint_kernel[_grid(b1 - b0, n)](grad_spikes[b0:b1], spikes[b0:b1], du,
-                                                  dbias[b0:b1], prm, t, n, BLOCK=BLOCK)
+                adjoint_kernel[_grid(b1 - b0, n)](
+                    grad_spikes, g_sb, g_st, spikes, row_start, active, sg, du, dbias, prm,
+                    b0, t, n, BLOCK=BLOCK, SC=SCATTER_BLOCK)
             else:
-                bj = min(REC_BLOCK_J, max(16, 1 << (n - 1).bit_length()))
                 adjoint_rec_kernel[(triton_cdiv(b1 - b0, REC_SAMPLES),)](
-                    grad_spikes[b0:b1], spikes[b0:b1], du, dv[b0:b1], dbias[b0:b1],
-                    weight_rec.contiguous(), prm, b1 - b0, t, n,
-                    BS=REC_SAMPLES, BJ=bj, BK=min(REC_BLOCK_K, bj))
+                    grad_spikes, g_sb, g_st, spikes, row_start, active, sg, du, dv, dbias,
+                    w_rec, prm, b0, b1 - b0, t, n,
+                    BS=REC_SAMPLES, BJ=bj, BK=min(REC_BLOCK_K, bj), SC=SCATTER_BLOCK)
             flat = du.view(-1, n)
             if need_dx:   # 2-d product straight into d_x (a 3-d matmul with out= copies)
                 torch.mm(flat, weight, out=d_x[b0:b1].view(-1, weight.shape[1]))
@@ -259,6 +170,13 @@ class TritonKernels:
             del du, flat   # before the next chunk's buffer is allocated
         d_b = dbias.sum(0) if need_b else None
         return d_x, d_w, d_b, d_wr
+
+
+def _row_start(active, rows, n):
+    """CSR row pointers of sorted flat indices over ``rows`` rows of ``n``: entries of
+    row r are active[row_start[r]:row_start[r + 1]]."""
+    bounds = torch.arange(0, (rows + 1) * n, n, dtype=active.dtype, device=active.device)
+    return torch.searchsorted(active, bounds)
 
 
 def _recurrent_weight_grad(du, spikes, acc):
