@@ -401,6 +401,28 @@ def test_cuda_sparse_gradients_equal_dense_reference(recurrent):
 
 @pytest.mark.cuda
 @cuda
+@pytest.mark.parametrize("graded", [False, True])
+def test_cuda_float32_gradients_equal_dense(graded):
+    """float32 on the GPU (the spikes kept as uint8, one batch chunk), 0/1 and graded
+    inputs: the same spikes as float32 dense BPTT and its gradients to 1e-5."""
+    pytest.importorskip("triton")
+    p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
+    x = _input((32, 50, 300), 0.1, 4)
+    if graded:
+        x = x * torch.rand(x.shape, generator=torch.Generator().manual_seed(5), dtype=F64)
+    x = x.float().cuda()
+    layers = [tuple(t.float().cuda() if t is not None else None for t in layer)
+              for layer in _net(300, (96, 10), False, 4, scale=0.25 if not graded else 0.5)]
+    sd, gd = _run(x, layers, p, SURROGATE, "dense")
+    ss, gs = _run(x, layers, p, SURROGATE, "sparse")
+    assert 0 < ss[0].mean() < 0.5
+    for a, b in zip(sd, ss):
+        assert torch.equal(a, b)
+    _assert_grads_close(gd, gs, rtol=1e-5)
+
+
+@pytest.mark.cuda
+@cuda
 def test_cuda_float32_spikes_identical_to_dense():
     pytest.importorskip("triton")
     p = CubaFloatParameters(current_decay=0.2, voltage_decay=0.1)

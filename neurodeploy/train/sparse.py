@@ -351,7 +351,8 @@ class TorchKernels:
 
 class SparseCubaFunction(torch.autograd.Function):
     """Sparse-backward CUBA-LIF layer (module docstring). Saved for backward: the input
-    (by reference), the output spikes, the active indices and their surrogate values;
+    (by reference), the output spikes (or, for kernels with ``SAVES_OWN_SPIKES``, their
+    own copy among their extra tensors), the active indices and their surrogate values;
     no per-step state."""
 
     @staticmethod
@@ -377,7 +378,9 @@ class SparseCubaFunction(torch.autograd.Function):
         ctx.kernels = kernels
         ctx.has_bias = bias is not None
         ctx.has_rec = weight_rec is not None
-        ctx.save_for_backward(x_in, weight, weight_rec, spikes, active, sg, *aux)
+        # kernels that keep their own copy of the spikes (in aux) do not keep the output
+        kept = None if getattr(kernels, "SAVES_OWN_SPIKES", False) else spikes
+        ctx.save_for_backward(x_in, weight, weight_rec, kept, active, sg, *aux)
         return spikes
 
     @staticmethod

@@ -10,7 +10,8 @@ samples, all neurons) for a recurrent layer, and walks over time in registers.
   same order as
   neuron.cuba_float_step, with FMA contraction disabled, so spikes match torch's; in
   place of the currents it leaves the band-truncated surrogate derivative, which is
-  compacted once (``torch.nonzero``). Saved for the backward: the spikes, the active
+  compacted once (``torch.nonzero``). Saved for the backward: the spikes (as uint8,
+  written by the same kernel, so the float32 output is not kept), the active
   indices (flat, sorted), their surrogate values and the CSR row starts of each
   (sample, step) row in that list.
 * ``adjoint`` / ``adjoint_rec``: the backward over time of the (u, v) filter. Each
@@ -48,11 +49,11 @@ from neurodeploy.train import sparse as _torch_impl
 @functools.lru_cache(maxsize=None)
 def _kernels():
     try:
-        from neurodeploy.train import sparse_triton as k
+        from neurodeploy.train import sparse_triton
     except ImportError as err:  # pragma: no cover - depends on the install
         raise ImportError("the CUDA sparse backward needs triton (pip install triton); "
                           f"it could not be imported: {err}") from err
-    return k.triton, k.forward_kernel, k.adjoint_kernel, k.adjoint_rec_kernel
+    return sparse_triton
 
 
 BLOCK = 128
@@ -61,7 +62,7 @@ REC_SAMPLES, REC_BLOCK_J, REC_BLOCK_K = 1, 256, 16
 #: the backward's (batch, time, neuron) buffer ``du`` is built at most this large (bytes):
 #: larger layers run in batch chunks (bounds the transient memory; each chunk costs a
 #: few more launches)
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 32 << 20
 #: the same for a recurrent layer, whose adjoint is a chain of T dependent steps per
 #: sample (latency-bound): each chunk costs the whole chain again
 REC_CHUNK_BYTES = 64 << 20
@@ -89,48 +90,54 @@ def _grid(b, n):
 class TritonKernels:
     """The CUDA implementation behind :class:`neurodeploy.train.sparse.SparseCubaFunction`:
     ``forward_active`` (active indices in (batch, time, neuron) order) and
-    ``layer_backward`` (the whole backward of the layer)."""
+    ``layer_backward`` (the whole backward of the layer). The spikes it keeps for the
+    backward are its own (uint8 for a feed-forward layer), not the layer's output."""
+
+    SAVES_OWN_SPIKES = True
 
     @staticmethod
     def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
-        """-> (spikes, active, sg, row_start): ``active`` the flat (sample, step, neuron)
-        indices of the active entries, sorted; ``row_start`` (batch * time + 1, int64)
-        where each (sample, step) row's entries start in it (CSR row pointers)."""
+        """-> (spikes, active, sg, row_start, saved_spikes): ``active`` the flat (sample,
+        step, neuron) indices of the active entries, sorted; ``row_start`` (batch * time
+        + 1, int64) where each (sample, step) row's entries start in it (CSR row
+        pointers); ``saved_spikes`` the spikes the backward reads (uint8 for a
+        feed-forward layer, a quarter of the output's bytes)."""
+        k = _kernels()
         if weight_rec is not None:   # per-step matmul with W_rec: torch loop
             spikes, (ti, bi, ji), sg = _torch_impl.forward_active_entries(
                 x_in, weight, bias, weight_rec, p, surrogate)
             b, t, n = spikes.shape
             active, order = torch.sort((bi * t + ti) * n + ji)   # (T, B, N) -> (B, T, N)
-            return spikes, active, sg[order], _row_start(active, b * t, n)
-        forward_kernel = _kernels()[1]
+            return spikes, active, sg[order], _row_start(active, b * t, n), spikes
         current = (x_in @ weight.T).contiguous()
         b, t, n = current.shape
         spikes = torch.empty_like(current)
+        spikes8 = torch.empty(current.shape, dtype=torch.uint8, device=current.device)
         prm = _params(current.dtype, current.device, 1.0 - p.current_decay,
                       1.0 - p.voltage_decay, p.threshold, surrogate.scale, surrogate.height,
                       surrogate.band)
         bias_arg = bias.contiguous() if bias is not None else prm
-        _launch(forward_kernel, _grid(b, n), current, bias_arg, prm, spikes, t, n,
+        _launch(k.forward_kernel, _grid(b, n), current, bias_arg, prm, spikes, spikes8, t, n,
                 HAS_BIAS=bias is not None, BLOCK=BLOCK)
         # the kernel left the surrogate derivative in place of the currents: nonzero
         # exactly at the active entries (it is > 0 inside the band)
         flat = current.view(-1)
         active = torch.nonzero(flat).squeeze(1)
-        return spikes, active, flat[active], _row_start(active, b * t, n)
+        return spikes, active, flat[active], _row_start(active, b * t, n), spikes8
 
     @staticmethod
-    def layer_backward(x_in, weight, weight_rec, spikes, active, sg, row_start, grad_spikes,
-                       p, need_dx, need_w, need_b, need_wr):
+    def layer_backward(x_in, weight, weight_rec, _spikes, active, sg, row_start, spikes,
+                       grad_spikes, p, need_dx, need_w, need_b, need_wr):
         """-> (dL/dx_in, dL/dW, dL/dbias, dL/dW_rec), each None unless asked for. Runs
         over batch chunks whose ``du`` buffer is at most CHUNK_BYTES (REC_CHUNK_BYTES for
         a recurrent layer). ``grad_spikes`` may be strided in sample and step (e.g. the
-        expanded gradient of a sum over time), not in neurons."""
-        _, _, adjoint_kernel, adjoint_rec_kernel = _kernels()
+        expanded gradient of a sum over time), not in neurons. ``spikes``: those kept by
+        :meth:`forward_active` (the layer's output is not kept)."""
+        k = _kernels()
         b, t, n = spikes.shape
         if grad_spikes.stride(2) != 1:
             grad_spikes = grad_spikes.contiguous()
         g_sb, g_st = grad_spikes.stride(0), grad_spikes.stride(1)
-        spikes = spikes.contiguous()
         x_flat = x_in.reshape(b * t, -1)
         dtype, device = sg.dtype, sg.device
         prm = _params(dtype, device, 1.0 - p.current_decay, 1.0 - p.voltage_decay)
@@ -151,11 +158,11 @@ class TritonKernels:
             # written whole by the kernel, from the compacted active entries (no scatter)
             du = torch.empty(b1 - b0, t, n, dtype=dtype, device=device)
             if weight_rec is None:
-                adjoint_kernel[_grid(b1 - b0, n)](
+                k.adjoint_kernel[_grid(b1 - b0, n)](
                     grad_spikes, g_sb, g_st, spikes, row_start, active, sg, du, dbias, prm,
                     b0, t, n, BLOCK=BLOCK, SC=SCATTER_BLOCK)
             else:
-                adjoint_rec_kernel[(triton_cdiv(b1 - b0, REC_SAMPLES),)](
+                k.adjoint_rec_kernel[(triton_cdiv(b1 - b0, REC_SAMPLES),)](
                     grad_spikes, g_sb, g_st, spikes, row_start, active, sg, du, dv, dbias,
                     w_rec, prm, b0, b1 - b0, t, n,
                     BS=REC_SAMPLES, BJ=bj, BK=min(REC_BLOCK_K, bj), SC=SCATTER_BLOCK)

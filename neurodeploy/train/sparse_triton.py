@@ -7,8 +7,10 @@ import triton.language as tl
 
 
 @triton.jit
-def forward_kernel(cur_ptr, bias_ptr, prm_ptr, spk_ptr, T, N,
+def forward_kernel(cur_ptr, bias_ptr, prm_ptr, spk_ptr, spk8_ptr, T, N,
                    HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    # spikes into spk_ptr (the layer's output) and, as uint8, into spk8_ptr (kept for
+    # the backward: a quarter of the bytes)
     b = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
@@ -33,6 +35,7 @@ def forward_kernel(cur_ptr, bias_ptr, prm_ptr, spk_ptr, T, N,
         s = (vmt > 0).to(a.dtype)
         v = v * (1.0 - s)
         tl.store(spk_ptr + base + t * N + offs, s, mask=mask)
+        tl.store(spk8_ptr + base + t * N + offs, s.to(tl.uint8), mask=mask)
         # the band-truncated surrogate derivative (neuron.surrogate_derivative)
         q = scale * tl.abs(vmt) + 1.0
         sg = tl.where(tl.abs(vmt) < band, height / (q * q), 0.0)
@@ -81,7 +84,7 @@ def adjoint_kernel(grad_ptr, g_sb, g_st, spk_ptr, row_start_ptr, active_ptr, sg_
     spk = spk_ptr + b * T * N + offs
     grd = grad_ptr + b * g_sb + offs
     # step t's loads are issued one step ahead (they do not depend on the recursion)
-    s = tl.load(spk + (T - 1) * N, mask=mask, other=0.0)
+    s = tl.load(spk + (T - 1) * N, mask=mask, other=0).to(a.dtype)   # any dtype (uint8)
     g = tl.load(grd + (T - 1) * g_st, mask=mask, other=0.0)
     sg = tl.load(loc + (T - 1) * N, mask=mask, other=0.0)
     dv = zero
@@ -90,7 +93,7 @@ def adjoint_kernel(grad_ptr, g_sb, g_st, spk_ptr, row_start_ptr, active_ptr, sg_
     for k in range(T):
         t = T - 1 - k
         tn = tl.maximum(t - 1, 0)
-        s_n = tl.load(spk + tn * N, mask=mask, other=0.0)
+        s_n = tl.load(spk + tn * N, mask=mask, other=0).to(a.dtype)
         g_n = tl.load(grd + tn * g_st, mask=mask, other=0.0)
         sg_n = tl.load(loc + tn * N, mask=mask, other=0.0)
         dv = c * (1.0 - s) * dv + g * sg
@@ -159,3 +162,4 @@ def adjoint_rec_kernel(grad_ptr, g_sb, g_st, spk_ptr, row_start_ptr, active_ptr,
             db = tl.load(dbias_ptr + state, mask=m2, other=0.0)
             tl.store(dbias_ptr + state, db + dv, mask=m2)
         tl.debug_barrier()
+
