@@ -135,6 +135,9 @@ class TritonKernels:
         :meth:`forward_active` (the layer's output is not kept)."""
         k = _kernels()
         b, t, n = spikes.shape
+        if active.numel() >= 2 ** 31:   # the kernels index the active list in int32
+            raise ValueError(f"sparse backward: {active.numel()} active entries in one layer, "
+                             "more than the CUDA kernels index (2**31); use a smaller batch")
         if grad_spikes.stride(2) != 1:
             grad_spikes = grad_spikes.contiguous()
         g_sb, g_st = grad_spikes.stride(0), grad_spikes.stride(1)

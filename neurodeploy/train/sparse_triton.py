@@ -41,12 +41,14 @@ def forward_kernel(cur_ptr, bias_ptr, prm_ptr, spk_ptr, spk8_ptr, T, N,
         sg = tl.where(tl.abs(vmt) < band, height / (q * q), 0.0)
         tl.store(cur_ptr + base + t * N + offs, sg, mask=mask)
 
+
 @triton.jit
 def scatter_active(row_start_ptr, active_ptr, sg_ptr, dst_ptr, first_row, last_row,
                    col_lo, col_hi, N, SC: tl.constexpr):
     # the active entries of the (sample, step) rows [first_row, last_row) whose neuron
     # is in [col_lo, col_hi): dst[(row - first_row) * N + neuron] = sg. ``active``
-    # holds flat (sample, step, neuron) indices, sorted; row_start its CSR row pointers
+    # holds flat (sample, step, neuron) indices, sorted; row_start its CSR row pointers.
+    # Positions in it are int32 (layer_backward checks the list is shorter than 2**31)
     lo = tl.load(row_start_ptr + first_row).to(tl.int32)
     hi = tl.load(row_start_ptr + last_row).to(tl.int32)
     for i in range(lo, hi, SC):
