@@ -1,12 +1,15 @@
 """Dense BPTT vs the sparse backward (Perez-Nieves & Goodman 2021 settings).
 
 Networks (T = 100 steps): an F-MNIST-like rate-coded 784-200-10, an SHD-like sparse
-700-channel 700-200-20, and the same with a recurrent hidden layer. Every layer is a
+700-channel 700-200-20, the same with a recurrent hidden layer, and the paper's two
+hidden layers of 200 (784-200-200-10, rate-coded). Every layer is a
 CUBA-LIF :func:`neurodeploy.train.sparse.cuba_layer`; the loss is cross entropy on
 the output spike counts. Reports forward / backward times (min over reps, medians kept
 in timing_stats; each mode's reps back to back as in training, the modes alternating
 block by block, and again with the modes alternating rep by rep: time_modes),
-memory, the active fraction, speedups, and the gradient error of the sparse
+memory, the active fraction, speedups (of the whole network's backward with the loss,
+and of the last hidden layer's backward alone, as the paper times one layer), and
+the gradient error of the sparse
 backward against the dense reference; plus lava-dl slayer's forward+backward on
 the same network as an outside baseline.
 
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters  # noqa: E402
 from neurodeploy.train import sparse_cpu  # noqa: E402
+from neurodeploy.train import sparse as sparse_mod  # noqa: E402
 from neurodeploy.train.sparse import cuba_layer, forward_active  # noqa: E402
 
 # tau_mem = 10 steps as in the paper (voltage_decay 0.1 ~ 1 - exp(-1/10)); a fast synaptic
@@ -52,6 +56,9 @@ NETWORKS = {
     "fmnist_784_200_10": dict(sizes=(784, 200, 10), recurrent=False, input="rate", scales=(1.0, 3.0)),
     "shd_700_200_20": dict(sizes=(700, 200, 20), recurrent=False, input="shd", scales=(1.5, 3.0)),
     "shd_700_200rec_20": dict(sizes=(700, 200, 20), recurrent=True, input="shd", scales=(1.5, 3.0)),
+    # the paper's default architecture: two hidden layers of 200
+    "fmnist_784_200_200_10": dict(sizes=(784, 200, 200, 10), recurrent=False, input="rate",
+                                  scales=(1.0, 3.0, 3.0)),
 }
 
 
@@ -88,9 +95,16 @@ def make_weights(spec, gen, device):
     return ws, rec
 
 
-def network(x, ws, rec, mode):
-    h = cuba_layer(x, ws[0], None, NEURON, SURROGATE, weight_rec=rec, backward=mode)
-    return h, cuba_layer(h, ws[1], None, NEURON, SURROGATE, backward=mode)
+def network(x, ws, rec, mode, layers=None):
+    """-> (first hidden layer's spikes, last layer's spikes); ``layers``: run only the
+    first so many layers (the last one's spikes both times when it is the first)."""
+    hs = x
+    first = None
+    for k, w in enumerate(ws[:layers]):
+        hs = cuba_layer(hs, w, None, NEURON, SURROGATE, weight_rec=rec if k == 0 else None,
+                        backward=mode)
+        first = hs if first is None else first
+    return first, hs
 
 
 def loss_fn(out, target):
@@ -163,6 +177,49 @@ def time_modes(x, target, ws, rec, reps, device, modes=("dense", "sparse"), orde
     return stats, out
 
 
+def time_hidden_layer(x, target, ws, rec, reps, device, block=5):
+    """The backward of the last hidden layer alone, as the paper times its second
+    hidden layer: with the gradient into its input when a layer lies below it (in
+    sparse mode at that layer's active entries, which is all it reads), and the
+    upstream gradient the loss sends into its spikes (taken once from a dense backward
+    of the layers above, the same for both modes). Each mode's reps back to back
+    after a warm-up rep, the modes alternating block by block. Returns per mode the
+    min and median backward time."""
+    k = len(ws) - 2   # the last hidden layer
+    h = network(x, ws, rec, "dense", layers=k + 1)[1].detach().requires_grad_(True)
+    loss = loss_fn(cuba_layer(h, ws[-1], None, NEURON, SURROGATE, backward="dense"), target)
+    grad_h, = torch.autograd.grad(loss, h)
+    inputs = {}
+    for mode in ("dense", "sparse"):
+        if k == 0:
+            inputs[mode] = x
+        else:   # the layer below's spikes as a leaf (keeping its active entries)
+            below = network(x, ws, rec, mode, layers=k)[1]
+            leaf = below.detach().requires_grad_(True)
+            if hasattr(below, "_sparse_active_entries"):
+                leaf._sparse_active_entries = below._sparse_active_entries
+            inputs[mode] = leaf
+    layer_params = [ws[k]] + ([rec] if rec is not None and k == 0 else [])
+    times = {"dense": [], "sparse": []}
+    block = reps if device == "cuda" else max(1, min(block, reps))
+    for _ in range(-(-reps // block)):
+        for mode in ("dense", "sparse"):
+            x_in = inputs[mode]
+            for i in range(block + 1):
+                for p in layer_params + [x_in]:
+                    p.grad = None
+                h_mode = cuba_layer(x_in, ws[k], None, NEURON, SURROGATE,
+                                    weight_rec=rec if k == 0 else None, backward=mode)
+                sync(device)
+                t0 = time.perf_counter()
+                torch.autograd.backward(h_mode, grad_h)
+                sync(device)
+                if i and len(times[mode]) < reps:
+                    times[mode].append(time.perf_counter() - t0)
+    return {m: {"layer": k, "input_gradient": k > 0, "backward_min": min(v),
+                "backward_median": statistics.median(v)} for m, v in times.items()}
+
+
 def memory_mode(x, target, ws, rec, mode, device):
     params = ws + ([rec] if rec is not None else [])
     for p in params:
@@ -201,15 +258,15 @@ def cpu_peak_bytes(fn):
 
 
 def active_fraction(x, ws, rec, h):
-    """Active (|v - theta| < band) fraction of the hidden layer and of all layers, and
-    the active entries of each layer."""
+    """Active (|v - theta| < band) fraction of the first hidden layer and of all
+    layers, and the active entries of each layer."""
+    counts, entries, s = [], [], x
     with torch.no_grad():
-        _, act_h, _ = forward_active(x, ws[0], None, rec, NEURON, SURROGATE)
-        _, act_o, _ = forward_active(h, ws[1], None, None, NEURON, SURROGATE)
-    n_h = h.numel()
-    n_o = h.shape[0] * h.shape[1] * ws[1].shape[0]
-    return (act_h.numel() / n_h, (act_h.numel() + act_o.numel()) / (n_h + n_o),
-            (act_h.numel(), act_o.numel()))
+        for k, w in enumerate(ws):
+            s, act, _ = forward_active(s, w, None, rec if k == 0 else None, NEURON, SURROGATE)
+            counts.append(act.numel())
+            entries.append(s.numel())
+    return counts[0] / entries[0], sum(counts) / sum(entries), tuple(counts)
 
 
 def slayer_baseline(spec, x, target, reps, device):
@@ -234,8 +291,9 @@ def slayer_baseline(spec, x, target, reps, device):
     else:
         first = slayer.block.cuba.Dense(params, sizes[0], sizes[1], weight_scale=2,
                                          delay_shift=False)
-    net = torch.nn.Sequential(first, slayer.block.cuba.Dense(params, sizes[1], sizes[2],
-                                                                weight_scale=2, delay_shift=False)).to(device)
+    net = torch.nn.Sequential(first, *(slayer.block.cuba.Dense(params, a, b, weight_scale=2,
+                                                                delay_shift=False)
+                                       for a, b in zip(sizes[1:-1], sizes[2:]))).to(device)
     xs = x.transpose(1, 2).contiguous()  # slayer: (batch, channels, time)
     times = []
     try:
@@ -276,6 +334,19 @@ def bench_network(name, spec, batch, steps, reps, device):
            "batch": batch, "steps": steps}
     stats, outs = time_modes(x, target, ws, rec, reps, device)
     inter, _ = time_modes(x, target, ws, rec, reps, device, order="interleaved")
+    if len(ws) > 2 and device == "cpu":
+        # the same run with the input gradient computed everywhere (a GEMM), as before
+        # the compiled pass restricted it to the layer below's active entries
+        sparse_mod.INPUT_GRADIENT_AT_ACTIVE_ONLY = False
+        try:
+            full, _ = time_modes(x, target, ws, rec, reps, device, modes=("sparse",))
+        finally:
+            sparse_mod.INPUT_GRADIENT_AT_ACTIVE_ONLY = True
+        res["sparse_backward_input_gradient_everywhere_s"] = full["sparse"]["backward_min"]
+    layer = time_hidden_layer(x, target, ws, rec, reps, device)
+    res["hidden_layer_timing_stats"] = layer
+    res["hidden_layer_backward_speedup"] = (layer["dense"]["backward_min"]
+                                            / layer["sparse"]["backward_min"])
     # min over repetitions: the least disturbed run on a shared machine (medians also kept)
     fd, bd = stats["dense"]["forward_min"], stats["dense"]["backward_min"]
     fs, bs = stats["sparse"]["forward_min"], stats["sparse"]["backward_min"]
@@ -294,10 +365,11 @@ def bench_network(name, spec, batch, steps, reps, device):
         scratch = 0
         if sparse_cpu.numba is not None:
             sizes, itemsize = spec["sizes"], x.element_size()
-            scratch = max(sparse_cpu.scratch_bytes(steps, n, n_in, itemsize,
-                                                   recurrent=spec["recurrent"] and k == 0,
-                                                   n_active=act_counts[k], batch=x.shape[0])
-                          for k, (n_in, n) in enumerate(zip(sizes[:-1], sizes[1:])))
+            scratch = max(sparse_cpu.scratch_bytes(
+                steps, n, n_in, itemsize, recurrent=spec["recurrent"] and k == 0,
+                n_active=act_counts[k], batch=x.shape[0],
+                n_below=act_counts[k - 1] if k and n > sparse_cpu.NARROW_LAYER else 0)
+                for k, (n_in, n) in enumerate(zip(sizes[:-1], sizes[1:])))
         res.update({"dense_peak_bytes_profiler": pd, "sparse_peak_bytes_profiler": ps,
                     "sparse_compiled_scratch_bytes": scratch,
                     "peak_memory_ratio_profiler": (ps + scratch) / pd})
@@ -382,6 +454,9 @@ def write_summary(args, batch, results):
         "backward_speedup": min(r["backward_speedup"] for r in results),
         "backward_speedup_interleaved": min(r.get("backward_speedup_interleaved", math.inf)
                                             for r in results),
+        # the hidden layer's backward alone (input gradient included), as the paper
+        # times one layer
+        "hidden_layer_backward_speedup": min(r["hidden_layer_backward_speedup"] for r in results),
         "memory_ratio": max(r["memory_ratio"] for r in results),
         "grad_max_rel_err": max(r["grad_max_rel_err"] for r in results),
         "active_fraction": max(r["active_fraction"] for r in results),

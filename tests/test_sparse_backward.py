@@ -94,6 +94,60 @@ def test_sparse_gradients_equal_dense_reference_multilayer(seed, recurrent, cpu_
     _assert_grads_close(gd, gs)
 
 
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_input_gradient_is_computed_at_the_active_entries_of_the_layer_below(monkeypatch, recurrent):
+    """A wide sparse layer (more than NARROW_LAYER neurons) on top of another sparse layer
+    computes dL/d(its input spikes) in the compiled pass at the lower layer's active
+    entries only (its backward reads nothing else): every parameter gradient still
+    equals dense BPTT, and the spikes' gradient equals dense there and is 0 elsewhere."""
+    if sparse_cpu.numba is None:
+        pytest.skip("numba is not installed")
+    lowers = []
+    original = sparse_cpu.fused_layer_backward
+
+    def recorded(*args, **kwargs):
+        lowers.append(kwargs.get("lower_active"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sparse_cpu, "fused_layer_backward", recorded)
+    p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
+    x = _input((5, 30, 12), 0.3, 8)
+    layers = _net(12, (40, sparse_cpu.NARROW_LAYER + 8, 5), recurrent, 8, scale=0.6)
+    grads, hidden = {}, {}
+    for mode in ("dense", "sparse"):
+        x_in = x.clone().requires_grad_(True)
+        params = [[t.clone().requires_grad_(True) if t is not None else None for t in layer]
+                  for layer in layers]
+        h, outs = x_in, []
+        for w, b, r in params:
+            h = cuba_layer(h, w, b, p, SURROGATE, weight_rec=r, backward=mode)
+            h.retain_grad()
+            outs.append(h)
+        g = torch.Generator().manual_seed(5)
+        direct = [torch.randn(o.shape, generator=g, dtype=F64) for o in outs]
+        loss = sum((o * c).sum() for o, c in zip(outs, direct))
+        (loss + outs[-1].sum(1).pow(2).sum() * 0.1).backward()
+        grads[mode] = [x_in.grad] + [t.grad for layer in params for t in layer if t is not None]
+        hidden[mode] = [o.grad for o in outs]
+    _assert_grads_close(grads["dense"], grads["sparse"], rtol=1e-9)
+    # backward order: layer 2 (narrow: offered layer 1's entries, keeps its dense in-pass
+    # product), layer 1 (wide: at layer 0's entries), layer 0 (its input is the data)
+    assert lowers[0] is not None and lowers[1] is not None and lowers[2] is None
+    below = lowers[1]
+    assert 0 < below.numel() < x.shape[0] * x.shape[1] * 40 // 2
+    # the gradient of layer 0's spikes: layer 1's part only at layer 0's active entries
+    # (the loss's own term is dense): equal to dense BPTT there
+    b, t, n = hidden["dense"][0].shape
+    ti, bi, ji = sparse.split_tbn(below, b, n)
+    at = torch.zeros(b, t, n, dtype=torch.bool)
+    at[bi, ti, ji] = True
+    gd, gs = hidden["dense"][0], hidden["sparse"][0]
+    assert torch.allclose(gs[at], gd[at], rtol=1e-9, atol=1e-12)
+    # elsewhere only the loss's direct term: layer 1's part was not computed there
+    assert torch.equal(gs[~at], direct[0][~at])
+    assert not torch.allclose(gd[~at], direct[0][~at])
+
+
 def test_sparse_gradients_with_real_valued_input_and_extreme_decays(cpu_path):
     # current_decay 1 (u = x), voltage_decay 0 (no leak) and the reverse
     x = torch.randn(2, 20, 5, dtype=F64, generator=torch.Generator().manual_seed(3))

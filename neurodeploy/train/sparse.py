@@ -45,6 +45,13 @@ adjoint of the (u, v) filter, ``dv[t] = e[t] + c (1 - s[t]) dv[t+1]``,
 (elementwise only); ``dL/ds_in = dx W``. For a recurrent layer ``G[t]`` at the
 active entries needs ``W_rec^T dx[t+1]``, gathered for those entries only. The
 adjoint is skipped for a feed-forward layer whose input needs no gradient.
+When the input is another sparse layer's spikes (unchanged, on CPU with the compiled
+pass, the layer wider than ``sparse_cpu.NARROW_LAYER``), ``dL/ds_in`` is computed only
+at that layer's active entries, the only ones its backward reads (its ``e = G sg`` is
+0 elsewhere), as the paper scatters into the entries active in the layer below. The
+parameter gradients are unchanged; the gradient of those spikes themselves (seen by
+``retain_grad`` or ``autograd.grad``) then lacks this layer's part off the active
+entries (``INPUT_GRADIENT_AT_ACTIVE_ONLY = False`` computes it everywhere).
 
 Implementations: this module (torch, any device); :mod:`neurodeploy.train.sparse_cpu`
 (the whole backward as one numba pass, used automatically for CPU tensors when
@@ -56,6 +63,7 @@ which on a GPU is faster than building ``A`` and ``Y``). Both imported lazily.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -70,6 +78,10 @@ BACKWARDS = ("dense", "sparse")
 #: the compiled code of train.sparse_cpu when numba is installed (False: the torch
 #: implementation below, e.g. to compare)
 USE_COMPILED_CPU = True
+#: CPU, compiled pass: a sparse layer whose input is another sparse layer's spikes
+#: computes the gradient into them only at that layer's active entries, all that its
+#: backward reads (False: everywhere, e.g. to inspect those spikes' gradient)
+INPUT_GRADIENT_AT_ACTIVE_ONLY = True
 
 
 def check_backward_mode(backward: str, layer_kind: str, layer_name: str = "layer") -> None:
@@ -136,7 +148,34 @@ def cuba_layer(x_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
     if x_in.is_cuda:
         from neurodeploy.train.sparse_cuda import TritonKernels
         kernels = TritonKernels
-    return SparseCubaFunction.apply(x_in, weight, bias, weight_rec, p, surrogate, kernels, stats)
+    found: dict = {}
+    out = SparseCubaFunction.apply(x_in, weight, bias, weight_rec, p, surrogate, kernels, stats,
+                                   _entries_below(x_in), found)
+    if "active" in found:   # for a sparse layer that takes these spikes as its input
+        out._sparse_active_entries = ActiveEntries(found["active"], tuple(out.shape), out._version)
+    return out
+
+
+@dataclass(frozen=True)
+class ActiveEntries:
+    """The active entries of a sparse layer on CPU, attached to its output spikes:
+    flat (T, B, N)-order indices into a (B, T, N) output of ``shape``, valid while the
+    tensor's version is ``version`` (no in-place change since)."""
+    indices: torch.Tensor
+    shape: tuple
+    version: int
+
+
+def _entries_below(x_in: torch.Tensor) -> Optional[torch.Tensor]:
+    """The active entries of the sparse CPU layer whose output ``x_in`` is, unchanged
+    since; None otherwise. Only there does the layer below read dL/dx_in (its error is
+    ``G sg``, and sg is 0 elsewhere), so the compiled CPU pass computes the input
+    gradient at those entries only."""
+    entries = getattr(x_in, "_sparse_active_entries", None)
+    if (entries is None or not INPUT_GRADIENT_AT_ACTIVE_ONLY or x_in.is_cuda or entries.version != x_in._version
+            or entries.shape != tuple(x_in.shape)):
+        return None
+    return entries.indices
 
 
 def _dense_layer(x_in, weight, bias, p, surrogate, weight_rec):
@@ -357,10 +396,14 @@ class SparseCubaFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_in, weight, bias, weight_rec, p, surrogate, *extra):
-        # extra: (kernels=TorchKernels, stats=None); stats, a dict, gets "active" and
-        # "entries" added (the active (sample, step, neuron) entries and all of them)
+        # extra: (kernels=TorchKernels, stats=None, below=None, found=None); stats, a dict,
+        # gets "active" and "entries" added (the active (sample, step, neuron) entries and
+        # all of them); below: the active entries of the sparse layer whose output x_in
+        # is (_entries_below); found, a dict, gets this layer's active indices on CPU
         kernels = extra[0] if extra else TorchKernels
         stats = extra[1] if len(extra) > 1 else None
+        ctx.below = extra[2] if len(extra) > 2 else None
+        found = extra[3] if len(extra) > 3 else None
         ctx.n_extra = len(extra)
         with torch.no_grad():
             out = None
@@ -371,6 +414,8 @@ class SparseCubaFunction(torch.autograd.Function):
                 out = kernels.forward_active(x_in, weight, bias, weight_rec, p, surrogate)
             # kernels may add tensors of their own for the backward (Triton: row starts)
             spikes, active, sg, *aux = out
+        if found is not None and not x_in.is_cuda:
+            found["active"] = active   # flat (T, B, N) order on CPU
         if stats is not None:
             stats["active"] = stats.get("active", 0) + active.numel()
             stats["entries"] = stats.get("entries", 0) + spikes.numel()
@@ -412,7 +457,7 @@ def _fused_cpu_backward(ctx, x_in, weight, weight_rec, spikes, active, sg, grad_
     need_params = any(ctx.needs_input_grad[1:4])
     out = _cpu_kernels().fused_layer_backward(
         x_in, spikes, grad_spikes, active, sg, 1.0 - p.current_decay, 1.0 - p.voltage_decay,
-        weight_rec, need_dx, need_params, weight=weight)
+        weight_rec, need_dx, need_params, weight=weight, lower_active=ctx.below)
     if out is None:
         return None
     d_x, d_w, d_b, d_wr = out

@@ -11,7 +11,10 @@ input currents; A's two entries per active entry, e at (t, j) and -e c^(t-r) at
 the neuron's last spike r, merged per step), then ``dW += A @ Y`` neuron by
 neuron with the sample's input trace Y, four trace rows per pass over a row of
 dW. Cost: O(batch time out) elementwise plus O(nonzeros of A x in) multiply-adds;
-transient memory per core: the sample's trace (time x in) and a copy of dW.
+transient memory per core: the sample's trace (time x in) and a copy of dW. The input
+gradient: a GEMM ``du @ W`` after the pass, inside it for narrow layers, or, when the
+input is another sparse layer's spikes, inside it at that layer's active entries only
+(``lower_active``: one dot product of length out per entry).
 """
 from __future__ import annotations
 
@@ -52,25 +55,19 @@ if numba is not None:
                 for i in range(row.size):
                     row[i] += src[i]
 
-    # reassociation lets LLVM vectorise the recurrent dot products and fuse multiply-adds
-    @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
-    def _layer_backward(x, spikes, grad, active, sg, a, c, weight_rec_t, has_rec, need_dx, need_dw,
-                        dx, d_w_parts, d_b_parts, d_wr_parts, weight, need_d_in, d_in):
-        # pragma: no cover - compiled. need_d_in: also the input gradient
-        # d_in[b, t] = du[b, t] @ weight here (narrow layers, where a GEMM call costs more)
-        b_all, t_all, n = spikes.shape
-        n_in = x.shape[2]
-        zero = x.dtype.type(0.0)
-        one = x.dtype.type(1.0)
-        # group the active entries by sample, keeping (t, j) order: the sample's steps
-        # g_t, neurons g_j and surrogate derivatives g_sg. Two passes (count, fill) over
-        # the flat (t, b, j) indices, each dividing once per (t, b) row of the sorted
-        # list (any order is decoded correctly; sorted is fast)
+    @numba.njit(cache=True, nogil=True)
+    def _group_by_sample(active, sg, b_all, n):  # pragma: no cover - compiled
+        """Flat (t, b, j) indices (with their values sg, or sg empty) grouped by sample,
+        keeping each sample's (t, j) order -> (offsets (b_all + 1), steps, neurons,
+        values): sample b's entries are [offsets[b], offsets[b + 1]). Two passes (count,
+        fill), each dividing once per (t, b) row of the sorted list (any order is
+        decoded correctly; sorted is fast)."""
         n_act = active.size
         offsets = np.zeros(b_all + 1, np.int64)
         g_t = np.empty(n_act, np.int32)
         g_j = np.empty(n_act, np.int32)
-        g_sg = np.empty(n_act, sg.dtype)
+        with_values = sg.size > 0
+        g_sg = np.empty(n_act if with_values else 0, sg.dtype)
         fill = offsets[:-1]
         for fill_pass in range(2):
             if fill_pass == 1:
@@ -90,8 +87,36 @@ if numba is not None:
                     k = fill[b_row]
                     g_t[k] = t_row
                     g_j[k] = f - row_start
-                    g_sg[k] = sg[q]
+                    if with_values:
+                        g_sg[k] = sg[q]
                     fill[b_row] = k + 1
+        return offsets, g_t, g_j, g_sg
+
+    @numba.njit(cache=True, nogil=True)
+    def _is_sorted(a):  # pragma: no cover - compiled
+        for q in range(1, a.size):
+            if a[q] <= a[q - 1]:
+                return False
+        return True
+
+    # reassociation lets LLVM vectorise the recurrent dot products and fuse multiply-adds
+    @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
+    def _layer_backward(x, spikes, grad, active, sg, a, c, weight_rec_t, has_rec, need_dx, need_dw,
+                        dx, d_w_parts, d_b_parts, d_wr_parts, weight, need_d_in, d_in,
+                        need_lower, lower_active, weight_t):
+        # pragma: no cover - compiled. need_d_in: also the input gradient
+        # d_in[b, t] = du[b, t] @ weight here (narrow layers, where a GEMM call costs more).
+        # need_lower: instead, d_in (zeroed here, per sample) only at the layer below's active
+        # entries lower_active, d_in[b, t, i] = du[b, t] . weight_t[i] (weight_t = W^T)
+        b_all, t_all, n = spikes.shape
+        n_in = x.shape[2]
+        zero = x.dtype.type(0.0)
+        one = x.dtype.type(1.0)
+        offsets, g_t, g_j, g_sg = _group_by_sample(active, sg, b_all, n)
+        # the layer below's active entries (flat (t, b, i) over the input), grouped the
+        # same way: with need_lower, the input gradient is computed there only
+        l_offsets, l_t, l_i, _ = _group_by_sample(lower_active, sg[:0], b_all if need_lower else 1,
+                                                  n_in)
         parts = d_b_parts.shape[0]
         for part in numba.prange(parts):
             # 1-D row views throughout: numba vectorises loops over them, not over
@@ -129,6 +154,10 @@ if numba is not None:
                 carry[:] = zero
                 lo = offsets[bb]
                 ptr = offsets[bb + 1]   # the sample's active entries not yet reached
+                if need_lower:
+                    d_in[bb, :, :] = zero   # the input gradient is 0 off those entries
+                    l_lo = l_offsets[bb]
+                    l_ptr = l_offsets[bb + 1]   # and the layer below's
                 # adjoint of the (u, v) filter, backward in time; detached reset
                 for t in range(t_all - 1, -1, -1):
                     sg_t = sgd[t]
@@ -169,7 +198,16 @@ if numba is not None:
                         dx_t = dx[bb, t]
                         for j in range(n):
                             dx_t[j] = du[j]
-                    if need_d_in:
+                    if need_lower:
+                        d_in_t = d_in[bb, t]
+                        while l_ptr > l_lo and l_t[l_ptr - 1] == t:
+                            l_ptr -= 1
+                            i = l_i[l_ptr]
+                            acc = zero
+                            for j in range(n):
+                                acc += du[j] * weight_t[i, j]
+                            d_in_t[i] = acc
+                    elif need_d_in:
                         d_in_t = d_in[bb, t]
                         d_in_t[:] = zero
                         for j in range(n):
@@ -294,24 +332,28 @@ NARROW_LAYER = 32
 
 
 def scratch_bytes(t: int, n: int, n_in: int, itemsize: int, parts: "int | None" = None,
-                  recurrent: bool = False, n_active: int = 0, batch: int = 0) -> int:
+                  recurrent: bool = False, n_active: int = 0, batch: int = 0,
+                  n_below: int = 0) -> int:
     """Bytes of the compiled pass's scratch arrays (numpy, allocated inside the kernel,
     so invisible to torch's memory profiling) for a layer of n neurons with n_in
     inputs over t steps, weight gradient wanted: per core the sample's trace Y
     (t x n_in), three (t x n) arrays (four if recurrent: the trace of its own spikes),
     the step indices (t x n int64) and a few vectors; once, the grouped active entries
-    (two int32 and one value per entry) and the batch's offsets."""
+    (two int32 and one value per entry) and the batch's offsets, and the layer below's
+    (``n_below`` entries when the input gradient is computed at them: two int32 each)."""
     if parts is None:
         parts = numba.get_num_threads() if numba is not None else 1
     per_core = ((t * n_in + (4 if recurrent else 3) * t * n + 6 * n + 2 * n_in + t) * itemsize
                 + t * n * 8)
-    return parts * per_core + n_active * (2 * 4 + itemsize) + 2 * (batch + 1) * 8
+    return (parts * per_core + n_active * (2 * 4 + itemsize) + n_below * 2 * 4
+            + 4 * (batch + 1) * 8)
 
 
 def fused_layer_backward(x_in: torch.Tensor, spikes: torch.Tensor, grad_spikes: torch.Tensor,
                          active: torch.Tensor, sg: torch.Tensor, a: float, c: float,
                          weight_rec: "torch.Tensor | None", need_dx: bool, need_dw: bool,
-                         weight: "torch.Tensor | None" = None):
+                         weight: "torch.Tensor | None" = None,
+                         lower_active: "torch.Tensor | None" = None):
     """The sparse layer backward (train.sparse docstring) in one compiled pass, the
     samples split across cores. Per sample: the adjoint backward in time (e at the
     active entries, du, and A's entries e and -e c^(t-r) merged per step), then
@@ -319,7 +361,11 @@ def fused_layer_backward(x_in: torch.Tensor, spikes: torch.Tensor, grad_spikes: 
     whole batch). need_dw: any parameter gradient (weight, bias, weight_rec; one pass).
     With ``weight`` given (and need_dx), the first item is the input gradient
     ``du @ weight`` (B, T, in) instead of du: computed in the pass for narrow layers
-    (out <= NARROW_LAYER), by a GEMM otherwise.
+    (out <= NARROW_LAYER), by a GEMM otherwise. With ``lower_active`` as well (the flat
+    (t, b, i) indices of the active entries of the sparse layer whose spikes are this
+    layer's input), the input gradient is computed in the pass at those entries only,
+    0 elsewhere: the layer below reads nothing else (O(its active entries x out)
+    instead of a GEMM; the paper scatters into the layer below's active entries).
     Returns (du or du @ weight, d_w (N, in) or None, d_b (N,), d_w_rec or None), or None
     when numba is not installed."""
     if numba is None:
@@ -334,23 +380,34 @@ def fused_layer_backward(x_in: torch.Tensor, spikes: torch.Tensor, grad_spikes: 
     def buf(*shape):  # torch-owned, so torch's memory accounting sees it; zeroed in the pass
         return torch.empty(shape, dtype=dt).numpy()
 
-    in_pass = need_dx and weight is not None and n <= NARROW_LAYER
-    dx = buf(b, t, n) if need_dx and not in_pass else buf(1, 1, 1)
-    d_in = buf(b, t, n_in) if in_pass else buf(1, 1, 1)
+    # (a narrow layer's dense in-pass product is cheaper than its scattered dots)
+    need_lower = (need_dx and weight is not None and lower_active is not None
+                  and n > NARROW_LAYER)
+    in_pass = need_dx and weight is not None and n <= NARROW_LAYER and not need_lower
+    dx = buf(b, t, n) if need_dx and not (in_pass or need_lower) else buf(1, 1, 1)
+    d_in = (buf(b, t, n_in) if in_pass else
+            buf(b, t, n_in) if need_lower else buf(1, 1, 1))
     w_np = weight.detach().contiguous().numpy() if in_pass else buf(1, 1)
+    w_t = weight.detach().t().contiguous().numpy() if need_lower else buf(1, 1)
+    lower = torch.zeros(0, dtype=torch.int64)
+    if need_lower:
+        lower = lower_active
+        if not _is_sorted(lower.numpy()):
+            lower = torch.sort(lower)[0]   # walked in each sample's (t, i) order
     d_w = buf(parts, n, n_in) if need_dw else buf(parts, 1, 1)
     d_b = buf(parts, n)
     d_wr = buf(parts, n, n) if has_rec and need_dw else buf(parts, 1, 1)
     wr_t = weight_rec.detach().t().contiguous().numpy() if has_rec else buf(1, 1)
-    if has_rec and active.numel() > 1 and not bool((active[1:] > active[:-1]).all()):
+    if has_rec and not _is_sorted(active.numpy()):
         # the recurrent pass walks each sample's entries in (t, j) order
         active, order = torch.sort(active)
         sg = sg[order]
     _layer_backward(x_in.detach().contiguous().numpy(), spikes.contiguous().numpy(),
                     grad_spikes.contiguous().numpy(), active.contiguous().numpy(),
                     sg.contiguous().numpy(), np_dt(a), np_dt(c), wr_t, has_rec,
-                    need_dx and not in_pass, need_dw, dx, d_w, d_b, d_wr, w_np, in_pass, d_in)
-    if in_pass:
+                    need_dx and not (in_pass or need_lower), need_dw, dx, d_w, d_b, d_wr, w_np,
+                    in_pass, d_in, need_lower, lower.contiguous().numpy(), w_t)
+    if in_pass or need_lower:
         first = torch.from_numpy(d_in)
     elif need_dx:
         du = torch.from_numpy(dx)
