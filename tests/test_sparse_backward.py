@@ -94,7 +94,7 @@ def test_sparse_gradients_equal_dense_reference_multilayer(seed, recurrent, cpu_
     _assert_grads_close(gd, gs)
 
 
-@pytest.mark.parametrize("recurrent", [False, True])
+@pytest.mark.parametrize("recurrent", ["none", "lower", "upper"])
 def test_input_gradient_is_computed_at_the_active_entries_of_the_layer_below(monkeypatch, recurrent):
     """A wide sparse layer (more than NARROW_LAYER neurons) on top of another sparse layer
     computes dL/d(its input spikes) in the compiled pass at the lower layer's active
@@ -112,7 +112,12 @@ def test_input_gradient_is_computed_at_the_active_entries_of_the_layer_below(mon
     monkeypatch.setattr(sparse_cpu, "fused_layer_backward", recorded)
     p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
     x = _input((5, 30, 12), 0.3, 8)
-    layers = _net(12, (40, sparse_cpu.NARROW_LAYER + 8, 5), recurrent, 8, scale=0.6)
+    layers = _net(12, (40, sparse_cpu.NARROW_LAYER + 8, 5), recurrent == "lower", 8, scale=0.6)
+    if recurrent == "upper":   # the wide layer fed by the sparse layer is recurrent
+        w, b, _ = layers[1]
+        r = torch.randn(w.shape[0], w.shape[0], generator=torch.Generator().manual_seed(9),
+                        dtype=F64) * 0.3
+        layers[1] = (w, b, r)
     grads, hidden = {}, {}
     for mode in ("dense", "sparse"):
         x_in = x.clone().requires_grad_(True)
