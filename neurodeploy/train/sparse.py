@@ -407,9 +407,8 @@ class SparseCubaFunction(torch.autograd.Function):
         ctx.n_extra = len(extra)
         with torch.no_grad():
             out = None
-            if (kernels is TorchKernels and USE_COMPILED_CPU and weight_rec is None
-                    and not x_in.is_cuda):
-                out = _cpu_kernels().forward_active(x_in, weight, bias, p, surrogate)
+            if kernels is TorchKernels and USE_COMPILED_CPU and not x_in.is_cuda:
+                out = _cpu_kernels().forward_active(x_in, weight, bias, p, surrogate, weight_rec)
             if out is None:
                 out = kernels.forward_active(x_in, weight, bias, weight_rec, p, surrogate)
             # kernels may add tensors of their own for the backward (Triton: row starts)

@@ -305,10 +305,42 @@ if numba is not None:
                     m_out[j] = m
 
 
-def forward_active(x_in: torch.Tensor, weight: torch.Tensor, bias, p, surrogate):
-    """:func:`neurodeploy.train.sparse.forward_active` for a feed-forward layer on CPU
-    tensors with the time loop compiled: the same float operations in the same order
-    (spikes bit-identical to the dense reference). None without numba."""
+    @numba.njit(cache=True, nogil=True)  # no fastmath: IEEE order, as torch
+    def _recurrent_step(current, k, rec, bias, has_bias, keep_u, keep_v, threshold, u, v, s,
+                        spikes, v_minus_threshold):
+        # pragma: no cover - compiled; step k of train.sparse.forward_active_entries with
+        # the recurrent input rec = s[k - 1] @ W_rec^T (torch's product), op by op
+        b_all, t_all, n = current.shape
+        zero = current.dtype.type(0.0)
+        one = current.dtype.type(1.0)
+        for bb in range(b_all):
+            cur = current[bb, k]
+            r = rec[bb]
+            u_b, v_b, s_b = u[bb], v[bb], s[bb]
+            s_out = spikes[bb, k]
+            m_out = v_minus_threshold[k, bb]
+            for j in range(n):
+                x = cur[j] + r[j]
+                u_j = keep_u * u_b[j] + x
+                v_j = keep_v * v_b[j] + u_j
+                if has_bias:
+                    v_j = v_j + bias[j]
+                m = v_j - threshold
+                s_j = one if m > zero else zero
+                u_b[j] = u_j
+                v_b[j] = v_j * (one - s_j)
+                s_b[j] = s_j
+                s_out[j] = s_j
+                m_out[j] = m
+
+
+def forward_active(x_in: torch.Tensor, weight: torch.Tensor, bias, p, surrogate,
+                   weight_rec: "torch.Tensor | None" = None):
+    """:func:`neurodeploy.train.sparse.forward_active` on CPU tensors with the time loop
+    compiled: the same float operations in the same order (spikes bit-identical to the
+    dense reference). A recurrent layer's per-step product ``s[t-1] @ W_rec^T`` stays
+    torch's (its rounding is the reference's), the rest of each step is compiled. None
+    without numba."""
     if numba is None:
         return None
     from neurodeploy.train.neuron import in_band, surrogate_derivative
@@ -319,9 +351,18 @@ def forward_active(x_in: torch.Tensor, weight: torch.Tensor, bias, p, surrogate)
     spikes = torch.empty_like(current)
     v_minus_threshold = torch.empty((t, b, n), dtype=dt)
     bias_np = bias.detach().contiguous().numpy() if bias is not None else np.zeros(1, np_dt)
-    _forward_loop(current.numpy(), bias_np, bias is not None, np_dt(1.0 - p.current_decay),
-                  np_dt(1.0 - p.voltage_decay), np_dt(p.threshold), spikes.numpy(),
-                  v_minus_threshold.numpy())
+    keep_u, keep_v = np_dt(1.0 - p.current_decay), np_dt(1.0 - p.voltage_decay)
+    if weight_rec is None:
+        _forward_loop(current.numpy(), bias_np, bias is not None, keep_u, keep_v,
+                      np_dt(p.threshold), spikes.numpy(), v_minus_threshold.numpy())
+    else:
+        wr_t = weight_rec.detach().T
+        u, v, s = (torch.zeros((b, n), dtype=dt) for _ in range(3))
+        args = (current.numpy(), bias_np, bias is not None, keep_u, keep_v, np_dt(p.threshold),
+                u.numpy(), v.numpy(), s.numpy(), spikes.numpy(), v_minus_threshold.numpy())
+        for k in range(t):
+            rec = s @ wr_t   # as the reference: x + s @ weight_rec.T
+            _recurrent_step(args[0], k, rec.numpy(), *args[1:])
     flat = v_minus_threshold.reshape(-1)
     active = torch.nonzero(in_band(flat, surrogate)).squeeze(1)
     return spikes, active, surrogate_derivative(flat[active], surrogate)
