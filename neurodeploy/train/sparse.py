@@ -172,8 +172,8 @@ def _entries_below(x_in: torch.Tensor) -> Optional[torch.Tensor]:
     ``G sg``, and sg is 0 elsewhere), so the compiled CPU pass computes the input
     gradient at those entries only."""
     entries = getattr(x_in, "_sparse_active_entries", None)
-    if (entries is None or not INPUT_GRADIENT_AT_ACTIVE_ONLY or x_in.is_cuda or entries.version != x_in._version
-            or entries.shape != tuple(x_in.shape)):
+    if (entries is None or not INPUT_GRADIENT_AT_ACTIVE_ONLY or x_in.is_cuda
+            or entries.version != x_in._version or entries.shape != tuple(x_in.shape)):
         return None
     return entries.indices
 

@@ -115,8 +115,8 @@ if numba is not None:
         offsets, g_t, g_j, g_sg = _group_by_sample(active, sg, b_all, n)
         # the layer below's active entries (flat (t, b, i) over the input), grouped the
         # same way: with need_lower, the input gradient is computed there only
-        l_offsets, l_t, l_i, _ = _group_by_sample(lower_active, sg[:0], b_all if need_lower else 1,
-                                                  n_in)
+        l_offsets, l_t, l_i, _ = _group_by_sample(lower_active, sg[:0],
+                                                  b_all if need_lower else 1, n_in)
         parts = d_b_parts.shape[0]
         for part in numba.prange(parts):
             # 1-D row views throughout: numba vectorises loops over them, not over
@@ -426,8 +426,7 @@ def fused_layer_backward(x_in: torch.Tensor, spikes: torch.Tensor, grad_spikes: 
                   and n > NARROW_LAYER)
     in_pass = need_dx and weight is not None and n <= NARROW_LAYER and not need_lower
     dx = buf(b, t, n) if need_dx and not (in_pass or need_lower) else buf(1, 1, 1)
-    d_in = (buf(b, t, n_in) if in_pass else
-            buf(b, t, n_in) if need_lower else buf(1, 1, 1))
+    d_in = buf(b, t, n_in) if in_pass or need_lower else buf(1, 1, 1)
     w_np = weight.detach().contiguous().numpy() if in_pass else buf(1, 1)
     w_t = weight.detach().t().contiguous().numpy() if need_lower else buf(1, 1)
     lower = torch.zeros(0, dtype=torch.int64)
