@@ -33,7 +33,8 @@ trace ``Y`` (the first CUDA version did that: its backward was 5x faster than de
 where this one is 40-60x, and it took more memory than dense; docs/sparse_backward.md).
 The kernels themselves are in :mod:`neurodeploy.train.sparse_triton`. A recurrent
 layer's forward needs a matmul with W_rec per
-step that must round as torch's does, so it stays in torch. Triton is imported only
+step that must round as torch's does, so that product stays cuBLAS's, and one kernel
+per step does the rest of the step. Triton is imported only
 when these kernels are first used; ``TRITON_INTERPRET=1`` runs them on CPU tensors
 (tests).
 """
@@ -103,12 +104,8 @@ class TritonKernels:
         pointers); ``saved_spikes`` the spikes the backward reads (uint8 for a
         feed-forward layer, a quarter of the output's bytes)."""
         k = _kernels()
-        if weight_rec is not None:   # per-step matmul with W_rec: torch loop
-            spikes, (ti, bi, ji), sg = _torch_impl.forward_active_entries(
-                x_in, weight, bias, weight_rec, p, surrogate)
-            b, t, n = spikes.shape
-            active, order = torch.sort((bi * t + ti) * n + ji)   # (T, B, N) -> (B, T, N)
-            return spikes, active, sg[order], _row_start(active, b * t, n), spikes
+        if weight_rec is not None:
+            return TritonKernels._forward_recurrent(x_in, weight, bias, weight_rec, p, surrogate)
         current = (x_in @ weight.T).contiguous()
         b, t, n = current.shape
         spikes = torch.empty_like(current)
@@ -124,6 +121,31 @@ class TritonKernels:
         flat = current.view(-1)
         active = torch.nonzero(flat).squeeze(1)
         return spikes, active, flat[active], _row_start(active, b * t, n), spikes8
+
+    @staticmethod
+    def _forward_recurrent(x_in, weight, bias, weight_rec, p, surrogate):
+        """A recurrent layer's forward: per step, the product ``s[k-1] @ W_rec^T`` by
+        cuBLAS (it must round as the reference's does) and one kernel for the rest of
+        the step (in place of ~10 torch ops)."""
+        from neurodeploy.train.neuron import in_band, surrogate_derivative
+        k = _kernels()
+        current = (x_in @ weight.T).contiguous()
+        b, t, n = current.shape
+        spikes = torch.empty_like(current)
+        u, v, s = (current.new_zeros(b, n) for _ in range(3))
+        prm = _params(current.dtype, current.device, 1.0 - p.current_decay,
+                      1.0 - p.voltage_decay, p.threshold)
+        bias_arg = bias.contiguous() if bias is not None else prm
+        wr_t = weight_rec.T
+        for step in range(t):
+            rec = s @ wr_t   # as the reference: x + s @ weight_rec.T
+            _launch(k.recurrent_step_kernel, _grid(b, n), current, rec, bias_arg, prm, u, v, s,
+                    spikes, step, t, n, HAS_BIAS=bias is not None, BLOCK=BLOCK)
+        # v - threshold is now in place of the currents; active entries in (B, T, N) order
+        flat = current.view(-1)
+        active = torch.nonzero(in_band(flat, surrogate)).squeeze(1)
+        sg = surrogate_derivative(flat[active], surrogate)
+        return spikes, active, sg, _row_start(active, b * t, n), spikes
 
     @staticmethod
     def layer_backward(x_in, weight, weight_rec, _spikes, active, sg, row_start, spikes,

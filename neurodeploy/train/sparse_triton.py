@@ -43,6 +43,35 @@ def forward_kernel(cur_ptr, bias_ptr, prm_ptr, spk_ptr, spk8_ptr, T, N,
 
 
 @triton.jit
+def recurrent_step_kernel(cur_ptr, rec_ptr, bias_ptr, prm_ptr, u_ptr, v_ptr, s_ptr, spk_ptr,
+                          k, T, N, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    # step k of a recurrent layer's forward, op by op as train.sparse.forward_active_entries:
+    # x = cur[:, k] + rec, with rec = s[k - 1] @ W_rec^T from cuBLAS (the reference's
+    # product); the state u, v, s (batch, N) updated in place, the spikes written, and
+    # v - threshold left in place of cur[:, k]
+    b = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < N
+    a = tl.load(prm_ptr)
+    c = tl.load(prm_ptr + 1)
+    th = tl.load(prm_ptr + 2)
+    at = (b * T + k) * N + offs
+    st = b * N + offs
+    x = tl.load(cur_ptr + at, mask=mask, other=0.0) + tl.load(rec_ptr + st, mask=mask, other=0.0)
+    u = a * tl.load(u_ptr + st, mask=mask, other=0.0) + x
+    v = c * tl.load(v_ptr + st, mask=mask, other=0.0) + u
+    if HAS_BIAS:
+        v = v + tl.load(bias_ptr + offs, mask=mask, other=0.0)
+    vmt = v - th
+    s = (vmt > 0).to(a.dtype)
+    tl.store(u_ptr + st, u, mask=mask)
+    tl.store(v_ptr + st, v * (1.0 - s), mask=mask)
+    tl.store(s_ptr + st, s, mask=mask)
+    tl.store(spk_ptr + at, s, mask=mask)
+    tl.store(cur_ptr + at, vmt, mask=mask)
+
+
+@triton.jit
 def scatter_active(row_start_ptr, active_ptr, sg_ptr, dst_ptr, first_row, last_row,
                    col_lo, col_hi, N, SC: tl.constexpr):
     # the active entries of the (sample, step) rows [first_row, last_row) whose neuron
