@@ -2,7 +2,8 @@
 
 Networks (T = 100 steps): an F-MNIST-like rate-coded 784-200-10, an SHD-like sparse
 700-channel 700-200-20, the same with a recurrent hidden layer, and the paper's two
-hidden layers of 200 (784-200-200-10, rate-coded). Every layer is a
+hidden layers of 200 (784-200-200-10 rate-coded, 700-200-200-20 SHD-like; the paper
+runs SHD with T = 500, ``--steps 500``). Every layer is a
 CUBA-LIF :func:`neurodeploy.train.sparse.cuba_layer`; the loss is cross entropy on
 the output spike counts. Reports forward / backward times (min over reps, medians kept
 in timing_stats; each mode's reps back to back as in training, the modes alternating
@@ -59,6 +60,9 @@ NETWORKS = {
     # the paper's default architecture: two hidden layers of 200
     "fmnist_784_200_200_10": dict(sizes=(784, 200, 200, 10), recurrent=False, input="rate",
                                   scales=(1.0, 3.0, 3.0)),
+    # and on SHD (the paper runs it with T = 500: --steps 500)
+    "shd_700_200_200_20": dict(sizes=(700, 200, 200, 20), recurrent=False, input="shd",
+                               scales=(1.5, 3.0, 3.0)),
 }
 
 
