@@ -47,19 +47,26 @@ def _net(n_in, sizes, recurrent, seed, scale=0.7, bias=True):
     return layers
 
 
-def _run(x, layers, p, surrogate, mode, x_grad=True):
+def _loss_weights(outs):
+    """The linear loss's weight on each layer's spikes (the same in every run)."""
+    g = torch.Generator().manual_seed(123)
+    return [torch.randn(o.shape, generator=g, dtype=o.dtype).to(o.device) for o in outs]
+
+
+def _run(x, layers, p, surrogate, mode, x_grad=True, retain_hidden=False):
     """Forward the network, a random linear loss on every layer's spikes, backward.
-    Returns (spikes of every layer, [grad x] + grads of every parameter)."""
+    Returns (spikes of every layer, [grad x] + grads of every parameter); with
+    retain_hidden, each layer's spikes keep their gradient (``.grad``)."""
     x = x.clone().requires_grad_(x_grad)
     params = [[t.clone().requires_grad_(True) if t is not None else None for t in layer]
               for layer in layers]
     h, outs = x, []
     for w, b, r in params:
         h = cuba_layer(h, w, b, p, surrogate, weight_rec=r, backward=mode)
+        if retain_hidden:
+            h.retain_grad()
         outs.append(h)
-    g = torch.Generator().manual_seed(123)
-    loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype).to(o.device)).sum()
-               for o in outs)
+    loss = sum((o * c).sum() for o, c in zip(outs, _loss_weights(outs)))
     loss = loss + outs[-1].sum(1).pow(2).sum() * 0.1   # a nonlinear term
     loss.backward()
     grads = [x.grad] if x_grad else []
@@ -120,20 +127,9 @@ def test_input_gradient_is_computed_at_the_active_entries_of_the_layer_below(mon
         layers[1] = (w, b, r)
     grads, hidden = {}, {}
     for mode in ("dense", "sparse"):
-        x_in = x.clone().requires_grad_(True)
-        params = [[t.clone().requires_grad_(True) if t is not None else None for t in layer]
-                  for layer in layers]
-        h, outs = x_in, []
-        for w, b, r in params:
-            h = cuba_layer(h, w, b, p, SURROGATE, weight_rec=r, backward=mode)
-            h.retain_grad()
-            outs.append(h)
-        g = torch.Generator().manual_seed(5)
-        direct = [torch.randn(o.shape, generator=g, dtype=F64) for o in outs]
-        loss = sum((o * c).sum() for o, c in zip(outs, direct))
-        (loss + outs[-1].sum(1).pow(2).sum() * 0.1).backward()
-        grads[mode] = [x_in.grad] + [t.grad for layer in params for t in layer if t is not None]
+        outs, grads[mode] = _run(x, layers, p, SURROGATE, mode, retain_hidden=True)
         hidden[mode] = [o.grad for o in outs]
+    direct = _loss_weights(outs)
     _assert_grads_close(grads["dense"], grads["sparse"], rtol=1e-9)
     # backward order: layer 2 (narrow: offered layer 1's entries, keeps its dense in-pass
     # product), layer 1 (wide: at layer 0's entries), layer 0 (its input is the data)

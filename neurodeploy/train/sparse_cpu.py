@@ -279,9 +279,22 @@ if numba is not None:
                 d_b_parts[0, j] += d_b_parts[part, j]
 
 if numba is not None:
+    @numba.njit(inline="always")  # no fastmath: IEEE order, as torch
+    def _cuba_float_update(u, v, x, keep_u, keep_v, bias_j, has_bias, threshold, zero, one):
+        # pragma: no cover - compiled; one neuron's step of neuron.cuba_float_step, op by
+        # op (as train.sparse.forward_active_entries) -> (u, v after reset, s, v - threshold)
+        u = keep_u * u + x
+        v = keep_v * v + u
+        if has_bias:
+            v = v + bias_j
+        m = v - threshold
+        s = one if m > zero else zero
+        return u, v * (one - s), s, m
+
     @numba.njit(parallel=True, cache=True, nogil=True)  # no fastmath: IEEE order, as torch
-    def _forward_loop(current, bias, has_bias, keep_u, keep_v, threshold, spikes, v_minus_threshold):
-        # pragma: no cover - compiled; the arithmetic of train.sparse.forward_active, op by op
+    def _forward_loop(current, bias, has_bias, keep_u, keep_v, threshold, spikes,
+                      v_minus_threshold):
+        # pragma: no cover - compiled; the time loop of train.sparse.forward_active
         b_all, t_all, n = current.shape
         zero = current.dtype.type(0.0)
         one = current.dtype.type(1.0)
@@ -293,23 +306,15 @@ if numba is not None:
                 s_out = spikes[bb, t]
                 m_out = v_minus_threshold[t, bb]
                 for j in range(n):
-                    u_j = keep_u * u[j] + cur[j]
-                    v_j = keep_v * v[j] + u_j
-                    if has_bias:
-                        v_j = v_j + bias[j]
-                    m = v_j - threshold
-                    s = one if m > zero else zero
-                    u[j] = u_j
-                    v[j] = v_j * (one - s)
-                    s_out[j] = s
-                    m_out[j] = m
-
+                    u[j], v[j], s_out[j], m_out[j] = _cuba_float_update(
+                        u[j], v[j], cur[j], keep_u, keep_v, bias[j if has_bias else 0],
+                        has_bias, threshold, zero, one)
 
     @numba.njit(cache=True, nogil=True)  # no fastmath: IEEE order, as torch
     def _recurrent_step(current, k, rec, bias, has_bias, keep_u, keep_v, threshold, u, v, s,
                         spikes, v_minus_threshold):
         # pragma: no cover - compiled; step k of train.sparse.forward_active_entries with
-        # the recurrent input rec = s[k - 1] @ W_rec^T (torch's product), op by op
+        # the recurrent input rec = s[k - 1] @ W_rec^T (torch's product)
         b_all, t_all, n = current.shape
         zero = current.dtype.type(0.0)
         one = current.dtype.type(1.0)
@@ -320,18 +325,10 @@ if numba is not None:
             s_out = spikes[bb, k]
             m_out = v_minus_threshold[k, bb]
             for j in range(n):
-                x = cur[j] + r[j]
-                u_j = keep_u * u_b[j] + x
-                v_j = keep_v * v_b[j] + u_j
-                if has_bias:
-                    v_j = v_j + bias[j]
-                m = v_j - threshold
-                s_j = one if m > zero else zero
-                u_b[j] = u_j
-                v_b[j] = v_j * (one - s_j)
-                s_b[j] = s_j
-                s_out[j] = s_j
-                m_out[j] = m
+                u_b[j], v_b[j], s_b[j], m_out[j] = _cuba_float_update(
+                    u_b[j], v_b[j], cur[j] + r[j], keep_u, keep_v, bias[j if has_bias else 0],
+                    has_bias, threshold, zero, one)
+                s_out[j] = s_b[j]
 
 
 def forward_active(x_in: torch.Tensor, weight: torch.Tensor, bias, p, surrogate,

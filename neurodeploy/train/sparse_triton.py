@@ -7,6 +7,19 @@ import triton.language as tl
 
 
 @triton.jit
+def cuba_float_update(u, v, x, a, c, bias, th, HAS_BIAS: tl.constexpr):
+    # one step of neuron.cuba_float_step, op by op (the kernels are compiled without FMA
+    # contraction) -> (u, v after reset, s, v - threshold)
+    u = a * u + x
+    v = c * v + u
+    if HAS_BIAS:
+        v = v + bias
+    vmt = v - th
+    s = (vmt > 0).to(a.dtype)
+    return u, v * (1.0 - s), s, vmt
+
+
+@triton.jit
 def forward_kernel(cur_ptr, bias_ptr, prm_ptr, spk_ptr, spk8_ptr, T, N,
                    HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
     # spikes into spk_ptr (the layer's output) and, as uint8, into spk8_ptr (kept for
@@ -22,18 +35,13 @@ def forward_kernel(cur_ptr, bias_ptr, prm_ptr, spk_ptr, spk8_ptr, T, N,
     band = tl.load(prm_ptr + 5)
     u = tl.zeros([BLOCK], dtype=a.dtype)
     v = tl.zeros([BLOCK], dtype=a.dtype)
+    bias = tl.zeros([BLOCK], dtype=a.dtype)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs, mask=mask, other=0.0)
     base = b * T * N
     for t in range(T):
         x = tl.load(cur_ptr + base + t * N + offs, mask=mask, other=0.0)
-        u = a * u + x
-        v = c * v + u
-        if HAS_BIAS:
-            v = v + bias
-        vmt = v - th
-        s = (vmt > 0).to(a.dtype)
-        v = v * (1.0 - s)
+        u, v, s, vmt = cuba_float_update(u, v, x, a, c, bias, th, HAS_BIAS)
         tl.store(spk_ptr + base + t * N + offs, s, mask=mask)
         tl.store(spk8_ptr + base + t * N + offs, s.to(tl.uint8), mask=mask)
         # the band-truncated surrogate derivative (neuron.surrogate_derivative)
@@ -58,14 +66,14 @@ def recurrent_step_kernel(cur_ptr, rec_ptr, bias_ptr, prm_ptr, u_ptr, v_ptr, s_p
     at = (b * T + k) * N + offs
     st = b * N + offs
     x = tl.load(cur_ptr + at, mask=mask, other=0.0) + tl.load(rec_ptr + st, mask=mask, other=0.0)
-    u = a * tl.load(u_ptr + st, mask=mask, other=0.0) + x
-    v = c * tl.load(v_ptr + st, mask=mask, other=0.0) + u
+    bias = tl.zeros([BLOCK], dtype=a.dtype)
     if HAS_BIAS:
-        v = v + tl.load(bias_ptr + offs, mask=mask, other=0.0)
-    vmt = v - th
-    s = (vmt > 0).to(a.dtype)
+        bias = tl.load(bias_ptr + offs, mask=mask, other=0.0)
+    u, v, s, vmt = cuba_float_update(tl.load(u_ptr + st, mask=mask, other=0.0),
+                                     tl.load(v_ptr + st, mask=mask, other=0.0), x, a, c, bias,
+                                     th, HAS_BIAS)
     tl.store(u_ptr + st, u, mask=mask)
-    tl.store(v_ptr + st, v * (1.0 - s), mask=mask)
+    tl.store(v_ptr + st, v, mask=mask)
     tl.store(s_ptr + st, s, mask=mask)
     tl.store(spk_ptr + at, s, mask=mask)
     tl.store(cur_ptr + at, vmt, mask=mask)
