@@ -43,3 +43,14 @@ def test_benchmark_rejects_cuda_without_a_gpu(tmp_path):
         pytest.skip("a GPU is present")
     with pytest.raises(SystemExit):
         _benchmark().main(["--device", "cuda", "--json", str(tmp_path / "x.json")])
+
+
+def test_nmnist_like_input_is_sparse_and_has_both_polarities():
+    torch = pytest.importorskip("torch")
+    bench = _benchmark()
+    x = bench.make_input("nmnist", 4, 30, 2312, torch.Generator().manual_seed(0), "cpu")
+    assert x.shape == (4, 30, 2312)
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    assert 0.002 < x.mean().item() < 0.03   # about 1 % per channel and step
+    polarity = x.reshape(4, 30, 34, 34, 2).sum(dim=(0, 1, 2, 3))
+    assert polarity[0] > 0 and polarity[1] > 0
