@@ -415,6 +415,31 @@ for dtype, recurrent, (nb, nt, ni, no) in [(d, r, s) for d in (torch.float64, to
             for a, c in zip(res["torch"][1:], res[name][1:]):
                 err = ((a - c).abs().max() / a.abs().max().clamp(min=1e-12)).item()
                 assert err <= (1e-10 if dtype == torch.float64 else 1e-5), (name, err)
+# two layers through the function cuba_layer uses: the upper Triton layer keeps the
+# lower one's uint8 copy of its spikes in place of the float input
+from neurodeploy.train import sparse as sparse_mod
+sparse_cuda.CHUNK_BYTES, sparse_cuda.BLOCK = 16 << 20, 128
+for dtype in (torch.float64, torch.float32):
+    x = (torch.rand(4, 16, 9, generator=g) < 0.3).to(dtype)
+    w1 = torch.randn(30, 9, generator=g).to(dtype) * 0.7
+    w2 = torch.randn(6, 30, generator=g).to(dtype) * 0.5
+    weights = torch.randn(4, 16, 6, generator=g).to(dtype)
+    res = {}
+    for name, kernels in (("torch", TorchKernels), ("triton", TritonKernels)):
+        ts = [t.clone().requires_grad_(True) for t in (x, w1, w2)]
+        h = sparse_mod._sparse_layer(ts[0], ts[1], None, None, p, sur, kernels)
+        o = sparse_mod._sparse_layer(h, ts[2], None, None, p, sur, kernels)
+        if kernels is TritonKernels:
+            assert h._sparse_spikes_uint8.spikes.dtype == torch.uint8
+            assert o.grad_fn.saved_tensors[0].dtype == torch.uint8, "float input kept"
+        (o * weights).sum().backward()
+        res[name] = [h, o] + [t.grad for t in ts]
+    assert 0 < res["torch"][0].mean() < 1
+    for a, c in zip(res["torch"][:2], res["triton"][:2]):
+        assert torch.equal(a, c), "spikes differ"
+    for a, c in zip(res["torch"][2:], res["triton"][2:]):
+        err = ((a - c).abs().max() / a.abs().max().clamp(min=1e-12)).item()
+        assert err <= (1e-10 if dtype == torch.float64 else 1e-5), ("two layers", err)
 print("TRITON_OK")
 """
 
@@ -474,6 +499,39 @@ def test_cuda_float32_gradients_equal_dense(graded):
     for a, b in zip(sd, ss):
         assert torch.equal(a, b)
     _assert_grads_close(gd, gs, rtol=1e-5)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_upper_layer_keeps_uint8_input_spikes_and_less_memory(monkeypatch):
+    """A layer above another sparse layer keeps that layer's uint8 spikes, not the
+    float ones: same gradients, lower peak memory over forward and backward."""
+    pytest.importorskip("triton")
+    from neurodeploy.train import sparse as sparse_mod
+    p = CubaFloatParameters(current_decay=0.3, voltage_decay=0.1)
+    x = _input((64, 100, 300), 0.05, 6).float().cuda()
+    layers = [tuple(t.float().cuda() if t is not None else None for t in layer)
+              for layer in _net(300, (256, 256, 10), False, 6, scale=0.3)]
+    result = {}
+    for on in (True, False):
+        monkeypatch.setattr(sparse_mod, "SAVE_INPUT_SPIKES_AS_UINT8", on)
+        params = [t.detach().clone().requires_grad_(True) for layer in layers for t in layer
+                  if t is not None]
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        s = x
+        for k in range(3):
+            w, b = params[2 * k], params[2 * k + 1]
+            s = cuba_layer(s, w, b, p, SURROGATE, backward="sparse")
+        s.sum(1).logsumexp(1).sum().backward()
+        torch.cuda.synchronize()
+        result[on] = (torch.cuda.max_memory_allocated() - base, [q.grad for q in params])
+    (peak_u8, g_u8), (peak_f, g_f) = result[True], result[False]
+    for a, c in zip(g_f, g_u8):
+        assert torch.allclose(a, c, rtol=1e-6, atol=1e-7)
+    # a hidden layer's float spikes are 64 x 100 x 256 x 4 B = 6.5 MB
+    assert peak_u8 < peak_f - 5e6, (peak_u8, peak_f)
 
 
 @pytest.mark.cuda

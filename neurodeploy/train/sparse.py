@@ -82,6 +82,11 @@ USE_COMPILED_CPU = True
 #: computes the gradient into them only at that layer's active entries, all that its
 #: backward reads (False: everywhere, e.g. to inspect those spikes' gradient)
 INPUT_GRADIENT_AT_ACTIVE_ONLY = True
+#: CUDA: a sparse layer whose input is another feed-forward sparse layer's spikes
+#: (unchanged) keeps that layer's uint8 copy of them for its weight gradient instead of
+#: the float tensor (a quarter of the bytes; the float spikes can then be freed after
+#: the forward)
+SAVE_INPUT_SPIKES_AS_UINT8 = True
 
 
 def check_backward_mode(backward: str, layer_kind: str, layer_name: str = "layer") -> None:
@@ -148,11 +153,21 @@ def cuba_layer(x_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
     if x_in.is_cuda:
         from neurodeploy.train.sparse_cuda import TritonKernels
         kernels = TritonKernels
+    return _sparse_layer(x_in, weight, bias, weight_rec, p, surrogate, kernels, stats)
+
+
+def _sparse_layer(x_in, weight, bias, weight_rec, p, surrogate, kernels, stats=None):
+    """The sparse layer with the given kernels; what it learns about its output (active
+    entries on CPU, the uint8 copy of the spikes on CUDA) is attached to the output for
+    a sparse layer that takes it as input."""
     found: dict = {}
     out = SparseCubaFunction.apply(x_in, weight, bias, weight_rec, p, surrogate, kernels, stats,
-                                   _entries_below(x_in), found)
+                                   _entries_below(x_in), found, _uint8_spikes_of(x_in))
     if "active" in found:   # for a sparse layer that takes these spikes as its input
         out._sparse_active_entries = ActiveEntries(found["active"], tuple(out.shape), out._version)
+    if "spikes_uint8" in found:
+        out._sparse_spikes_uint8 = Uint8Spikes(found["spikes_uint8"], tuple(out.shape),
+                                               out._version)
     return out
 
 
@@ -162,6 +177,16 @@ class ActiveEntries:
     flat (T, B, N)-order indices into a (B, T, N) output of ``shape``, valid while the
     tensor's version is ``version`` (no in-place change since)."""
     indices: torch.Tensor
+    shape: tuple
+    version: int
+
+
+@dataclass(frozen=True)
+class Uint8Spikes:
+    """The uint8 copy of a sparse CUDA-kernel layer's output spikes (the one its own
+    backward keeps), attached to those spikes; valid while the tensor's version is
+    ``version``."""
+    spikes: torch.Tensor
     shape: tuple
     version: int
 
@@ -176,6 +201,16 @@ def _entries_below(x_in: torch.Tensor) -> Optional[torch.Tensor]:
             or entries.version != x_in._version or entries.shape != tuple(x_in.shape)):
         return None
     return entries.indices
+
+
+def _uint8_spikes_of(x_in: torch.Tensor) -> Optional[torch.Tensor]:
+    """The uint8 copy of ``x_in`` kept by the sparse CUDA-kernel layer whose output it
+    is, unchanged since; None otherwise."""
+    copy = getattr(x_in, "_sparse_spikes_uint8", None)
+    if (copy is None or not SAVE_INPUT_SPIKES_AS_UINT8 or copy.version != x_in._version
+            or copy.shape != tuple(x_in.shape)):
+        return None
+    return copy.spikes
 
 
 def _dense_layer(x_in, weight, bias, p, surrogate, weight_rec):
@@ -396,14 +431,18 @@ class SparseCubaFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_in, weight, bias, weight_rec, p, surrogate, *extra):
-        # extra: (kernels=TorchKernels, stats=None, below=None, found=None); stats, a dict,
-        # gets "active" and "entries" added (the active (sample, step, neuron) entries and
-        # all of them); below: the active entries of the sparse layer whose output x_in
-        # is (_entries_below); found, a dict, gets this layer's active indices on CPU
+        # extra: (kernels=TorchKernels, stats=None, below=None, found=None,
+        # x_uint8=None); stats, a dict, gets "active" and "entries" added (the active
+        # (sample, step, neuron) entries and all of them); below: the active entries of
+        # the sparse layer whose output x_in is (_entries_below); found, a dict, gets this
+        # layer's active indices on CPU and its uint8 spikes from kernels that keep them;
+        # x_uint8: x_in's uint8 copy (_uint8_spikes_of), kept in its place by kernels
+        # whose backward takes it (TAKES_UINT8_INPUT)
         kernels = extra[0] if extra else TorchKernels
         stats = extra[1] if len(extra) > 1 else None
         ctx.below = extra[2] if len(extra) > 2 else None
         found = extra[3] if len(extra) > 3 else None
+        x_uint8 = extra[4] if len(extra) > 4 else None
         ctx.n_extra = len(extra)
         with torch.no_grad():
             out = None
@@ -413,8 +452,11 @@ class SparseCubaFunction(torch.autograd.Function):
                 out = kernels.forward_active(x_in, weight, bias, weight_rec, p, surrogate)
             # kernels may add tensors of their own for the backward (Triton: row starts)
             spikes, active, sg, *aux = out
-        if found is not None and not x_in.is_cuda:
+        if found is not None and not x_in.is_cuda and kernels is TorchKernels:
             found["active"] = active   # flat (T, B, N) order on CPU
+        if (found is not None and getattr(kernels, "SAVES_OWN_SPIKES", False)
+                and aux and aux[-1].dtype == torch.uint8):
+            found["spikes_uint8"] = aux[-1]
         if stats is not None:
             stats["active"] = stats.get("active", 0) + active.numel()
             stats["entries"] = stats.get("entries", 0) + spikes.numel()
@@ -424,6 +466,8 @@ class SparseCubaFunction(torch.autograd.Function):
         ctx.has_rec = weight_rec is not None
         # kernels that keep their own copy of the spikes (in aux) do not keep the output
         kept = None if getattr(kernels, "SAVES_OWN_SPIKES", False) else spikes
+        if x_uint8 is not None and getattr(kernels, "TAKES_UINT8_INPUT", False):
+            x_in = x_uint8   # the same values (0/1) in a quarter of the bytes
         ctx.save_for_backward(x_in, weight, weight_rec, kept, active, sg, *aux)
         return spikes
 

@@ -95,6 +95,8 @@ class TritonKernels:
     backward are its own (uint8 for a feed-forward layer), not the layer's output."""
 
     SAVES_OWN_SPIKES = True
+    #: layer_backward takes ``x_in`` as uint8 (the layer below's copy of its spikes)
+    TAKES_UINT8_INPUT = True
 
     @staticmethod
     def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
@@ -154,7 +156,10 @@ class TritonKernels:
         over batch chunks whose ``du`` buffer is at most CHUNK_BYTES (REC_CHUNK_BYTES for
         a recurrent layer). ``grad_spikes`` may be strided in sample and step (e.g. the
         expanded gradient of a sum over time), not in neurons. ``spikes``: those kept by
-        :meth:`forward_active` (the layer's output is not kept)."""
+        :meth:`forward_active` (the layer's output is not kept). ``x_in`` may be uint8
+        (0/1 spikes, the layer below's copy): each chunk's rows are converted for the
+        weight gradient's product, before ``dL/dx_in`` is allocated, so that the
+        converted copy and ``dL/dx_in`` are not held together (one chunk)."""
         k = _kernels()
         b, t, n = spikes.shape
         if active.numel() >= 2 ** 31:   # the kernels index the active list in int32
@@ -169,8 +174,7 @@ class TritonKernels:
         limit = CHUNK_BYTES if weight_rec is None else REC_CHUNK_BYTES
         chunks = triton_cdiv(b * t * n * sg.element_size(), max(1, limit))
         rows = triton_cdiv(b, min(b, chunks))   # equal chunks
-        d_x = grad_spikes.new_empty(b, t, weight.shape[1]) if need_dx else None
-        d_w = d_wr = None
+        d_x = d_w = d_wr = None
         if weight_rec is None:   # written whole by the kernel
             dbias, dv = torch.empty(b, n, dtype=dtype, device=device), None
         else:                    # accumulated by the kernel
@@ -192,11 +196,16 @@ class TritonKernels:
                     w_rec, prm, b0, b1 - b0, t, n,
                     BS=REC_SAMPLES, BJ=bj, BK=min(REC_BLOCK_K, bj), SC=SCATTER_BLOCK)
             flat = du.view(-1, n)
-            if need_dx:   # 2-d product straight into d_x (a 3-d matmul with out= copies)
-                torch.mm(flat, weight, out=d_x[b0:b1].view(-1, weight.shape[1]))
             if need_w:
                 xs = x_flat[b0 * t:b1 * t]
+                if xs.dtype != dtype:   # uint8 spikes: exact in any float type
+                    xs = xs.to(dtype)
                 d_w = flat.T @ xs if d_w is None else d_w.addmm_(flat.T, xs)
+                del xs
+            if need_dx:   # 2-d product straight into d_x (a 3-d matmul with out= copies)
+                if d_x is None:
+                    d_x = grad_spikes.new_empty(b, t, weight.shape[1])
+                torch.mm(flat, weight, out=d_x[b0:b1].view(-1, weight.shape[1]))
             if need_wr:
                 d_wr = _recurrent_weight_grad(du, spikes[b0:b1], d_wr)
             del du, flat   # before the next chunk's buffer is allocated
