@@ -2,8 +2,8 @@
 backward (same seed, same epochs) and compare test accuracy and training time.
 
 A stand-alone check of the sparse backward's training quality (the pipeline's own
-run uses ``train.backward``); rate-coded 8x8 digits, 64-128-10 CUBA-LIF layers,
-cross entropy on output spike counts, Adam.
+run uses ``train.backward``); rate-coded 8x8 digits, 64-128-10 CUBA-LIF layers
+(``--hidden 128 128``: two hidden layers), cross entropy on output spike counts, Adam.
 
     python benchmarks/sparse_digits.py --json benchmarks/results/sparse_digits_cpu.json [--device cuda]
 """
@@ -55,7 +55,7 @@ def train(mode, args, data, surrogate):
     ytr, yte = ytr.to(dev), yte.to(dev)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)   # CPU: the same spikes on every device
-    sizes = (64, args.hidden, 10)
+    sizes = (64, *args.hidden, 10)
     ws = [torch.nn.Parameter((torch.randn(b, a) * INIT_SCALE / math.sqrt(a)).to(dev))
           for a, b in zip(sizes[:-1], sizes[1:])]
     opt = torch.optim.Adam(ws, lr=args.lr)
@@ -66,7 +66,9 @@ def train(mode, args, data, surrogate):
             idx = perm[k:k + args.batch]
             x = encode(xtr[idx], args.steps, gen).to(dev)
             h = cuba_layer(x, ws[0], None, NEURON, surrogate, backward=mode)
-            out = cuba_layer(h, ws[1], None, NEURON, surrogate, backward=mode)
+            out = h
+            for w in ws[1:]:
+                out = cuba_layer(out, w, None, NEURON, surrogate, backward=mode)
             loss = torch.nn.functional.cross_entropy(out.sum(1) * 0.2, ytr[idx])
             opt.zero_grad()
             sync(dev)
@@ -82,7 +84,9 @@ def train(mode, args, data, surrogate):
     with torch.no_grad():
         egen = torch.Generator().manual_seed(1234)
         x = encode(xte, args.steps, egen).to(dev)
-        out = cuba_layer(cuba_layer(x, ws[0], None, NEURON, surrogate), ws[1], None, NEURON, surrogate)
+        out = x
+        for w in ws:
+            out = cuba_layer(out, w, None, NEURON, surrogate)
         acc = (out.sum(1).argmax(1) == yte).float().mean().item()
     return {"test_accuracy": acc, "backward_s_total": backward_s,
             "hidden_active_fraction_first_batches": active}
@@ -93,7 +97,7 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[128], help="hidden layer sizes")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--band", type=float, default=1.0)
