@@ -26,7 +26,10 @@ samples, all neurons) for a recurrent layer, and walks over time in registers.
 
 From ``du``, ``dL/dW = du^T x_in`` (and ``dL/dW_rec = du[t]^T s[t-1]``,
 ``dL/ds_in = du W``) are single cuBLAS products, and the bias gradient is the sum of
-``dv`` over time, kept per program. This is the same gradient as the CPU paths'
+``dv`` over time, kept per program. Where ``x_in`` is another feed-forward sparse
+layer's output, the layer keeps that layer's uint8 copy of it instead (converted per
+chunk for ``du^T x_in``), so the float spikes between layers are not held until the
+backward. This is the same gradient as the CPU paths'
 ``A @ Y`` (``du`` is the filtered sum of the active errors); on the GPU the dense
 products over ``du`` take ~0.25 ms, less than building the sparse ``A`` and the input
 trace ``Y`` (the first CUDA version did that: its backward was 5x faster than dense
