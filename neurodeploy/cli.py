@@ -1,10 +1,64 @@
-"""Command line interface (thin: every command calls library functions)."""
+"""Command line interface (thin: every command calls library functions).
+
+Commands defined next to the library code they call are registered by module path
+and imported only when run (:class:`LazyGroup`): ``neurodeploy --help`` imports
+click alone, and no command imports torch unless it trains or simulates.
+"""
 from __future__ import annotations
+
+import importlib
 
 import click
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose ``lazy`` commands are ``name -> (module, attribute, short
+    help)``: the module is imported when the command runs or shows its own help;
+    the group's help lists the short help without importing anything."""
+
+    def __init__(self, *args, lazy=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy and name not in self.commands:
+            module, attribute, _ = self.lazy[name]
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                cmd = self.commands[name]
+                if cmd.hidden:
+                    continue
+                rows.append((name, cmd.get_short_help_str(formatter.width - 6 - len(name))))
+            else:
+                rows.append((name, self.lazy[name][2]))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+LAZY_COMMANDS = {
+    "map": ("neurodeploy.hardware.commands", "map_command",
+            "Map MODEL.net onto a hardware target: per-layer cores, memory, axons, fit."),
+    "deploy": ("neurodeploy.hardware.commands", "deploy_command",
+               "Run MODEL.net on Loihi 2 (lava-loihi), or explain why no chip is reachable."),
+    "bundle": ("neurodeploy.hardware.commands", "bundle_command",
+               "Write a self-contained deployment directory for MODEL.net (run there with `sh run.sh`)."),
+    "simulate": ("neurodeploy.sim.commands", "simulate_command",
+                 "Run MODEL.net on the bit-accurate simulator (same spikes as Lava fixed_pt)."),
+    "validate": ("neurodeploy.sim.commands", "validate_command",
+                 "Accuracy of MODEL.net on the simulator and its agreement with Lava."),
+}
+
+
+@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="neurodeploy")
 def main():
     """neurodeploy: spiking networks from training to Loihi."""
@@ -53,13 +107,3 @@ def pipeline(config, out_dir, resume, data_dir, epochs, limit, lava_samples):
         run_pipeline(cfg, out, resume=resume, log=click.echo)
     except (OutputDirError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e))
-
-
-from neurodeploy.hardware.commands import bundle_command, deploy_command, map_command  # noqa: E402
-
-main.add_command(map_command)
-main.add_command(deploy_command)
-main.add_command(bundle_command)
-from neurodeploy.sim.commands import simulate_command, validate_command  # noqa: E402
-main.add_command(simulate_command)
-main.add_command(validate_command)

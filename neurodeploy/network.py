@@ -9,7 +9,7 @@ integer fields. Shapes are in netx's torch order: ``(C,)`` or ``(C, H, W)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -26,16 +26,28 @@ class CubaNeuron:
     threshold: vThMant, 0..131071 (Lava vth; fires when v > vth << 6)
     refractory_delay: refDelay (stored, ignored by netx and Lava's LIF)
     graded_spike: gradedSpike (stored, ignored by netx for CUBA)
+
+    Decays and threshold are one int for the layer or a tuple of one per neuron
+    along the block's first torch axis (slayer's ``shared_param=False``: per
+    neuron of a dense block, per channel of a conv block; Lava broadcasts them
+    over the last axis of netx's (x, y, c) order).
     """
 
-    current_decay: int
-    voltage_decay: int
-    threshold: int
+    current_decay: fx.Field
+    voltage_decay: fx.Field
+    threshold: fx.Field
     refractory_delay: int = 1
     graded_spike: bool = False
 
     def __post_init__(self):
-        self.parameters()  # validates bit widths
+        p = self.parameters()  # validates bit widths
+        for name in ("current_decay", "voltage_decay", "threshold"):
+            object.__setattr__(self, name, getattr(p, name))
+
+    @property
+    def per_neuron(self) -> Optional[int]:
+        """Number of per-neuron values, None when the layer shares one of each."""
+        return self.parameters().per_neuron
 
     def parameters(self) -> fx.CubaParameters:
         return fx.CubaParameters(int(self.current_decay), int(self.voltage_decay), int(self.threshold))
@@ -45,13 +57,20 @@ class CubaNeuron:
 class SigmaDeltaNeuron:
     """Sigma-delta neuron (netx type 'SDNN'): graded spikes.
 
-    threshold: vThMant; activation: 'relu' or 'identity'; sigma_output: the
-    block outputs sigma (Lava Sigma process) instead of delta spikes.
+    threshold: vThMant (None only for a sigma-output block, which has no
+    threshold: lava-dl's ``dendrite.Sigma`` writes none); activation: 'relu' or
+    'identity'; sigma_output: the block outputs sigma (Lava Sigma process) instead
+    of delta spikes.
     """
 
-    threshold: int
+    threshold: Optional[int] = None
     activation: str = "relu"
     sigma_output: bool = False
+
+    def __post_init__(self):
+        if self.threshold is None and not self.sigma_output:
+            raise ValueError("a sigma-delta neuron needs a threshold (vThMant) unless it is a "
+                             "sigma output")
 
 
 Neuron = Union[CubaNeuron, SigmaDeltaNeuron]
@@ -63,6 +82,16 @@ def _freeze(a: Optional[np.ndarray], dtype=np.int64) -> Optional[np.ndarray]:
     a = np.array(a, dtype=dtype, copy=True)
     a.setflags(write=False)
     return a
+
+
+def _check_per_neuron(block, where: str) -> None:
+    """Per-neuron neuron fields must hold one value per entry of the block's first
+    torch axis (neurons of a dense block, channels of a conv block)."""
+    m = getattr(block.neuron, "per_neuron", None)
+    if m is not None and m != block.shape[0]:
+        raise ValueError(f"{where}: {m} per-neuron decays/thresholds for a block of shape "
+                         f"{tuple(block.shape)} (need {block.shape[0]}: one per "
+                         f"{'channel' if len(block.shape) == 3 else 'neuron'})")
 
 
 @dataclass(frozen=True)
@@ -81,6 +110,7 @@ class Input:
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "bias", _freeze(self.bias))
+        _check_per_neuron(self, "input block")
 
     @property
     def num_neurons(self) -> int:
@@ -121,6 +151,7 @@ class Dense:
         if self.weight_rec is not None and self.weight_rec.shape != (self.weight.shape[0],) * 2:
             raise ValueError(f"dense_rec weight_rec shape {self.weight_rec.shape} must be square "
                              f"({self.weight.shape[0]}, {self.weight.shape[0]})")
+        _check_per_neuron(self, "dense block")
 
     @property
     def shape(self) -> Tuple[int, ...]:
@@ -157,6 +188,7 @@ class Conv:
         object.__setattr__(self, "delay", _freeze(self.delay))
         for name in ("shape", "stride", "padding", "dilation"):
             object.__setattr__(self, name, tuple(int(s) for s in getattr(self, name)))
+        _check_per_neuron(self, "conv block")
 
     @property
     def num_neurons(self) -> int:
@@ -211,15 +243,34 @@ class Network:
                     raise ValueError(f"layer {i} (dense): weight has {layer.in_features} inputs "
                                      f"but the previous block has {prev} outputs")
                 prev = layer.num_neurons
-            elif isinstance(layer, (Input, Conv)):
+            elif isinstance(layer, Input):
+                if i == 0 and int(np.prod(layer.shape)) != prev:
+                    raise ValueError(f"layer 0 (input): shape {layer.shape} does not hold the network's "
+                                     f"input shape {self.input_shape}")
+                prev = layer.num_neurons
+            elif isinstance(layer, Conv):
                 prev = layer.num_neurons
             elif isinstance(layer, Flatten):
                 pass
 
     @property
     def neuron_layers(self):
-        """(index, block) for every block that holds neurons (all but flatten)."""
-        return [(i, b) for i, b in enumerate(self.layers) if not isinstance(b, Flatten)]
+        """(index, block) for every block that holds neurons: all but flatten and an
+        input block without neurons (a record of the input shape, as netx reads it)."""
+        return [(i, b) for i, b in enumerate(self.layers) if holds_neurons(b)]
+
+    @property
+    def input_layout(self) -> str:
+        """The axes of :attr:`input_shape` (torch order): 'C' or 'CHW'; the Lava
+        port takes them reversed (:mod:`neurodeploy.layout`)."""
+        from neurodeploy.layout import torch_layout
+        return torch_layout(len(self.input_shape))
+
+    @property
+    def input_shape_netx(self) -> Tuple[int, ...]:
+        """The input port's shape in netx's order (the reverse of torch order)."""
+        from neurodeploy.layout import netx_shape
+        return netx_shape(self.input_shape)
 
     @property
     def output_shape(self) -> Tuple[int, ...]:
@@ -228,4 +279,23 @@ class Network:
 
     @property
     def has_input_layer(self) -> bool:
-        return isinstance(self.layers[0], Input)
+        """Whether the first block is an input layer with neurons (netx then feeds the
+        input into that layer's neurons; a neuron-less input block only records the
+        input shape)."""
+        return isinstance(self.layers[0], Input) and self.layers[0].neuron is not None
+
+    def with_input_block(self) -> "Network":
+        """This network with its input shape recorded as a first, neuron-less input
+        block when it has no input block (what the netx writer stores, so that every
+        file names its input shape)."""
+        if isinstance(self.layers[0], Input):
+            return self
+        return replace(self, layers=(Input(shape=self.input_shape),) + self.layers)
+
+
+def holds_neurons(block) -> bool:
+    """Whether a block is a layer of neurons (a neuron-less input block and flatten
+    are not)."""
+    if isinstance(block, Flatten):
+        return False
+    return not (isinstance(block, Input) and block.neuron is None)

@@ -21,6 +21,7 @@ import yaml
 from neurodeploy.config import RunConfig
 from neurodeploy.export.netx import write_netx
 from neurodeploy.export.quantize import quantize_model
+from neurodeploy.layout import encoded_to_netx
 from neurodeploy.network import Dense, Network
 from neurodeploy.sim.samples import lava_outputs
 from neurodeploy.sim.samples import simulated_outputs as quantized_outputs
@@ -78,16 +79,9 @@ def data_spec(cfg: RunConfig):
 
 
 def netx_samples(encoded: np.ndarray, network: Network) -> np.ndarray:
-    """Encoded samples (n, steps, *input_shape) -> the Lava input port's order with
-    time last: (n, features, steps) for a dense first block, (n, x, y, c, steps)
-    (netx reverses torch's (C, H, W)) for a conv first block."""
-    n, t = encoded.shape[:2]
-    if isinstance(network.layers[0], Dense):
-        out = encoded.reshape(n, t, -1).transpose(0, 2, 1)
-    else:
-        out = np.moveaxis(encoded, 1, -1)  # (n, C, H, W, t)
-        out = out.transpose(0, 3, 2, 1, 4)  # (n, W, H, C, t)
-    return np.ascontiguousarray(out).astype(np.int64)
+    """Encoded samples (n, steps, ...) -> samples in the Lava input port's order,
+    time last (n, *netx input shape, steps) (:func:`neurodeploy.layout.encoded_to_netx`)."""
+    return encoded_to_netx(encoded, network.input_shape)
 
 
 def training_forward_outputs(model, dataset, n: int) -> np.ndarray:

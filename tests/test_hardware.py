@@ -224,7 +224,7 @@ def test_map_cli_writes_json_and_fails_with_exit_code(tmp_path):
     write_netx(dense_net([10, 5000, 3]), big)
     res = CliRunner().invoke(main, ["map", str(big), "--hw", str(HW_CONFIG_DIR / "loihi1.yaml")])
     assert res.exit_code == 4
-    assert "layer 1 (dense)" in res.output and "input_axons_per_core" in res.output
+    assert "layer 2 (dense)" in res.output and "input_axons_per_core" in res.output  # the file's block index (layer 0: input shape)
 
 
 # --- activity -> ops -> energy --------------------------------------------------
@@ -366,7 +366,7 @@ def test_deploy_checks_the_mapping_before_any_chip_call(small_model, monkeypatch
     big = tmp_path / "big.net"
     write_netx(dense_net([10, 5000, 3]), big)
     monkeypatch.setattr(lava_adapter, "connect_loihi", lambda *a, **k: pytest.fail("chip contacted"))
-    with pytest.raises(MappingError, match="layer 1"):
+    with pytest.raises(MappingError, match="layer 2"):
         dep.deploy(big, np.zeros((1, 10, 5)), availability=REACHABLE, hw_config="loihi1")
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.export.netx import NetxFormatError, read_netx, write_netx
-from neurodeploy.network import CubaNeuron, Dense, Network
+from neurodeploy.network import CubaNeuron, Dense, Input, Network
 from conftest import requires_lava
 
 
@@ -20,14 +20,19 @@ def test_write_read_roundtrip(tmp_path):
     net = _network(np.random.default_rng(0))
     path = write_netx(net, tmp_path / "m.net")
     back = read_netx(path)
-    for a, b in zip(net.layers, back.layers):
+    # the file names its input shape: a neuron-less input block first
+    assert isinstance(back.layers[0], Input) and back.layers[0].neuron is None
+    assert back.input_shape == (9,) and not back.has_input_layer
+    for a, b in zip(net.layers, back.layers[1:], strict=True):
         assert np.array_equal(a.weight, b.weight)
         assert a.neuron == b.neuron
-    assert np.array_equal(back.layers[1].bias, [-2, -1, 0, 1])
+    assert np.array_equal(back.layers[2].bias, [-2, -1, 0, 1])
     with h5py.File(path) as f:  # netx layout: datasets only, S10 type, torch-order shape
-        assert f["layer/0/type"][0] == b"dense"
-        assert f["layer/0/shape"][()].tolist() == [12]
-        assert f["layer/1/neuron/iDecay"][()] == 4096
+        assert f["layer/0/type"][0] == b"input" and "neuron" not in f["layer/0"]
+        assert f["layer/0/shape"][()].tolist() == [9]
+        assert f["layer/1/type"][0] == b"dense"
+        assert f["layer/1/shape"][()].tolist() == [12]
+        assert f["layer/2/neuron/iDecay"][()] == 4096
 
 
 def test_writer_refuses_weights_lava_would_change(tmp_path):
@@ -41,8 +46,8 @@ def test_writer_refuses_weights_lava_would_change(tmp_path):
 def test_reader_names_missing_dataset(tmp_path):
     path = write_netx(_network(np.random.default_rng(0)), tmp_path / "m.net")
     with h5py.File(path, "a") as f:
-        del f["layer/1/neuron/vThMant"]
-    with pytest.raises(NetxFormatError, match=r"layer 1 \(dense\)/neuron \(CUBA\): missing dataset 'vThMant'"):
+        del f["layer/2/neuron/vThMant"]
+    with pytest.raises(NetxFormatError, match=r"layer 2 \(dense\)/neuron \(CUBA\): missing dataset 'vThMant'"):
         read_netx(path)
 
 

@@ -44,15 +44,17 @@ def _write_neuron(g: h5py.Group, neuron) -> None:
         return
     if isinstance(neuron, CubaNeuron):
         g.create_dataset("neuron/type", data="CUBA")
-        g.create_dataset("neuron/iDecay", data=int(neuron.current_decay))
-        g.create_dataset("neuron/vDecay", data=int(neuron.voltage_decay))
-        g.create_dataset("neuron/vThMant", data=int(neuron.threshold))
+        # one value per layer, or an int64 array of one per neuron (slayer's shared_param=False)
+        g.create_dataset("neuron/iDecay", data=np.asarray(neuron.current_decay, dtype=np.int64))
+        g.create_dataset("neuron/vDecay", data=np.asarray(neuron.voltage_decay, dtype=np.int64))
+        g.create_dataset("neuron/vThMant", data=np.asarray(neuron.threshold, dtype=np.int64))
         g.create_dataset("neuron/refDelay", data=int(neuron.refractory_delay))
         g.create_dataset("neuron/gradedSpike", data=bool(neuron.graded_spike))
     elif isinstance(neuron, SigmaDeltaNeuron):
         g.create_dataset("neuron/type", data="SDNN")
         g.create_dataset("neuron/activation", data=neuron.activation)
-        g.create_dataset("neuron/vThMant", data=int(neuron.threshold))
+        if neuron.threshold is not None:
+            g.create_dataset("neuron/vThMant", data=int(neuron.threshold))
         if neuron.sigma_output:
             g.create_dataset("neuron/sigma_output", data=True)
     else:
@@ -74,7 +76,11 @@ def _check_dense_weights(i: int, name: str, w: np.ndarray) -> None:
 
 def write_netx(network: Network, path: Union[str, os.PathLike]) -> Path:
     """Write ``network`` as a netx ``.net`` file; validates bit widths first, so a
-    bad network leaves no partial file behind."""
+    bad network leaves no partial file behind. The file always names its input
+    shape: a network without an input block is written with a neuron-less input
+    block first (``type`` input and ``shape`` only), which netx reads as the input
+    shape and builds no layer for (see :meth:`Network.with_input_block`); reading
+    the file back gives that block as layer 0."""
     path = Path(path)
     for i, layer in enumerate(network.layers):
         if isinstance(layer, (Dense, Conv)):
@@ -86,7 +92,8 @@ def write_netx(network: Network, path: Union[str, os.PathLike]) -> Path:
             if isinstance(layer, Dense) and layer.weight_rec is not None:
                 _check_dense_weights(i, "weight_rec", np.hstack([layer.weight, layer.weight_rec]))
             if layer.delay is not None:
-                fx.check_range("delay", layer.delay, 0, 62, where=f"layer {i}: ")
+                fx.check_range("delay", layer.delay, 0, fx.NETX_MAX_DELAY, where=f"layer {i}: ")
+    network = network.with_input_block()  # after the checks: their messages name the blocks as given
     tmp = path.with_suffix(path.suffix + ".tmp")
     with h5py.File(tmp, "w") as f:
         for i, layer in enumerate(network.layers):
@@ -163,6 +170,15 @@ def _integers(a: np.ndarray, what: str, where: str) -> np.ndarray:
     return a.astype(np.int64)
 
 
+def _field(n: h5py.Group, key: str, where: str):
+    """A CUBA field: one integer, or a 1-D array of one per neuron."""
+    v = np.asarray(_array(n, key, where))
+    if v.ndim > 1:
+        raise NetxFormatError(f"{where}: '{key}' must be one value or a 1-D per-neuron array, "
+                              f"got shape {v.shape}")
+    return _integers(v, key, where).reshape(-1) if v.size > 1 else int(_integers(v, key, where).reshape(-1)[0])
+
+
 def _read_neuron(g: h5py.Group, where: str):
     if "neuron" not in g:
         return None
@@ -171,10 +187,10 @@ def _read_neuron(g: h5py.Group, where: str):
     w = f"{where}/neuron ({kind})"
     if kind in ("CUBA", "LOIHI"):
         try:
-            return CubaNeuron(
-                current_decay=int(_scalar(n, "iDecay", w)),
-                voltage_decay=int(_scalar(n, "vDecay", w)),
-                threshold=int(_scalar(n, "vThMant", w)),
+            return CubaNeuron(  # one value per layer, or per-neuron arrays
+                current_decay=_field(n, "iDecay", w),
+                voltage_decay=_field(n, "vDecay", w),
+                threshold=_field(n, "vThMant", w),
                 refractory_delay=int(_scalar(n, "refDelay", w)) if "refDelay" in n else 1,
                 graded_spike=bool(_scalar(n, "gradedSpike", w)) if "gradedSpike" in n else False,
             )
@@ -182,8 +198,11 @@ def _read_neuron(g: h5py.Group, where: str):
             raise fx.BitWidthError(f"{w}: {e}") from None
     if kind == "SDNN":
         act = str(_scalar(n, "activation", w)) if "activation" in n else "relu"
-        return SigmaDeltaNeuron(threshold=int(_scalar(n, "vThMant", w)), activation=act,
-                                sigma_output="sigma_output" in n)
+        sigma_output = "sigma_output" in n
+        # a sigma-output block needs no threshold (netx builds Lava's Sigma without one;
+        # lava-dl's dendrite.Sigma, micro-YOLO's last layer, stores none)
+        threshold = None if sigma_output and "vThMant" not in n else int(_scalar(n, "vThMant", w))
+        return SigmaDeltaNeuron(threshold=threshold, activation=act, sigma_output=sigma_output)
     raise NetxFormatError(f"{w}: neuron type '{kind}' is not supported (CUBA/LOIHI, SDNN are)")
 
 
@@ -200,6 +219,20 @@ def _message_bits(g: h5py.Group, where: str) -> int:
     if "messageBits" in n:
         return int(_scalar(n, "messageBits", where + "/neuron"))
     return NETX_SDNN_MESSAGE_BITS if str(_scalar(n, "type", where + "/neuron")) == "SDNN" else 0
+
+
+def _delays(d, where: str):
+    """Stored delays as netx builds them: floored to integers, and clamped to
+    0..62 (netx's DelayDense ``max_delay``) with a warning, as netx does."""
+    if d is None:
+        return None
+    d = np.floor(np.asarray(d, dtype=np.float64)).astype(np.int64).reshape(-1)
+    if d.size and d.max() > fx.NETX_MAX_DELAY:
+        import warnings
+        warnings.warn(f"{where}: delay {int(d.max())} is beyond netx's {fx.NETX_MAX_DELAY}; clamped "
+                      f"to {fx.NETX_MAX_DELAY} as lava-dl's netx clamps it")
+        d = np.minimum(d, fx.NETX_MAX_DELAY)
+    return d
 
 
 def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None,
@@ -264,13 +297,13 @@ def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None,
                     wr = _integers(_array(g, "weight_rec", where), "weight_rec", where)
                     wr = wr.reshape(w.shape[0], -1)
                 b = _array(g, "bias", where, required=False)
-                d = _array(g, "delay", where, required=False)
+                d = _delays(_array(g, "delay", where, required=False), where)
                 neuron = _read_neuron(g, where)
                 if neuron is None:  # netx's default: Lava LIF(du=-1, dv=4096, vth=1 << 17)
                     neuron = CubaNeuron(*fx.NETX_DEFAULT_CUBA)
                 layer = Dense(weight=w, neuron=neuron, weight_rec=wr,
                               bias=None if b is None else _integers(b, "bias", where).reshape(-1),
-                              delay=None if d is None else np.floor(d).astype(np.int64).reshape(-1))
+                              delay=d)
                 if input_shape is None:
                     input_shape = (w.shape[1],)
             elif kind == "conv":

@@ -47,9 +47,12 @@ def _neuron(p, e: int) -> CubaNeuron:
 def quantize_model(model, name: str = "network") -> Network:
     """Quantise a :class:`neurodeploy.train.layers.SpikingNetwork` to a :class:`Network`:
     conv blocks (batch norm folded into weights and bias), a flatten block, dense
-    blocks; no input layer (the input spikes feed the first block)."""
+    blocks; no input layer (the input spikes feed the first block). The network's
+    ``input_shape`` is the model's ((C, H, W) with conv layers, else (features,));
+    the netx writer records it as a neuron-less input block."""
     from neurodeploy.train.layers import CubaConv
 
+    input_shape = model.input_shape if model.num_conv else (math.prod(model.input_shape),)
     layers, exponents = [], []
     for i, layer in enumerate(model.layers):
         if i == model.num_conv and i > 0:
@@ -68,6 +71,5 @@ def quantize_model(model, name: str = "network") -> Network:
         else:
             layers.append(Dense(weight=wq, neuron=_neuron(layer.neuron, e), bias=bq))
         exponents.append(e)
-    input_shape = model.input_shape if model.num_conv else (math.prod(model.input_shape),)
     return Network(layers=tuple(layers), input_shape=input_shape, name=name,
                    metadata={"weight_exponents": exponents})

@@ -73,7 +73,8 @@ def input_encoding(network, steps: int, reset_interval: Optional[int] = None, ki
         "stream_layout": ("samples back to back after P-1 zero steps, one zero step at the end, state "
                           "reset every P steps; run (N+1)P + L-1 steps; sample k's output is steps "
                           "(k+1)P + L-1 ... (k+2)P + L-2 (neurodeploy.sim.samples)"),
-        "data_file": {"format": "npz", "inputs": "int (samples, *input_shape_torch, steps_per_sample)",
+        "data_file": {"format": "npz", "inputs": "int (samples, *input_shape_netx, steps_per_sample): "
+                                                  "netx (Lava port) order, as neurodeploy.layout",
                       "labels": "int (samples,), optional"},
         "decode": "class = argmax over output neurons of spike counts per sample",
     }
@@ -105,10 +106,11 @@ def write_bundle(net_path: os.PathLike, out_dir: os.PathLike, steps: Optional[in
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     if inputs is not None:
-        inputs = np.asarray(inputs)
-        if inputs.ndim != len(network.input_shape) + 2 or tuple(inputs.shape[1:-1]) != network.input_shape:
-            raise BundleError(f"inputs must be (samples, {', '.join(map(str, network.input_shape))}, T); "
-                              f"got {inputs.shape}")
+        from neurodeploy.layout import check_samples
+        try:
+            inputs = check_samples(inputs, network, "bundle inputs", allow_single=False)
+        except ValueError as e:
+            raise BundleError(str(e)) from None
     if steps is None:
         steps = int(inputs.shape[-1]) if inputs is not None else 100
     shutil.copyfile(net_path, out / "model.net")
@@ -274,7 +276,7 @@ def connect(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=None, help="npz with inputs (samples, *shape, T) [labels]")
+    p.add_argument("--data", default=None, help="npz with inputs (samples, *input_shape_netx, T) [labels]")
     p.add_argument("--partition"); p.add_argument("--board"); p.add_argument("--host")
     p.add_argument("--loihi-gen", default=None)
     p.add_argument("--sim", action="store_true", help="run on Lava's CPU models instead of the chip")
@@ -294,16 +296,16 @@ def main():
         d = np.load(data)
         x, labels = d["inputs"], (d["labels"] if "labels" in d else None)
     else:
-        x, labels = np.zeros([1] + list(enc["input_shape_torch"]) + [t], dtype=np.int32), None
+        x, labels = np.zeros([1] + list(enc["input_shape_netx"]) + [t], dtype=np.int32), None
         print("no --data: running one all-zero sample of %d steps (timing only)" % t)
     x = np.asarray(x)
     samples, t = x.shape[0], x.shape[-1]
     if t != int(enc["reset_interval"]):
         sys.exit("data has %d steps per sample; this bundle was made for %d" % (t, int(enc["reset_interval"])))
-    k = len(enc["input_shape_torch"])
     layers = int(enc["neuron_layers"])
-    axes = [0] + [k - i for i in range(k)] + [k + 1]  # torch order -> netx order
-    x = np.transpose(x, axes)
+    if list(x.shape[1:-1]) != list(enc["input_shape_netx"]):
+        sys.exit("data inputs have shape %s; this bundle takes (samples, %s, T) in netx (Lava port) order"
+                 % (list(x.shape), ", ".join(map(str, enc["input_shape_netx"]))))
     # the stream layout of neurodeploy.sim.samples: each sample runs from a fresh state
     zeros = lambda m: np.zeros(x.shape[1:-1] + (m,), dtype=np.int32)  # noqa: E731
     stream = np.concatenate([zeros(t - 1)] + list(x) + [zeros(1)], axis=-1).astype(np.int32)

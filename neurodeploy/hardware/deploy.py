@@ -133,7 +133,8 @@ class DeployResult:
 
 def load_samples(path: os.PathLike) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """An ``.npz`` with ``inputs`` (samples, *input_shape, T) integer spikes or
-    graded values, and optional ``labels`` (samples,)."""
+    graded values in netx (Lava port) order, and optional ``labels`` (samples,):
+    the layout of a pipeline's ``test_data.npz``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
@@ -155,20 +156,14 @@ def predictions(spikes: np.ndarray) -> np.ndarray:
     return s.reshape(s.shape[0], -1, s.shape[-1]).astype(np.int64).sum(-1).argmax(-1)
 
 
-def _to_netx_order(x: np.ndarray, feature_dims: int) -> np.ndarray:
-    """(..., *torch_shape, T) -> (..., *reversed torch_shape, T) (netx's order)."""
-    lead = x.ndim - feature_dims - 1
-    axes = list(range(lead)) + [lead + feature_dims - 1 - k for k in range(feature_dims)] + [x.ndim - 1]
-    return np.transpose(x, axes)
-
-
 def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarray] = None,
            fallback: Optional[str] = None, availability: Optional[Availability] = None,
            hw_config: str = "loihi2", **target_options) -> DeployResult:
     """Map, then run ``net_path`` on Loihi 2 if reachable, else (``fallback='sim'``)
     on the bit-accurate simulator; otherwise raise :class:`ChipUnavailableError`.
 
-    inputs: (samples, *input_shape, P). The samples run back to back in one stream
+    inputs: (samples, *input_shape, P) in netx (Lava port) order
+    (:mod:`neurodeploy.layout`), as ``test_data.npz`` holds them. The samples run back to back in one stream
     laid out as the pipeline lays them out for Lava (:mod:`neurodeploy.sim.samples`:
     state reset every P steps, so each sample is independent); the simulator runs
     the same stream for the agreement figures. The mapping check
@@ -178,18 +173,14 @@ def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarra
     from neurodeploy.export.netx import read_netx
     from neurodeploy.hardware.config import load_hardware_config
     from neurodeploy.hardware.mapper import map_network
+    from neurodeploy.layout import check_samples, netx_shape
     from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
 
     if fallback not in (None, "sim"):
         raise ValueError(f"fallback must be None or 'sim', got {fallback!r}")
     network = read_netx(net_path)
     map_network(network, load_hardware_config(hw_config))  # raises MappingError before any run
-    x = np.asarray(inputs).astype(np.int64)
-    if x.ndim == len(network.input_shape) + 1:
-        x = x[None]
-    if tuple(x.shape[1:-1]) != tuple(network.input_shape):
-        raise ValueError(f"inputs must be (samples, {', '.join(map(str, network.input_shape))}, P); "
-                         f"got {x.shape}")
+    x = check_samples(inputs, network, "deploy inputs").astype(np.int64)
     n, p, layers = x.shape[0], x.shape[-1], len(network.neuron_layers)
     availability = availability or detect_loihi(**target_options)
     if availability.reachable:
@@ -198,14 +189,11 @@ def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarra
         tgt = availability.target
         lava_adapter.connect_loihi(tgt.kind, partition=tgt.partition, board=tgt.board, host=tgt.host,
                                    loihi_gen=tgt.loihi_gen)
-        stream = sample_stream(x)  # (*input_shape, (N + 1) P), torch order
-        chip = lava_adapter.run_netx_on_loihi(net_path, _to_netx_order(stream, len(network.input_shape)),
-                                              steps=stream_steps(n, p, layers), reset_interval=p)
-        out_netx = np.asarray(chip.spikes)
-        # netx order -> torch order (the reversal is its own inverse)
-        out = _to_netx_order(out_netx.reshape(*network.output_shape[::-1], out_netx.shape[-1]),
-                             len(network.output_shape))
-        got = output_windows(out, n, p, layers)
+        stream = sample_stream(x)  # (*netx input shape, (N + 1) P)
+        chip = lava_adapter.run_netx_on_loihi(net_path, stream, steps=stream_steps(n, p, layers),
+                                              reset_interval=p)
+        out = np.asarray(chip.spikes)
+        got = output_windows(out.reshape(*netx_shape(network.output_shape), out.shape[-1]), n, p, layers)
         ref = simulated_outputs(network, x)
         pred_chip, pred_sim = predictions(got), predictions(ref)
         same = [np.array_equal(a, b) for a, b in zip(got, ref)]

@@ -42,7 +42,7 @@ import numpy as np
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.hardware.config import HardwareConfig
-from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron
+from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, holds_neurons
 
 ESTIMATE_LABEL = ("ESTIMATE from the hardware config's published per-operation figures, not a "
                   "measurement")
@@ -234,6 +234,8 @@ def _geometry(network: Network, count_zero_weights: bool) -> List[_Geometry]:
         if isinstance(layer, Flatten):
             prev_shape = (prev,)
             continue
+        if not holds_neurons(layer):  # a neuron-less input block records the input shape only
+            continue
         if isinstance(layer, Input):
             n = layer.num_neurons
             g = _Geometry(i, kind, n, 1, 0, 0, n, 1, False, np.zeros(prev))
@@ -343,6 +345,8 @@ def check_bit_widths(network: Network, hw: HardwareConfig) -> None:
                                "('bias_mantissa_bits')", i, "bias_mantissa_bits", v, bias_hi)
         neuron = getattr(layer, "neuron", None)
         th = getattr(neuron, "threshold", None)
+        if isinstance(th, tuple):  # per-neuron thresholds: the one furthest out
+            th = min(th) if min(th) < 0 else max(th)
         if th is not None and not 0 <= int(th) <= th_hi:
             raise MappingError(f"{where}: threshold {th} is outside {hw.name}'s {hw.threshold_bits}-bit "
                                f"unsigned range [0, {th_hi}] ('threshold_bits')", i, "threshold_bits",

@@ -14,7 +14,9 @@ from tqdm.auto import tqdm
 
 from neurodeploy.export.netx import read_netx
 from neurodeploy.sim.samples import lava_outputs, simulated_outputs
-from neurodeploy.sim.simulator import SimulationInputError, simulate
+
+# the simulator (torch) is imported inside the functions that run it, so that
+# `neurodeploy --help` and reading a file do not import torch
 
 
 def classify(spikes: np.ndarray) -> np.ndarray:
@@ -42,6 +44,8 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
     sees them); the Lava samples run as one stream. "raw": each sample's T steps (``steps``, the input repeating)
     fed into a fresh network and its output as a Lava sink records it, one step later
     per synapse. With ``metrics_path`` the result is merged into that JSON file."""
+    from neurodeploy.sim.simulator import simulate
+
     if timeline not in TIMELINES:
         raise ValueError(f"timeline must be one of {TIMELINES}, got {timeline!r}")
     if timeline == "samples" and steps is not None:
@@ -90,6 +94,8 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
 
 
 def _check_sample_shape(net, batch: np.ndarray) -> None:
+    from neurodeploy.sim.simulator import SimulationInputError
+
     feed = tuple(net.input_shape)
     feed_netx = feed[::-1]
     if batch.ndim != len(feed) + 2 or tuple(batch.shape[1:-1]) != feed_netx:

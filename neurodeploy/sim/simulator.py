@@ -132,7 +132,7 @@ class _Synapse:
             self.delays = None
             if block.delay is not None:
                 d = np.asarray(block.delay, dtype=np.int64).reshape(-1)
-                fx.check_range("delay", d, 0, fx.MAX_DELAY, where=f"{where}: ")
+                fx.check_range("delay", d, 0, fx.NETX_MAX_DELAY, where=f"{where}: ")
                 if d.size == w.shape[0]:
                     dm = np.repeat(d[:, None], w.shape[1], 1)
                 elif d.size == w.shape[1]:
@@ -959,7 +959,7 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
         if a.dtype == torch.bool:
             a = a.view(torch.int8)
         sigma_rec = fx.sigma_delta_run(
-            a.reshape(c, -1).numpy(), kind, neuron.threshold, st["bias_tiled"],
+            a.reshape(c, -1).numpy(), kind, neuron.threshold or 0, st["bias_tiled"],
             (sd.sigma.view(-1).numpy(), sd.act.view(-1).numpy(), sd.residue.view(-1).numpy()),
             out.view(c, -1).numpy(), record=rec is not None,
             a_first=None if lead is None else lead.reshape(-1).to(a.dtype).numpy())
