@@ -35,6 +35,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from neurodeploy._numba import parallel, prange as _prange
+from neurodeploy.errors import InputError
 
 # --- Loihi constants -------------------------------------------------------
 DECAY_SHIFT = 12
@@ -78,8 +79,9 @@ WEIGHT_RANGE_EXCITATORY = (0, 255)
 WEIGHT_RANGE_INHIBITORY = (-255, 0)
 
 
-class BitWidthError(ValueError):
-    """A parameter lies outside the bit width Loihi gives it."""
+class BitWidthError(InputError):
+    """A parameter lies outside the bit width Loihi gives it (an :class:`InputError`,
+    exit code 2)."""
 
 
 def check_range(name: str, values, lo: int, hi: int, where: str = "") -> None:

@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from neurodeploy import fixedpoint as fx
+from neurodeploy.errors import InputError
 from neurodeploy.network import (
     Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron,
 )
@@ -30,8 +31,9 @@ SUPPORTED_BLOCKS = ("input", "dense", "dense_rec", "conv", "flatten")
 KNOWN_BLOCKS = SUPPORTED_BLOCKS + ("pool", "average", "convT", "unpool")
 
 
-class NetxFormatError(ValueError):
-    """A .net file is missing, corrupt, or describes something we cannot read."""
+class NetxFormatError(InputError):
+    """A .net file is missing, corrupt, or describes something we cannot read (an
+    :class:`InputError`, exit code 2)."""
 
 
 # --- writing ----------------------------------------------------------------

@@ -48,14 +48,21 @@ def map_command(model: Path, hw: str, json_path: Optional[Path], data: Optional[
         config = load_hardware_config(hw)
     except HardwareConfigError as e:
         raise _Fail(str(e))
-    network = read_netx(model)
+    try:
+        network = read_netx(model)
+    except ValueError as e:  # NetxFormatError, BitWidthError: one line naming the file
+        raise _Fail(str(e), 2)
     try:
         report = map_network(network, config, count_zero_weights=not nonzero_only)
     except MappingError as e:
         raise _Fail(f"{model}: does not fit {config.name}: {e}", EXIT_DOES_NOT_FIT)
     if data is not None:
+        from neurodeploy.layout import check_samples
         x, _ = load_samples(data)
-        x = x[:samples]
+        try:
+            x = check_samples(x, network, f"{data}: inputs")[:samples]
+        except ValueError as e:
+            raise _Fail(str(e), 2)
         try:
             spikes = spikes_from_simulation(network, x)
         except NotImplementedError as e:
@@ -109,6 +116,8 @@ def deploy_command(model: Path, data: Optional[Path], samples: Optional[int], pa
         raise _Fail(f"{model}: does not fit {hw}: {e}", EXIT_DOES_NOT_FIT)
     except ChipUnavailableError as e:
         raise _Fail(str(e), EXIT_NO_CHIP)
+    except ValueError as e:  # an unreadable file, samples of the wrong shape or order
+        raise _Fail(str(e), 2)
     for k, v in result.to_dict().items():
         if v is not None and v != []:
             click.echo(f"{k}: {v}")
@@ -168,5 +177,7 @@ def bundle_command(model: Optional[Path], out: Optional[Path], data: Optional[Pa
                             hardware=hardware, overwrite=force)
     except BundleError as e:
         raise _Fail(str(e))
+    except ValueError as e:  # an unreadable file
+        raise _Fail(str(e), 2)
     check = verify_bundle(path, strict=True)
     click.echo(f"wrote {path} ({check.files} files, checksums verified); run it there with: sh run.sh")

@@ -123,8 +123,9 @@ def _clear_errors():
 
 @click.command("simulate")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="NPY array (batch, *input_shape, T) or (*input_shape, T), netx order.")
+@click.option("--input", "input_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="NPY array (batch, *input_shape, T) or (*input_shape, T), netx order. "
+                   "Optional with --bias (the image enters through the bias; then give --steps).")
 @click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False),
               help="NPZ file to write: spikes and, with --record all, u/<i>, v/<i>, s/<i>.")
 @click.option("--record", type=click.Choice(["none", "all"]), default="none", show_default=True)
@@ -142,12 +143,22 @@ def _clear_errors():
 def simulate_command(model, input_path, output_path, record, steps, bias_path, reset_interval,
                      reset_offset, skip_layers, input_message_bits):
     """Run MODEL.net on the bit-accurate simulator (same spikes as Lava fixed_pt)."""
+    from neurodeploy.sim.simulator import simulate
+
+    if input_path is None and bias_path is None:
+        raise click.UsageError("give --input IN.npy, or --bias IMG.npy (with --steps) for a network "
+                               "driven through its input layer's bias")
+    if input_path is None and steps is None:
+        raise click.UsageError("--bias without --input needs --steps (the number of time steps to run)")
     with _clear_errors():
         net = read_netx(model, skip_layers=skip_layers)
         if input_message_bits is not None:
             net = dataclasses.replace(net, input_message_bits=input_message_bits)
-        x = _load_array(input_path, "--input")
         bias = None if bias_path is None else _load_array(bias_path, "--bias")
+        if input_path is not None:
+            x = _load_array(input_path, "--input")
+        else:  # no input stream: the bias is the only drive (zeros into the input layer)
+            x = np.zeros(tuple(net.input_shape_netx) + (1,), dtype=np.int8)
         r = simulate(net, x, steps=steps, reset_interval=reset_interval, reset_offset=reset_offset,
                      record=record == "all", input_bias=bias, progress=True)
     np.savez_compressed(output_path, spikes=r.spikes, **r.records)
