@@ -50,7 +50,7 @@ class CubaNeuron:
         return self.parameters().per_neuron
 
     def parameters(self) -> fx.CubaParameters:
-        return fx.CubaParameters(int(self.current_decay), int(self.voltage_decay), int(self.threshold))
+        return fx.CubaParameters(self.current_decay, self.voltage_decay, self.threshold)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,134 @@
+"""netx files that lava-dl builds and Lava runs, beyond what our exporter writes:
+per-neuron decays and thresholds (slayer's ``shared_param=False``), a sigma-output
+SDNN block stored without ``vThMant`` (lava-dl's ``dendrite.Sigma``, micro-YOLO's
+last layer), delays beyond netx's limit, and an image fed only through the input
+layer's bias. The reader reads them and the simulator gives Lava's u, v and
+spikes, step for step (Lava through lava-dl's netx is the reference)."""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from neurodeploy.export.netx import read_netx, write_netx
+from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron
+from neurodeploy.sim.simulator import simulate
+
+pytestmark = [pytest.mark.slow, pytest.mark.lava]
+lava_adapter = pytest.importorskip("neurodeploy.lava_adapter")
+if not lava_adapter.lava_available():
+    pytest.skip("Lava is not importable here", allow_module_level=True)
+
+
+def _compare(path, x, steps=None, **kw):
+    """Our u, v (CUBA) and messages of every neuron layer == Lava's, at every step."""
+    net = read_netx(path)
+    lava = lava_adapter.run_netx(path, x, steps=steps, probe=True, **kw)
+    ours = simulate(net, x[None], steps=steps, record=True, **kw)
+    assert np.array_equal(ours.spikes[0], lava.spikes), "output messages differ"
+    for j, (i, block) in enumerate(net.neuron_layers):
+        for var in ("u", "v", "s"):
+            if f"{var}/{j}" in lava.probes and f"{var}/{i}" in ours.records:
+                assert np.array_equal(ours.records[f"{var}/{i}"][0], lava.probes[f"{var}/{j}"]), (var, i)
+    return ours, lava
+
+
+def test_slayer_per_neuron_decays_match_lava(tmp_path):
+    """A file slayer itself exports with ``shared_param=False`` (iDecay, vDecay arrays)."""
+    torch = pytest.importorskip("torch")
+    with contextlib.redirect_stdout(io.StringIO()):
+        from lava.lib.dl import slayer
+    torch.manual_seed(0)
+    per_neuron = {"threshold": 0.5, "current_decay": 0.3, "voltage_decay": 0.05, "shared_param": False}
+    shared = {"threshold": 0.5, "current_decay": 0.2, "voltage_decay": 0.1}
+    blocks = [slayer.block.cuba.Dense(per_neuron, 12, 8, weight_scale=4, weight_norm=False),
+              slayer.block.cuba.Dense(shared, 8, 4, weight_scale=4, weight_norm=False)]
+    x = torch.rand(1, 12, 4)
+    for b in blocks:  # the first forward draws the per-neuron decays
+        x = b(x)
+    path = tmp_path / "slayer.net"
+    with h5py.File(path, "w") as f:
+        for i, b in enumerate(blocks):
+            b.export_hdf5(f.create_group(f"layer/{i}"))
+    first = read_netx(path).layers[0].neuron
+    assert first.per_neuron == 8 and len(set(first.current_decay)) > 1
+    stream = (np.random.default_rng(0).random((12, 40)) < 0.4).astype(np.int64)
+    ours, _ = _compare(path, stream)
+    assert ours.records["s/0"].sum() > 0
+
+
+def test_per_neuron_thresholds_and_per_channel_conv_match_lava(tmp_path):
+    """Per-neuron iDecay, vDecay and vThMant in an input layer and a dense block, and
+    per-channel ones in a conv block (Lava broadcasts them over the channel axis of
+    (x, y, c)), with the extremes of each field."""
+    rng = np.random.default_rng(3)
+    inp = Input(shape=(2, 6, 6), neuron=CubaNeuron((4096, 1), (0, 4095), (0, 3)))
+    conv = Conv(2 * rng.integers(-60, 60, (3, 2, 3, 3)), CubaNeuron((1, 2048, 4096), (0, 100, 4095), (5, 40, 131071)),
+                shape=(3, 2, 2), stride=(2, 2))
+    dense = Dense(2 * rng.integers(-80, 80, (5, 12)),
+                  CubaNeuron(rng.integers(1, 4097, 5), rng.integers(0, 4096, 5), rng.integers(0, 200, 5)),
+                  bias=rng.integers(-50, 50, 5))
+    net = Network((inp, conv, Flatten(shape=(3, 2, 2)), dense), (2, 6, 6))
+    path = write_netx(net, tmp_path / "pn.net")
+    stream = rng.integers(0, 2, (6, 6, 2, 30)) * rng.integers(1, 40, (6, 6, 2, 30))  # graded into a_in
+    ours, _ = _compare(path, stream, reset_interval=7)
+    assert ours.records["s/1"].sum() > 0 and ours.records["s/3"].sum() > 0
+
+
+def test_sigma_output_block_without_threshold_matches_lava(tmp_path):
+    """micro-YOLO's last layer: ``neuron/`` holds only type SDNN and sigma_output."""
+    rng = np.random.default_rng(5)
+    hidden = Dense(2 * rng.integers(-60, 60, (6, 8)), SigmaDeltaNeuron(threshold=3))
+    out = Dense(2 * rng.integers(-60, 60, (3, 6)), SigmaDeltaNeuron(threshold=1, sigma_output=True))
+    net = Network((Input(shape=(8,), neuron=SigmaDeltaNeuron(threshold=2)), hidden, out), (8,))
+    path = write_netx(net, tmp_path / "sigma.net")
+    with h5py.File(path, "a") as f:
+        n = f["layer/2/neuron"]
+        for key in list(n.keys()):
+            if key not in ("type", "sigma_output"):
+                del n[key]
+        assert sorted(f["layer/2/neuron"].keys()) == ["sigma_output", "type"]
+    assert read_netx(path).layers[2].neuron == SigmaDeltaNeuron(threshold=None, activation="relu",
+                                                                sigma_output=True)
+    stream = rng.integers(-200, 200, (8, 25))
+    ours, _ = _compare(path, stream)
+    assert np.count_nonzero(ours.spikes) > 0
+
+
+def test_delays_beyond_62_run_as_netx_clamps_them(tmp_path):
+    w = 2 * np.random.default_rng(2).integers(-30, 60, (4, 5))
+    net = Network((Dense(w, CubaNeuron(1024, 0, 20), delay=[1, 5, 62, 0]),), (5,))
+    path = write_netx(net, tmp_path / "d.net")
+    with h5py.File(path, "a") as f:
+        f["layer/1/delay"][...] = [1, 63, 70, 0]  # another exporter's delays
+    stream = (np.random.default_rng(1).random((5, 80)) < 0.5).astype(np.int64)
+    with pytest.warns(UserWarning, match="clamped"):
+        _compare(path, stream)
+
+
+def test_simulate_with_only_a_bias_image_matches_lava(tmp_path):
+    """``simulate --bias IMG.npy --steps T`` without ``--input`` runs the network
+    driven by its input layer's bias alone, as Lava does."""
+    rng = np.random.default_rng(7)
+    net = Network((Input(shape=(2, 4, 4), neuron=CubaNeuron(4096, 0, 100)),
+                   Conv(2 * rng.integers(0, 60, (3, 2, 3, 3)), CubaNeuron(4096, 50, 60), shape=(3, 2, 2)),
+                   Flatten(shape=(3, 2, 2)),
+                   Dense(2 * rng.integers(-40, 90, (4, 12)), CubaNeuron(2048, 100, 30))), (2, 4, 4))
+    path = write_netx(net, tmp_path / "img.net")
+    image = rng.integers(0, 300, (4, 4, 2))  # netx order
+    np.save(tmp_path / "image.npy", image)
+    from neurodeploy.cli import main
+    res = CliRunner().invoke(main, ["simulate", str(path), "--bias", str(tmp_path / "image.npy"),
+                                    "--steps", "20", "--output", str(tmp_path / "o.npz")])
+    assert res.exit_code == 0, res.output
+    lava = lava_adapter.run_netx(path, np.zeros((4, 4, 2, 1), np.int64), steps=20, input_bias=image)
+    with np.load(tmp_path / "o.npz") as f:
+        assert np.array_equal(f["spikes"], lava.spikes)
+    assert lava.spikes.sum() > 0
+    res = CliRunner().invoke(main, ["simulate", str(path), "--bias", str(tmp_path / "image.npy"),
+                                    "--output", str(tmp_path / "o.npz")])
+    assert res.exit_code == 2 and "needs --steps" in res.output
