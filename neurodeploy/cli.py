@@ -103,7 +103,12 @@ def pipeline(config, out_dir, resume, data_dir, epochs, limit, lava_samples):
     except ConfigError as e:
         raise click.ClickException(str(e))
     out = Path(out_dir) if out_dir else Path("runs") / cfg.name
+    from neurodeploy.errors import NeurodeployError
     try:
         run_pipeline(cfg, out, resume=resume, log=click.echo)
+    except NeurodeployError as e:  # one line, the exit code of its kind
+        err = click.ClickException(str(e))
+        err.exit_code = e.exit_code
+        raise err from None
     except (OutputDirError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e))

@@ -243,6 +243,14 @@ def quantize_weights(weight: np.ndarray, exponent: int) -> np.ndarray:
     return q
 
 
+def quantize_bias(bias: np.ndarray, exponent: int) -> np.ndarray:
+    """Float bias (weight units) -> the bias mantissa at scale 2**exponent (int64,
+    13-bit signed, netx's bias_exp 6): ``round(bias * 2**exponent)``, half to even."""
+    q = np.round(np.asarray(bias, dtype=np.float64) * 2.0 ** exponent).astype(np.int64)
+    check_range("bias mantissa", q, *BIAS_RANGE)
+    return q
+
+
 def quantize_decay(decay_fraction: float, offset_current: bool) -> int:
     """A float decay fraction per step (0..1) -> its 12-bit integer field.
 

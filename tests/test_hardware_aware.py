@@ -107,3 +107,43 @@ def test_learned_threshold_and_decays_train_and_export_exactly():
 def test_unknown_learnable_is_an_error():
     with pytest.raises(ValueError, match="cannot learn"):
         set_hardware_aware(_model(), learn=("bias",))
+
+
+def _batch_norm_model(seed=0):
+    """A 12-20-5 network with batch norm on the hidden layer's input currents
+    (current_decay 1.0, as batch norm needs), its running statistics trained away
+    from the identity so that the fold matters."""
+    torch.manual_seed(seed)
+    m = SpikingNetwork((12,), [20], 5, CubaFloatParameters(1.0, 0.05, 1.0), SurrogateParameters(3.0),
+                       batch_norm=True)
+    with torch.no_grad():
+        for layer in m.layers:
+            layer.weight.mul_(2.5)
+        norm = m.layers[0].norm
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-0.5, 0.8)
+    m.train()
+    for seed_ in range(3):  # running mean / variance from training batches
+        m(_inputs(seed_ + 10))
+    return m
+
+
+def test_batch_norm_hardware_forward_equals_the_exported_network():
+    """With batch norm, the hardware-aware forward runs the folded weights and bias
+    export writes: its spikes equal the exported network's, bit for bit, before
+    and after fine-tuning steps (gamma and beta learn through the fold)."""
+    m = _batch_norm_model()
+    assert quantize_model(m).layers[0].bias is not None
+    set_hardware_aware(m)
+    x, y = _inputs(2, n=24), torch.arange(24) % 5
+    opt = torch.optim.Adam(m.parameters(), lr=0.01)
+    gamma = m.layers[0].norm.weight.detach().clone()
+    for step in range(3):
+        with torch.no_grad():
+            train_out = m(x)[-1].permute(0, 2, 1).numpy()
+        sim_out = quantized_outputs(quantize_model(m), x.permute(0, 2, 1).numpy().astype(np.int64))
+        assert train_out.sum() > 0
+        assert np.array_equal(train_out, sim_out), f"step {step}"
+        loss = torch.nn.functional.cross_entropy(m.scores(x) * 0.3, y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    assert not torch.equal(gamma, m.layers[0].norm.weight.detach())

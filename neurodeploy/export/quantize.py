@@ -64,7 +64,7 @@ def quantize_model(model, name: str = "network") -> Network:
             raise ValueError(f"layer {i}: weights or bias are not finite; cannot quantise")
         e = layer_exponent(w, layer.neuron.threshold, b)
         wq = fx.quantize_weights(w, e)
-        bq = None if b is None else np.round(b * 2.0 ** e).astype(np.int64)
+        bq = None if b is None else fx.quantize_bias(b, e)
         if isinstance(layer, CubaConv):
             layers.append(Conv(weight=wq, neuron=_neuron(layer.neuron, e), shape=layer.output_shape,
                                stride=layer.stride, padding=layer.padding, bias=bq))

@@ -54,13 +54,28 @@ def _neuron_tensors(layer):
 
 def hardware_cuba_dense(layer, x: torch.Tensor) -> torch.Tensor:
     """Chip-exact forward of one CubaDense layer: spikes (batch, time, out) as
-    float tensors with straight-through / surrogate gradients."""
+    float tensors with straight-through / surrogate gradients.
+
+    A layer with batch norm runs the network the exporter writes: the norm folded
+    into weights and a bias with its running statistics
+    (:func:`~neurodeploy.train.layers.fold_batch_norm`, the exporter's fold),
+    the bias quantised to its mantissa as the exporter does
+    (:func:`neurodeploy.fixedpoint.quantize_bias`); the statistics stay fixed
+    while gamma, beta and W learn through the fold."""
+    from neurodeploy.train.layers import fold_batch_norm
+
     theta, alpha, beta = _neuron_tensors(layer)
-    w = layer.weight
-    e = layer_exponent(w.detach().cpu().double().numpy(), float(theta))
+    w, b = fold_batch_norm(layer.weight, layer.norm, differentiable=True)
+    e = layer_exponent(w.detach().cpu().double().numpy(), float(theta),
+                       None if b is None else b.detach().cpu().double().numpy())
     scale = 2.0 ** e
     w64 = w.double()
     w_q = _straight_through(fx.quantize_weight_tensor(w64.detach(), e), w64 * scale)
+    bias_q = None
+    if b is not None:
+        b64 = b.double()
+        exact = torch.from_numpy(fx.quantize_bias(b64.detach().cpu().numpy(), e)).to(b64)
+        bias_q = _straight_through(exact, b64 * scale)
     params = fx.CubaParameters(
         current_decay=fx.quantize_decay(float(alpha), offset_current=True),
         voltage_decay=fx.quantize_decay(float(beta), offset_current=False),
@@ -79,10 +94,12 @@ def hardware_cuba_dense(layer, x: torch.Tensor) -> torch.Tensor:
     state = fx.cuba_initial_state((batch, n), dtype=torch.float64, device=x.device)
     u, v = state
     spikes = []
+    bias_x64 = None if bias_q is None else fx.shift_left(bias_q, fx.BIAS_EXP)
     for t in range(steps):
-        exact = fx.cuba_subthreshold(a[:, t].detach(), fx.CubaState(u.detach(), v.detach()), params)
+        exact = fx.cuba_subthreshold(a[:, t].detach(), fx.CubaState(u.detach(), v.detach()), params,
+                                     None if bias_q is None else bias_q.detach())
         u = _straight_through(exact.current, keep_u * u + fx.shift_left(a[:, t], fx.ACTIVATION_SHIFT))
-        v = _straight_through(exact.voltage, keep_v * v + u)
+        v = _straight_through(exact.voltage, keep_v * v + u + (0.0 if bias_x64 is None else bias_x64))
         s = SpikeFunction.apply((v - vth) / unit, layer.surrogate)
         v = v * (1.0 - s.detach())
         spikes.append(s)

@@ -84,13 +84,19 @@ class CubaDense(nn.Module):
         return fold_batch_norm(self.weight.detach(), self.norm)
 
 
-def fold_batch_norm(weight: torch.Tensor, norm):
-    """Fold ``norm(W * s)`` into ``W' * s + bias`` per output channel."""
+def fold_batch_norm(weight: torch.Tensor, norm, differentiable: bool = False):
+    """Fold ``norm(W * s)`` (eval statistics) into ``W' * s + bias`` per output channel:
+    ``W' = W * gamma / sqrt(var + eps)``, ``bias = beta - mean * gamma / sqrt(var + eps)``.
+    The one definition of the fold: export quantises its result, and the
+    hardware-aware forward quantises the same result in every step
+    (``differentiable=True``: gradients reach W, gamma and beta; the running
+    statistics stay fixed)."""
     if norm is None:
         return weight, None
-    gain = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+    gamma, beta = (norm.weight, norm.bias) if differentiable else (norm.weight.detach(), norm.bias.detach())
+    gain = gamma / torch.sqrt(norm.running_var + norm.eps)
     shape = (-1,) + (1,) * (weight.dim() - 1)
-    return weight * gain.reshape(shape), norm.bias.detach() - norm.running_mean * gain
+    return weight * gain.reshape(shape), beta - norm.running_mean * gain
 
 
 class CubaConv(nn.Module):

@@ -51,6 +51,34 @@ def latest_checkpoint(directory: Path, phase: str = "float") -> Optional[Path]:
     return files[-1] if files else None
 
 
+def load_checkpoint(path: Path, device="cpu") -> dict:
+    """A checkpoint written by :func:`fit`, loaded with ``torch.load(weights_only=True)``:
+    tensors and plain data only, so a file whose unpickling would run code is
+    refused (:class:`~neurodeploy.errors.InputError`) and nothing in it runs."""
+    import pickle
+
+    from neurodeploy.errors import InputError
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # a damaged pickle stream, not a foreign object
+            raise InputError(f"{path}: not a readable checkpoint (damaged); remove it or run "
+                             "without --resume") from None
+        lines = [line.strip() for line in str(e).splitlines()]
+        why = next((line.split(":", 1)[-1].strip() for line in lines if "Unsupported global" in line), "")
+        raise InputError(f"{path}: refused: not a neurodeploy checkpoint of tensors and plain data "
+                         f"(loading it would run Python code{': ' + why[:120] if why else ''}); "
+                         "remove it or run without --resume") from None
+    except Exception as e:  # truncated or not a torch file
+        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''}); remove it or run "
+                         "without --resume") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "history"} <= set(state):
+        raise InputError(f"{path}: not a neurodeploy checkpoint (expected a dict with model, "
+                         "optimizer, epoch, history); remove it or run without --resume")
+    return state
+
+
 def _save(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -71,8 +99,8 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
     if resume:
         ckpt = latest_checkpoint(checkpoint_dir, phase)
         if ckpt is not None:
+            state = load_checkpoint(ckpt, device)
             try:
-                state = torch.load(ckpt, map_location=device, weights_only=False)
                 model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
             except Exception as e:
