@@ -36,9 +36,10 @@ BASE = {
 LAVA_SAMPLES = BASE["lava"]["samples"]
 
 
-def _config(**model) -> dict:
+def _config(train=None, **model) -> dict:
     cfg = json.loads(json.dumps(BASE))
     cfg["model"].update(model)
+    cfg["train"].update(train or {})
     return cfg
 
 
@@ -61,7 +62,8 @@ def _pipeline_run(tmp_path_factory, name: str, config: dict) -> dict:
 
 
 def _dense(tmp_path_factory):
-    return _pipeline_run(tmp_path_factory, "dense", _config())
+    # with a hardware-aware fine-tuning epoch: Lava must also equal the training forward
+    return _pipeline_run(tmp_path_factory, "dense", _config(train={"hardware_aware_epochs": 1}))
 
 
 def _conv(tmp_path_factory):
@@ -133,6 +135,8 @@ def test_pipeline(run):
     if LAVA:
         assert m["agreement"]["samples"] == LAVA_SAMPLES
         assert m["agreement"]["lava_vs_quantized"] == 1.0, m["agreement"]
+        if m["accuracy"]["cotrained"] is not None:
+            assert m["agreement"]["lava_vs_training_forward"] == 1.0, m["agreement"]
 
 
 def test_simulate(run, tmp_path):

@@ -132,3 +132,24 @@ def test_simulate_with_only_a_bias_image_matches_lava(tmp_path):
     res = CliRunner().invoke(main, ["simulate", str(path), "--bias", str(tmp_path / "image.npy"),
                                     "--output", str(tmp_path / "o.npz")])
     assert res.exit_code == 2 and "needs --steps" in res.output
+
+
+def test_lava_delay_dense_takes_the_chips_6_bit_delays_and_no_more():
+    """fixedpoint.MAX_DELAY (hw_configs' max_delay_steps) is what Lava's bit-accurate
+    DelayDense allows "for Loihi": 63 runs, 64 is refused."""
+    from neurodeploy import fixedpoint as fx
+    lava_adapter._import_lava()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import DelayDense
+
+    for delay, ok in ((fx.MAX_DELAY, True), (fx.MAX_DELAY + 1, False)):
+        proc = DelayDense(weights=np.ones((1, 1), int), delays=np.full((1, 1), delay, int))
+        try:
+            if ok:
+                proc.run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+            else:
+                with pytest.raises(Exception, match="between 0 and 63"):
+                    proc.run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        finally:
+            proc.stop()

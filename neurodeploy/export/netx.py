@@ -241,7 +241,8 @@ def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None,
               skip_layers: int = 0) -> Network:
     """Read a netx ``.net`` file into a :class:`Network`, with errors naming the
     file, layer and dataset. ``input_shape`` (torch order, (C, H, W)) is needed only
-    for files whose first block is a conv: netx stores no input shape for them.
+    for files whose first block is a conv and that name no input shape (no input
+    block: files of other exporters; ``write_netx`` always writes one).
     ``num_layers``: read only the first blocks (as netx's ``Network(num_layers=...)``).
     ``skip_layers``: leave out the first blocks, as netx's ``Network(skip_layers=...)``
     does (lava-dl feeds the first kept block's synapse directly, e.g. with a
