@@ -153,3 +153,39 @@ def test_lava_delay_dense_takes_the_chips_6_bit_delays_and_no_more():
                     proc.run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
         finally:
             proc.stop()
+
+
+def _written_kinds():
+    """One network of each kind our writer produces."""
+    rng = np.random.default_rng(11)
+    cuba = CubaNeuron(1024, 100, 40)
+    conv = Conv(2 * rng.integers(-20, 20, (3, 2, 3, 3)), cuba, shape=(3, 2, 2), stride=(2, 2))
+    dense = Dense(2 * rng.integers(-20, 20, (4, 12)), cuba, bias=rng.integers(-9, 9, 4))
+    return {
+        "dense": Network((Dense(2 * rng.integers(-20, 20, (5, 7)), cuba),), (7,)),
+        "conv, no input neurons": Network((conv, Flatten(shape=(3, 2, 2)), dense), (2, 6, 6)),
+        "conv, input layer": Network((Input(shape=(2, 6, 6), neuron=cuba), conv, Flatten(shape=(3, 2, 2)),
+                                      dense), (2, 6, 6)),
+        "recurrent": Network((Dense(2 * rng.integers(-20, 20, (5, 7)), cuba,
+                                    weight_rec=2 * rng.integers(-20, 20, (5, 5))),), (7,)),
+        "per-neuron": Network((Dense(2 * rng.integers(-20, 20, (3, 7)), CubaNeuron((1, 9, 4096), 3, (1, 2, 3)),
+                                     delay=[0, 3, 62]),), (7,)),
+        "sigma-delta": Network((Input(shape=(7,), neuron=SigmaDeltaNeuron(threshold=2)),
+                                Dense(2 * rng.integers(-20, 20, (3, 7)), SigmaDeltaNeuron(threshold=None,
+                                                                                      sigma_output=True))), (7,)),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_written_kinds()))
+def test_lava_dl_builds_every_kind_of_file_we_write(tmp_path, kind):
+    """lava-dl's ``netx.hdf5.Network`` builds each file from the file alone (no
+    input_shape argument): its layers are our neuron layers, its input port takes
+    our input shape in netx order."""
+    netx = lava_adapter._import_lava()[0]
+    path = write_netx(_written_kinds()[kind], tmp_path / "k.net")
+    ours = read_netx(path)
+    net = netx.hdf5.Network(net_config=str(path))
+    assert len(net.layers) == len(ours.neuron_layers)
+    port = net.layers[0].neuron.a_in if ours.has_input_layer else net.inp
+    assert tuple(port.shape) == ours.input_shape_netx
+    assert tuple(net.out.shape) == tuple(ours.output_shape[::-1])

@@ -103,7 +103,7 @@ def write_netx(network: Network, path: Union[str, os.PathLike]) -> Path:
             if isinstance(layer, Input):
                 _write_type(g, "input")
                 g.create_dataset("shape", data=np.array(layer.shape, dtype=np.int64))
-                g.create_dataset("weight", data=np.array([layer.weight], dtype=np.float32))
+                g.create_dataset("weight", data=np.float32(layer.weight))  # a scalar: netx takes int() of it
                 if layer.bias is not None:
                     g.create_dataset("bias", data=layer.bias.astype(np.float32))
                 _write_neuron(g, layer.neuron)

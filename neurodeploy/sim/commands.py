@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from neurodeploy.export.netx import read_netx
+from neurodeploy.layout import check_samples
 from neurodeploy.sim.samples import lava_outputs, simulated_outputs
 
 # the simulator (torch) is imported inside the functions that run it, so that
@@ -62,7 +63,7 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
     for s in tqdm(starts, desc=f"simulator, batches of {batch_size}", leave=False, disable=None):
         batch = np.asarray(inputs[s:s + batch_size])
         if timeline == "samples":
-            _check_sample_shape(net, batch)
+            check_samples(batch, net, "inputs", allow_single=False)
             out = simulated_outputs(net, batch)
         else:
             out = simulate(net, batch, steps=steps).spikes
@@ -91,17 +92,6 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
             old.setdefault(k, {}).update(v) if isinstance(v, dict) else old.__setitem__(k, v)
         p.write_text(json.dumps(old, indent=2))
     return metrics
-
-
-def _check_sample_shape(net, batch: np.ndarray) -> None:
-    from neurodeploy.sim.simulator import SimulationInputError
-
-    feed = tuple(net.input_shape)
-    feed_netx = feed[::-1]
-    if batch.ndim != len(feed) + 2 or tuple(batch.shape[1:-1]) != feed_netx:
-        raise SimulationInputError(
-            f"inputs must have shape (batch, {', '.join(map(str, feed_netx))}, T) in netx order; "
-            f"got {batch.shape}")
 
 
 def _load_array(path, option: str, mmap: bool = False) -> np.ndarray:

@@ -47,6 +47,7 @@ import torch
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy._numba import parallel, prange as _prange
+from neurodeploy.layout import netx_shape
 from neurodeploy.network import (
     Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron,
 )
@@ -82,7 +83,7 @@ class SimResult:
 
 
 def _netx_shape(torch_shape) -> Tuple[int, ...]:
-    return tuple(int(s) for s in torch_shape[::-1])
+    return netx_shape(torch_shape)
 
 
 def _channels_last(shape) -> bool:
