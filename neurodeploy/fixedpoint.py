@@ -113,8 +113,10 @@ def _field(value) -> Field:
     """An int, or a tuple of ints for a per-neuron array (a 1-element array is one
     value, as slayer itself stores it)."""
     a = np.asarray(value)
+    if a.size == 0:
+        raise BitWidthError("must hold one value or one per neuron, got none")
     if a.ndim == 0 or a.size == 1:
-        v = a.reshape(-1)[0] if a.size else a
+        v = a.reshape(-1)[0]
         if not np.isfinite(v) or v != np.round(v):
             raise BitWidthError(f"must hold integers, got {v}")
         return int(v)

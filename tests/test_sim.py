@@ -136,8 +136,8 @@ def test_corrupt_truncated_and_incomplete_files_are_reported(tmp_path):
     with pytest.raises(NetxFormatError, match="trunc.net"):
         read_netx(trunc)
     with h5py.File(good, "a") as f:
-        del f["layer/0/neuron/vThMant"]
-    with pytest.raises(NetxFormatError, match=r"layer 0.*vThMant"):
+        del f["layer/1/neuron/vThMant"]  # layer 0: the input block naming the input shape
+    with pytest.raises(NetxFormatError, match=r"layer 1.*vThMant"):
         read_netx(good)
 
 
@@ -145,8 +145,8 @@ def test_parameters_outside_bit_widths_are_reported(tmp_path):
     good = write_netx(Network(layers=(Dense(weight=np.full((4, 3), 2), neuron=CubaNeuron(10, 10, 10)),),
                               input_shape=(3,)), tmp_path / "w.net")
     with h5py.File(good, "a") as f:
-        f["layer/0/neuron/vDecay"][()] = 5000
-    with pytest.raises(fx.BitWidthError, match=r"layer 0.*vDecay"):
+        f["layer/1/neuron/vDecay"][()] = 5000  # layer 0: the input block naming the input shape
+    with pytest.raises(fx.BitWidthError, match=r"layer 1.*vDecay"):
         read_netx(good)
 
 
@@ -364,7 +364,8 @@ def test_simulate_cli_writes_spikes_and_per_layer_records(tmp_path):
     out = np.load(tmp_path / "o.npz")
     ref = simulate(net, x, steps=12, record=True)
     assert np.array_equal(out["spikes"], ref.spikes) and out["spikes"].shape == (2, 3, 12)
-    assert out["u/0"].shape == (2, 8, 12) and np.array_equal(out["v/1"], ref.records["v/1"])
+    # records are keyed by the file's block index (layer 0 of the file: its input shape)
+    assert out["u/1"].shape == (2, 8, 12) and np.array_equal(out["v/2"], ref.records["v/2"])
 
 
 @pytest.mark.parametrize("timeline", ["samples", "raw"])
@@ -404,7 +405,7 @@ def test_validate_cli_errors_name_the_problem(tmp_path):
     run = lambda *a: CliRunner().invoke(main, ["validate", str(tmp_path / "n.net"), *a,  # noqa: E731
                                                "--lava-samples", "0", "--metrics", str(tmp_path / "m.json")])
     r = run("--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"))
-    assert r.exit_code == 1 and "(batch, 6, T)" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 1 and "(samples, 6, T)" in r.output and "Traceback" not in r.output
     r = run("--input", str(tmp_path / "junk.npy"), "--labels", str(tmp_path / "y.npy"))
     assert r.exit_code == 1 and "--input" in r.output and "junk.npy" in r.output
     np.save(tmp_path / "x.npy", np.zeros((4, 6, 9), np.int8))
