@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from neurodeploy._numba import parallel, prange as _prange
+from neurodeploy.errors import InputError
 
 # --- Loihi constants -------------------------------------------------------
 DECAY_SHIFT = 12
@@ -58,7 +59,7 @@ WEIGHT_RANGE_EXCITATORY = (0, 255)
 WEIGHT_RANGE_INHIBITORY = (-255, 0)
 
 
-class BitWidthError(ValueError):
+class BitWidthError(InputError):
     """A parameter lies outside the bit width Loihi gives it."""
 
 

@@ -25,12 +25,13 @@ from neurodeploy import fixedpoint as fx
 from neurodeploy.network import (
     Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron,
 )
+from neurodeploy.errors import InputError
 
 SUPPORTED_BLOCKS = ("input", "dense", "dense_rec", "conv", "flatten")
 KNOWN_BLOCKS = SUPPORTED_BLOCKS + ("pool", "average", "convT", "unpool")
 
 
-class NetxFormatError(ValueError):
+class NetxFormatError(InputError):
     """A .net file is missing, corrupt, or describes something we cannot read."""
 
 

@@ -50,6 +50,7 @@ from neurodeploy._numba import parallel, prange as _prange
 from neurodeploy.network import (
     Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron,
 )
+from neurodeploy.errors import InputError
 
 #: Elements per chunk of the largest (steps x batch x neurons) buffer.
 CHUNK_ELEMENTS = 1 << 22
@@ -65,7 +66,7 @@ class LavaConvOverflowWarning(UserWarning):
     """A graded conv's sums leave int32, where Lava's Conv model stops being exact."""
 
 
-class SimulationInputError(ValueError):
+class SimulationInputError(InputError):
     """Inputs of the wrong shape, dtype or range for the network."""
 
 
