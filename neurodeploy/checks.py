@@ -130,6 +130,16 @@ def check_inputs(x: np.ndarray, input_shape: Sequence[int], source: str, order: 
         raise InputFileError(f"{source}: no samples (shape {x.shape}); expected at least one")
     if x.shape[-1] < 1:
         raise InputFileError(f"{source}: no time steps (shape {x.shape}); expected T >= 1")
+    return check_values(x, source)
+
+
+def check_values(x: np.ndarray, source: str) -> np.ndarray:
+    """The values of an input array: integers (bool, integer, or integer-valued
+    float), finite, in Lava's int32 message range, at least one element. Returns it
+    (floats converted exactly to int64, bools to int8; integers unchanged)."""
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if x.size == 0:
+        raise InputFileError(f"{source}: empty (shape {x.shape}); expected at least one sample and step")
     kind = x.dtype.kind
     if kind not in "biuf":
         raise InputFileError(f"{source}: dtype {x.dtype}; expected integers (spikes or graded values)")
