@@ -67,7 +67,7 @@ def load_array(path, option: str, mmap: bool = False) -> np.ndarray:
         raise InputFileError(f"{option} {path}: no such file; expected a .npy array")
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputFileError(f"{option} {path}: not a readable .npy array ({msg})") from None
     if isinstance(arr, np.lib.npyio.NpzFile):
