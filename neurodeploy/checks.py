@@ -13,8 +13,6 @@ is loaded.
 from __future__ import annotations
 
 import os
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -50,7 +48,9 @@ def load_network(path, option: str = "MODEL", **read_kwargs):
         raise NetxFormatError(f"{option} {path}: no such file; expected a netx .net file")
     try:
         return read_netx(path, **read_kwargs)
-    except NeurodeployError:
+    except NeurodeployError as e:
+        if "\n" in str(e).strip():  # e.g. a value's repr in the message: keep it one line
+            raise type(e)(" ".join(str(e).split())) from None
         raise
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as e:
         # the reader's own checks name the layer; anything below them (h5py, numpy,
@@ -67,9 +67,9 @@ def load_array(path, option: str, mmap: bool = False) -> np.ndarray:
         raise InputFileError(f"{option} {path}: no such file; expected a .npy array")
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    except Exception as e:  # numpy's header parser raises whatever a damaged header provokes
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputFileError(f"{option} {path}: not a readable .npy array ({msg})") from None
+        raise InputFileError(f"{option} {path}: not a readable .npy array ({type(e).__name__}: {msg})") from None
     if isinstance(arr, np.lib.npyio.NpzFile):
         arr.close()
         raise InputFileError(f"{option} {path}: an .npz archive; expected a single .npy array")
@@ -98,9 +98,9 @@ def load_samples(path, option: str = "--data") -> Tuple[np.ndarray, Optional[np.
             labels = np.asarray(f["labels"]) if "labels" in keys else None
     except NeurodeployError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, RuntimeError, zipfile.BadZipFile, zlib.error) as e:
+    except Exception as e:  # zipfile, zlib and numpy's header parser: a damaged archive
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputFileError(f"{option} {path}: not a readable .npz file ({msg})") from None
+        raise InputFileError(f"{option} {path}: not a readable .npz file ({type(e).__name__}: {msg})") from None
     return inputs, labels
 
 

@@ -47,10 +47,17 @@ def _sdnn_net() -> Network:
                    input_shape=(4,))
 
 
+class Files(list):
+    """File contents, with a short repr for hypothesis's failure reports."""
+
+    def __repr__(self):
+        return f"<{len(self)} files>"
+
+
 @pytest.fixture(scope="module")
 def valid_nets(tmp_path_factory):
     d = tmp_path_factory.mktemp("fuzz_nets")
-    out = []
+    out = Files()
     for name, net in (("dense", _dense_net()), ("sdnn", _sdnn_net())):
         write_netx(net, d / f"{name}.net")
         out.append((d / f"{name}.net").read_bytes())
