@@ -104,6 +104,8 @@ CASES = [
      ["count.npz", "2 labels for 5"]),
     ("deploy-zero-samples", ["deploy", NET, "--data", "{d}/zero.npz", "--fallback", "sim"], BAD_INPUT,
      ["zero.npz", "no samples"]),
+    ("deploy-label-count-with-samples", ["deploy", NET, "--data", "{d}/count.npz", "--fallback", "sim",
+                                         "--samples", "2"], BAD_INPUT, ["count.npz", "2 labels for 5"]),
     ("deploy-label-range", ["deploy", NET, "--data", "{d}/biglabels.npz", "--fallback", "sim"], BAD_INPUT,
      ["labels", "0..2"]),
     ("deploy-beyond-int32", ["deploy", NET, "--data", "{d}/huge.npz", "--fallback", "sim"], BAD_INPUT,

@@ -20,10 +20,9 @@ def _write_json(path: Path, data: dict) -> None:
 def _samples(path: Path, network, samples: Optional[int], option: str = "--data"):
     """Inputs (torch order) and labels of an .npz, checked against ``network``."""
     x, labels = checks.load_samples(path, option)
-    x, labels = checks.first_samples(x, labels, samples)
     x = checks.check_inputs(x, network.input_shape, f"{option} {path}: inputs")
     labels = checks.check_labels(labels, x.shape[0], checks.num_classes(network), f"{option} {path}: labels")
-    return x, labels
+    return checks.first_samples(x, labels, samples)
 
 
 def _does_not_fit(model, target: str, e: MappingError) -> DoesNotFitError:
