@@ -7,11 +7,52 @@ click alone, and no command imports torch unless it trains or simulates.
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
+from neurodeploy.errors import NeurodeployError
 
-class LazyGroup(click.Group):
+#: set to 1 to get the traceback of an unexpected failure (exit code 1)
+TRACEBACK_ENV = "NEURODEPLOY_TRACEBACK"
+
+
+def one_line(message: str) -> str:
+    """A message as one line (a multi-line list of problems joined by '; ')."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+class Commands(click.Group):
+    """The command group: the one place that turns errors into exit codes.
+
+    A :class:`~neurodeploy.errors.NeurodeployError` becomes its one line on
+    stderr (``error: ...``) and its ``exit_code`` (docs/cli.md). Click's own
+    usage errors keep click's handling (exit 2). Anything else is a bug: one line
+    that says so, exit 1 (the traceback with NEURODEPLOY_TRACEBACK=1).
+    """
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except NeurodeployError as e:
+            click.echo(f"error: {one_line(e)}", err=True)
+            ctx.exit(e.exit_code)
+        except NotImplementedError as e:
+            click.echo(f"error: not supported: {one_line(e)}", err=True)
+            ctx.exit(2)
+        except Exception as e:
+            if os.environ.get(TRACEBACK_ENV) == "1":
+                raise
+            click.echo(f"error: unexpected failure ({type(e).__name__}: {one_line(e)[:500]}); "
+                       f"this is a bug, please report it (set {TRACEBACK_ENV}=1 for the traceback)",
+                       err=True)
+            ctx.exit(1)
+
+
+
+class LazyGroup(Commands):
     """A click group whose ``lazy`` commands are ``name -> (module, attribute, short
     help)``: the module is imported when the command runs or shows its own help;
     the group's help lists the short help without importing anything."""
@@ -78,37 +119,30 @@ def _one_line_warning(message, category, filename, lineno, line=None):
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output directory (default: runs/<config name>/).")
-@click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint "
+              "(refused if the configuration or data differ from the run's).")
+@click.option("--force", is_flag=True, help="Clear a non-empty run directory and start afresh.")
 @click.option("--data-dir", default=None, help="Directory with the dataset's published files.")
 @click.option("--epochs", type=int, default=None, help="Override train.epochs.")
 @click.option("--limit", type=int, default=None, help="Samples per split, for a quick run.")
 @click.option("--lava-samples", type=click.IntRange(min=0), default=None,
               help="Test samples to run on Lava (0: skip Lava).")
-def pipeline(config, out_dir, resume, data_dir, epochs, limit, lava_samples):
+def pipeline(config, out_dir, resume, force, data_dir, epochs, limit, lava_samples):
     """Train, quantise, export (netx), simulate bit-exactly and run on Lava.
 
     CONFIG defaults to examples/digits.yaml, which runs offline.
     """
     from pathlib import Path
 
-    from neurodeploy.config import ConfigError, load_config
-    from neurodeploy.pipeline import OutputDirError, run_pipeline
+    from neurodeploy.config import load_config
+    from neurodeploy.pipeline import run_pipeline
 
-    try:
-        cfg = load_config(config)
-        skip_lava = lava_samples == 0
-        cfg = cfg.with_overrides(**{"data.dir": data_dir, "train.epochs": epochs, "data.limit": limit,
-                                    "lava.samples": None if skip_lava else lava_samples,
-                                    "lava.enabled": False if skip_lava else None})
-    except ConfigError as e:
-        raise click.ClickException(str(e))
+    if resume and force:
+        raise click.UsageError("--resume continues a run and --force clears it: give one of them")
+    cfg = load_config(config)
+    skip_lava = lava_samples == 0
+    cfg = cfg.with_overrides(**{"data.dir": data_dir, "train.epochs": epochs, "data.limit": limit,
+                                "lava.samples": None if skip_lava else lava_samples,
+                                "lava.enabled": False if skip_lava else None})
     out = Path(out_dir) if out_dir else Path("runs") / cfg.name
-    from neurodeploy.errors import NeurodeployError
-    try:
-        run_pipeline(cfg, out, resume=resume, log=click.echo)
-    except NeurodeployError as e:  # one line, the exit code of its kind
-        err = click.ClickException(str(e))
-        err.exit_code = e.exit_code
-        raise err from None
-    except (OutputDirError, FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e))
+    run_pipeline(cfg, out, resume=resume, force=force, log=click.echo)

@@ -9,14 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from neurodeploy.errors import InputError
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 DEFAULT_CONFIG = EXAMPLES_DIR / "digits.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration file is missing, unparsable, or has a bad key or value."""
 
 
@@ -104,6 +105,9 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _sparse_needs_band(self):
+        if self.data.name == "digits" and self.data.dir is not None:
+            raise ValueError(f"data.dir: the digits dataset ships with scikit-learn and reads no "
+                             f"directory; remove data.dir (or --data-dir), got {self.data.dir!r}")
         if self.train.backward == "sparse" and self.model.surrogate.band is None:
             raise ValueError("train.backward: 'sparse' needs a truncated surrogate: set model.surrogate.band")
         if self.train.backward == "sparse" and self.model.batch_norm:
@@ -157,12 +161,9 @@ def parse_config(data: dict, source: str = "<dict>") -> RunConfig:
 
 def load_config(path=None) -> RunConfig:
     """Read and validate a YAML run configuration (default: examples/digits.yaml)."""
+    from neurodeploy.checks import read_config_mapping
+
     path = Path(path) if path is not None else DEFAULT_CONFIG
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    data = read_config_mapping(path)  # a mapping, or one ConfigError line (empty file included)
     data.setdefault("name", path.stem)
     return parse_config(data, source=str(path))

@@ -16,8 +16,10 @@ from typing import Dict, Iterable, Optional, Union
 
 import numpy as np
 
+from neurodeploy.errors import ChipUnreachableError, MissingDependencyError
 
-class LavaUnavailableError(RuntimeError):
+
+class LavaUnavailableError(MissingDependencyError):
     """lava-nc / lava-dl cannot be imported here (they need CPython 3.10)."""
 
 
@@ -188,7 +190,7 @@ def run_netx(
 
 
 # --- Loihi 2 hardware (Intel's lava-loihi extension) ---------------------------
-class LoihiUnavailableError(RuntimeError):
+class LoihiUnavailableError(ChipUnreachableError):
     """No Loihi 2 run is possible here: lava-loihi missing or no system reachable."""
 
 

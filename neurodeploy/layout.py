@@ -84,9 +84,12 @@ def check_samples(x: np.ndarray, network, what: str = "inputs", allow_single: bo
     netx = tuple(network.input_shape_netx)
     shape_torch = tuple(network.input_shape)
     if allow_single and x.ndim == len(netx) + 1 and tuple(x.shape[:-1]) == netx:
-        return x[None]
+        x = x[None]
     if x.ndim == len(netx) + 2 and tuple(x.shape[1:-1]) == netx:
-        return x
+        from neurodeploy.checks import check_values
+        if x.shape[0] < 1 or x.shape[-1] < 1:
+            raise InputError(f"{what}: shape {x.shape}; expected at least one sample and one time step")
+        return check_values(x, what)  # integers only, nothing rounded
     expected = f"(samples, {', '.join(map(str, netx))}, T)"
     hint = ""
     if netx != shape_torch and x.ndim == len(netx) + 2 and tuple(x.shape[1:-1]) == shape_torch:

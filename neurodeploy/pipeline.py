@@ -1,11 +1,13 @@
 """The whole path for one config: train -> quantise -> netx -> bit-accurate
 simulation -> Lava, with metrics, plots and a summary.
 
-``run_pipeline(config, out_dir)`` writes into ``out_dir``: ``config.yaml`` (resolved),
+``run_pipeline(config, out_dir)`` writes into ``out_dir``: ``run.json`` (run id, resolved
+configuration, data fingerprint: :mod:`neurodeploy.rundir`), ``config.yaml`` (resolved),
 ``checkpoints/``, ``model.net``, ``metrics.json``, ``training.png``, ``raster.png``.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -16,13 +18,15 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import yaml
 
+from neurodeploy.checks import OutputDirError  # noqa: F401 (re-exported)
+from neurodeploy.checks import atomic_write_bytes, atomic_write_text, check_output_dir
 from neurodeploy.config import RunConfig
 from neurodeploy.export.netx import write_netx
 from neurodeploy.export.quantize import quantize_model
 from neurodeploy.layout import encoded_to_netx
 from neurodeploy.network import Dense, Network
+from neurodeploy.rundir import CHECKPOINT_DIR, check_data, data_fingerprint, open_run_dir
 from neurodeploy.sim.samples import lava_outputs
 from neurodeploy.sim.samples import simulated_outputs as quantized_outputs
 from neurodeploy.train.layers import SpikingNetwork
@@ -34,21 +38,9 @@ DEPLOY_SAMPLES = 512  # encoded test samples written to test_data.npz
 EVAL_BATCH = 256  # test samples encoded and simulated at a time
 
 
-class OutputDirError(OSError):
-    """The output directory cannot be created or written."""
-
-
 def prepare_output_dir(out_dir: Path) -> Path:
     """Create ``out_dir`` and prove it is writable, before any work starts."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise OutputDirError(f"output directory {out_dir} is not writable: {e.strerror or e}") from None
-    return out_dir
+    return check_output_dir(Path(out_dir), "--out")
 
 
 def build_model(cfg: RunConfig, input_shape, num_classes: int) -> SpikingNetwork:
@@ -119,10 +111,13 @@ class PipelineResult:
     out_dir: Path
 
 
-def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
+def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = False,
                  log: Callable[[str], None] = print) -> PipelineResult:
-    out_dir = prepare_output_dir(Path(out_dir))
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+    """Run ``cfg`` into ``out_dir``. A non-empty ``out_dir`` needs ``resume`` (same
+    configuration and data, checkpoints of the same run) or ``force`` (cleared
+    first); see :mod:`neurodeploy.rundir`."""
+    out_dir = Path(out_dir)
+    record = open_run_dir(out_dir, cfg.resolved(), resume=resume, force=force, log=log)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.train.device == "auto" else cfg.train.device
@@ -132,6 +127,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
     t0 = time.perf_counter()
     train_set, test_set = load_dataset(data_spec(cfg))
     timings["data"] = time.perf_counter() - t0
+    record = check_data(out_dir, record, data_fingerprint(train_set, test_set))
     log(f"data: {cfg.data.name}, {len(train_set)} train / {len(test_set)} test samples, "
         f"input {tuple(train_set.input_shape)}, {cfg.data.steps} steps")
 
@@ -141,14 +137,14 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
         x, _ = next(iter(train_set.batches(cfg.train.batch_size, shuffle=True, seed=cfg.seed)))
         heights = tune_surrogate_heights(model, x)
         log("surrogate heights tuned per layer: " + ", ".join(f"{h:.3g}" for h in heights))
-    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir = out_dir / CHECKPOINT_DIR
     last_float = latest_checkpoint(ckpt_dir, "float") if resume else None
     float_done = int(last_float.stem.rsplit("_", 1)[-1]) if last_float is not None else 0
     t0 = time.perf_counter()
     history = fit(model, train_set, test_set, epochs=cfg.train.epochs, lr=cfg.train.lr,
                   batch_size=cfg.train.batch_size, seed=cfg.seed, logit_scale=cfg.train.logit_scale,
-                  checkpoint_dir=out_dir / "checkpoints",
-                  resume=resume, device=device, log=log)
+                  checkpoint_dir=ckpt_dir, resume=resume, device=device, log=log,
+                  run_id=record.run_id)
     timings["train"] = time.perf_counter() - t0
     model.cpu()
     float_acc = evaluate(model, test_set)
@@ -182,7 +178,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
                       lr=cfg.train.hardware_aware_lr, batch_size=cfg.train.batch_size,
                       seed=cfg.seed + 10_000, logit_scale=cfg.train.logit_scale,
                       checkpoint_dir=ckpt_dir, resume=hw_resume, device="cpu",
-                      phase="hardware", history=history, log=log)
+                      phase="hardware", history=history, log=log, run_id=record.run_id)
         timings["hardware_aware_train"] = time.perf_counter() - t0
         cotrained_acc = evaluate(model, test_set)  # the chip-exact training forward
         sync_learned_neurons(model)  # learned threshold/decays (if any) into what the exporter reads
@@ -196,8 +192,8 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
     # encoded test samples in the Lava port's order, for `neurodeploy deploy/bundle --data`
     keep = np.arange(min(len(test_set), DEPLOY_SAMPLES))
     first_samples = test_samples(network, keep)
-    np.savez_compressed(out_dir / "test_data.npz", inputs=first_samples.astype(np.int16),
-                        labels=labels[keep])
+    atomic_write_bytes(out_dir / "test_data.npz", npz_bytes(inputs=first_samples.astype(np.int16),
+                                                            labels=labels[keep]))
 
     metrics = {
         "name": cfg.name,
@@ -245,9 +241,9 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
                 train_out = training_forward_outputs(model, test_set, n)
                 metrics["agreement"]["lava_vs_training_forward"] = float(np.mean(
                     [np.array_equal(a, b) for a, b in zip(train_out, l_out)]))
-            np.savez_compressed(out_dir / "lava_output.npz", spikes=l_out.astype(np.uint8))
+            atomic_write_bytes(out_dir / "lava_output.npz", npz_bytes(spikes=l_out.astype(np.uint8)))
 
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     try:
         from neurodeploy import plots
         plots.training_curve(history, out_dir / "training.png")
@@ -256,6 +252,13 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
         log(f"plots: failed ({e})")
     log(summary(metrics, out_dir))
     return PipelineResult(metrics, out_dir)
+
+
+def npz_bytes(**arrays) -> bytes:
+    """A compressed .npz archive in memory (written atomically by the caller)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
 
 
 def summary(m: dict, out_dir: Path) -> str:

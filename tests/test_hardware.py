@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from neurodeploy import lava_adapter
 from neurodeploy.cli import main
+from neurodeploy.errors import OutputError
 from neurodeploy.export.netx import write_netx
 from neurodeploy.hardware import deploy as dep
 from neurodeploy.hardware.bundle import BundleError, sha256, verify_bundle, write_bundle
@@ -437,14 +438,14 @@ def test_bundle_contents_and_checksums(small_model, tmp_path, loihi2):
         np.testing.assert_array_equal(d["inputs"], x)
         np.testing.assert_array_equal(d["labels"], labels)
     assert verify_bundle(out).ok
-    with pytest.raises(BundleError, match="not empty"):
+    with pytest.raises(OutputError, match="not empty .*--force"):
         write_bundle(path, out)
     assert write_bundle(path, out, steps=7, overwrite=True) == out  # replaces a bundle
     assert not (out / "inputs.npz").exists()
     other = tmp_path / "notabundle"
     other.mkdir()
     (other / "precious.txt").write_text("keep")
-    with pytest.raises(BundleError, match="not a bundle"):
+    with pytest.raises(OutputError, match="not a bundle"):
         write_bundle(path, other, overwrite=True)
     assert (other / "precious.txt").exists()
 
@@ -462,7 +463,7 @@ def test_verify_bundle_detects_changes_and_missing_files(small_model, tmp_path):
     with pytest.raises(BundleError, match="verification failed"):
         verify_bundle(out, strict=True)
     res = CliRunner().invoke(main, ["bundle", "--verify", str(out)])
-    assert res.exit_code == 1 and "model.net" in res.output
+    assert res.exit_code == 2 and "model.net" in res.output
 
 
 def test_bundle_run_script_checks_itself_without_neurodeploy(small_model, tmp_path):

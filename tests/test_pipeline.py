@@ -201,7 +201,7 @@ def test_resume_from_a_checkpoint_of_another_model_is_a_clear_error(tmp_path):
     fit(build_model(cfg, train.input_shape, 10), train, test, epochs=1, lr=0.01, batch_size=32, seed=0,
         checkpoint_dir=ck, log=lambda s: None)
     other = build_model(parse_config(dict(TINY, model={"hidden": [7]})), train.input_shape, 10)
-    with pytest.raises(ValueError, match="cannot resume from .*float_epoch_001.pt"):
+    with pytest.raises(OutputDirError, match="cannot resume from .*float_epoch_001.pt"):
         fit(other, train, test, epochs=2, lr=0.01, batch_size=32, seed=0, checkpoint_dir=ck,
             resume=True, log=lambda s: None)
 

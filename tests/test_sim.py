@@ -405,12 +405,12 @@ def test_validate_cli_errors_name_the_problem(tmp_path):
     run = lambda *a: CliRunner().invoke(main, ["validate", str(tmp_path / "n.net"), *a,  # noqa: E731
                                                "--lava-samples", "0", "--metrics", str(tmp_path / "m.json")])
     r = run("--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"))
-    assert r.exit_code == 1 and "(samples, 6, T)" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "(samples, 6, T)" in r.output and "Traceback" not in r.output
     r = run("--input", str(tmp_path / "junk.npy"), "--labels", str(tmp_path / "y.npy"))
-    assert r.exit_code == 1 and "--input" in r.output and "junk.npy" in r.output
+    assert r.exit_code == 2 and "--input" in r.output and "junk.npy" in r.output
     np.save(tmp_path / "x.npy", np.zeros((4, 6, 9), np.int8))
     r = run("--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--steps", "20")
-    assert r.exit_code == 1 and "raw timeline" in r.output
+    assert r.exit_code == 2 and "raw timeline" in r.output
     r = run("--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"))
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "m.json").read_text())["samples"]["sim"] == 4

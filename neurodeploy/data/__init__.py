@@ -33,6 +33,8 @@ from typing import Callable, Iterator, Optional, Tuple
 
 import numpy as np
 
+from neurodeploy.errors import InputError
+
 DATASETS = ("digits", "fashion_mnist", "nmnist", "shd")
 ENCODINGS = ("rate", "latency")
 POLARITY = ("split", "merge")
@@ -40,7 +42,7 @@ POLARITY = ("split", "merge")
 TRAIN, TEST = 0, 1  # the `split` number in the per-sample random stream
 
 
-class DatasetError(FileNotFoundError):
+class DatasetError(InputError, FileNotFoundError):
     """A dataset directory or file is missing or malformed (the message names the file,
     what was expected and where the dataset is published)."""
 

@@ -16,6 +16,8 @@ Only the labels are kept in memory; each batch opens the file and reads its samp
 """
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +58,23 @@ def _open(path: Path):
                            f"{_hint()}") from None
 
 
+@contextlib.contextmanager
+def _readable(path: Path):
+    """A damaged file (truncated, flipped bytes, a dataset of the wrong kind) fails
+    deep inside h5py or numpy: one DatasetError naming the file instead."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DatasetError(f"{path}: damaged or not {TITLE}'s layout ({type(e).__name__}: {msg}). "
+                           f"{_hint()}") from None
+
+
 def read_labels(path: Path) -> np.ndarray:
     """Check the file's layout and return its labels (int64)."""
-    with _open(path) as f:
+    with _readable(path), _open(path) as f:
         missing = [k for k in REQUIRED if k not in f]
         if missing:
             raise DatasetError(f"{path}: missing dataset{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
@@ -76,7 +92,7 @@ def read_labels(path: Path) -> np.ndarray:
 
 def read_samples(path: Path, indices):
     """[(times in s float64, units int64)] for the samples at ``indices`` (file order)."""
-    with _open(path) as f:
+    with _readable(path), _open(path) as f:
         times, units = f["spikes/times"], f["spikes/units"]
         out = []
         for i in indices:

@@ -29,12 +29,16 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from neurodeploy.errors import InputError, OutputError
+
 MANIFEST = "manifest.json"
+#: files run.py writes into the bundle directory (allowed next to the listed ones)
+RUN_OUTPUTS = ("results.json", "output_spikes.npy")
 BUNDLE_FORMAT = 1
 VERSIONED_PACKAGES = ("neurodeploy", "numpy", "h5py", "torch", "lava-nc", "lava-dl", "lava-loihi")
 
 
-class BundleError(ValueError):
+class BundleError(InputError):
     """A bundle cannot be written, or fails verification (the message names the file)."""
 
 
@@ -96,33 +100,37 @@ def write_bundle(net_path: os.PathLike, out_dir: os.PathLike, steps: Optional[in
     """
     from neurodeploy.export.netx import read_netx
 
+    from neurodeploy.checks import OutputDirError, check_labels
+
     net_path, out = Path(net_path), Path(out_dir)
     network = read_netx(net_path)  # validates the file before anything is written
+    if inputs is not None:  # integers only, nothing rounded: neurodeploy.checks
+        from neurodeploy.layout import check_samples
+        inputs = check_samples(inputs, network, "bundle inputs", allow_single=False)
+        labels = check_labels(labels, inputs.shape[0], int(np.prod(network.output_shape)), "labels")
+    if steps is not None and int(steps) < 1:
+        raise BundleError(f"steps: expected >= 1, got {steps}")
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"{out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise BundleError(f"{out}: directory exists and is not empty (use overwrite)")
+            raise OutputDirError(f"{out}: directory exists and is not empty (use --force to replace a bundle)")
         if not (out / MANIFEST).exists():
-            raise BundleError(f"{out}: not empty and not a bundle (no {MANIFEST}); refusing to replace it")
+            raise OutputDirError(f"{out}: not empty and not a bundle (no {MANIFEST}); refusing to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    if inputs is not None:
-        from neurodeploy.layout import check_samples
-        try:
-            inputs = check_samples(inputs, network, "bundle inputs", allow_single=False)
-        except ValueError as e:
-            raise BundleError(str(e)) from None
     if steps is None:
         steps = int(inputs.shape[-1]) if inputs is not None else 100
     shutil.copyfile(net_path, out / "model.net")
     kind = "spikes"
-    if inputs is not None and (inputs.min() < 0 or inputs.max() > 1):
+    if inputs is not None and (int(inputs.min()) < 0 or int(inputs.max()) > 1):
         kind = "graded"
     (out / "encoding.json").write_text(json.dumps(input_encoding(network, steps, kind=kind, extra=encoding),
                                                   indent=2) + "\n")
     if inputs is not None:
         arrays = {"inputs": inputs.astype(np.int32)}
         if labels is not None:
-            arrays["labels"] = np.asarray(labels).astype(np.int64)
+            arrays["labels"] = labels
         np.savez_compressed(out / "inputs.npz", **arrays)
     (out / "run.py").write_text(RUN_PY)
     (out / "run.sh").write_text(RUN_SH)
@@ -171,15 +179,24 @@ def verify_bundle(bundle_dir: os.PathLike, strict: bool = False) -> BundleCheck:
     else:
         try:
             files = json.loads(mf.read_text())["files"]
-        except (ValueError, KeyError, TypeError) as e:
-            problems.append(f"{mf}: unreadable manifest ({e})")
+            if not isinstance(files, dict) or not all(isinstance(e, dict) for e in files.values()):
+                raise TypeError("'files' is not a mapping of file entries")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            problems.append(f"{mf}: unreadable manifest ({type(e).__name__}: {e})")
             files = {}
     for required in ("model.net", "encoding.json", "run.py", "run.sh"):
         if files and required not in files:
             problems.append(f"{mf}: required file {required} is not listed")
+    if files:
+        listed = set(files) | {MANIFEST} | set(RUN_OUTPUTS)
+        for extra in sorted(p.name for p in d.iterdir() if p.name not in listed):
+            problems.append(f"{d / extra}: not listed in the manifest (a bundle holds only its listed files)")
     for name, entry in files.items():
         p = d / name
-        if not p.exists():
+        if Path(name).name != name or name in (".", ".."):
+            problems.append(f"{mf}: entry {name!r} is not a file name in the bundle directory")
+            continue
+        if not p.is_file():
             problems.append(f"{p}: listed in the manifest but missing")
             continue
         if p.stat().st_size != entry.get("bytes"):
@@ -219,7 +236,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:
+    sys.exit("run.py: numpy is not installed for %s; install it (python3 -m pip install numpy) "
+             "or set PYTHON to an interpreter that has numpy and Lava" % sys.executable)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -233,10 +254,17 @@ def sha256(path):
 
 
 def verify():
-    with open(os.path.join(HERE, "manifest.json")) as f:
-        files = json.load(f)["files"]
-    bad = [n for n, e in files.items()
-           if not os.path.exists(os.path.join(HERE, n)) or sha256(os.path.join(HERE, n)) != e["sha256"]]
+    path = os.path.join(HERE, "manifest.json")
+    try:
+        with open(path) as f:
+            files = json.load(f)["files"]
+        entries = [(n, e["sha256"]) for n, e in files.items()]
+    except OSError as e:
+        sys.exit("bundle check failed: %s: %s; copy the whole bundle directory" % (path, e.strerror or e))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        sys.exit("bundle check failed: %s: not a bundle manifest (%s: %s)" % (path, type(e).__name__, e))
+    bad = [n for n, h in entries
+           if not os.path.isfile(os.path.join(HERE, n)) or sha256(os.path.join(HERE, n)) != h]
     if bad:
         sys.exit("bundle check failed (missing or changed): " + ", ".join(bad))
     return len(files)
@@ -293,8 +321,16 @@ def main():
                          else None)
     t = int(enc["steps_per_sample"])
     if data:
-        d = np.load(data)
-        x, labels = d["inputs"], (d["labels"] if "labels" in d else None)
+        try:
+            with np.load(data, allow_pickle=False) as d:
+                x, labels = d["inputs"], (d["labels"] if "labels" in d else None)
+        except Exception as e:
+            sys.exit("--data %s: not an .npz with 'inputs' (samples, *shape, T) and optional 'labels' "
+                     "(%s: %s)" % (data, type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
+        if x.dtype.kind not in "biu" or x.ndim != len(enc["input_shape_torch"]) + 2 \
+                or list(x.shape[1:-1]) != list(enc["input_shape_torch"]) or x.shape[0] < 1:
+            sys.exit("--data %s: inputs %s %s; expected integers of shape (samples >= 1, %s, T)"
+                     % (data, x.dtype, x.shape, ", ".join(map(str, enc["input_shape_torch"]))))
     else:
         x, labels = np.zeros([1] + list(enc["input_shape_netx"]) + [t], dtype=np.int32), None
         print("no --data: running one all-zero sample of %d steps (timing only)" % t)
@@ -315,9 +351,12 @@ def main():
         why = connect(args)
         if why:
             sys.exit("no Loihi 2 chip is reachable: %s. Re-run with --sim for Lava's CPU models." % why)
-    from lava.lib.dl import netx
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.proc import io
+    try:
+        from lava.lib.dl import netx
+        from lava.magma.core.run_conditions import RunSteps
+        from lava.proc import io
+    except ImportError as e:
+        sys.exit("Lava is not importable here (%s); install lava-nc 0.10 and lava-dl 0.6 (CPython 3.10)" % e)
     net = netx.hdf5.Network(net_config=os.path.join(HERE, "model.net"), reset_interval=int(enc["reset_interval"]))
     target = net.layers[0].neuron.a_in if type(net.layers[0]).__name__ == "Input" else net.inp
     source = io.source.RingBuffer(data=stream)

@@ -8,22 +8,28 @@ from typing import Optional
 
 import click
 
-from neurodeploy.hardware.config import HardwareConfigError
+from neurodeploy import checks
+from neurodeploy.errors import DoesNotFitError, InputError
 from neurodeploy.hardware.mapper import MappingError
-
-EXIT_DOES_NOT_FIT = 4  # (click uses 2 for usage errors)
-EXIT_NO_CHIP = 3
-
-
-class _Fail(click.ClickException):
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.exit_code = code
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    checks.atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def _samples(path: Path, network, samples: Optional[int], option: str = "--data"):
+    """Inputs (netx order, :mod:`neurodeploy.layout`) and labels of an .npz, checked
+    against ``network``."""
+    from neurodeploy.layout import check_samples
+
+    x, labels = checks.load_samples(path, option)
+    x = check_samples(x, network, f"{option} {path}: inputs", allow_single=False)
+    labels = checks.check_labels(labels, x.shape[0], checks.num_classes(network), f"{option} {path}: labels")
+    return checks.first_samples(x, labels, samples)
+
+
+def _does_not_fit(model, target: str, e: MappingError) -> DoesNotFitError:
+    return DoesNotFitError(f"{model}: does not fit {target}: {e}")
 
 
 @click.command("map")
@@ -34,35 +40,25 @@ def _write_json(path: Path, data: dict) -> None:
               help="where to write the JSON report [default: MODEL's folder, <model>.<hw>.mapping.json]")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="npz with inputs (samples, *input_shape, T): simulate them for synaptic ops and an energy estimate")
-@click.option("--samples", type=int, default=16, show_default=True, help="samples of --data to simulate")
+@click.option("--samples", type=int, default=16, show_default=True, help="samples of --data to simulate (>= 1)")
 @click.option("--nonzero-only", is_flag=True, help="count only nonzero dense weights as stored synapses")
 def map_command(model: Path, hw: str, json_path: Optional[Path], data: Optional[Path], samples: int,
                 nonzero_only: bool):
     """Map MODEL.net onto a hardware target: per-layer cores, memory, axons, fit."""
-    from neurodeploy.export.netx import read_netx
     from neurodeploy.hardware.config import load_hardware_config
-    from neurodeploy.hardware.deploy import load_samples
     from neurodeploy.hardware.mapper import estimate_activity, map_network, spikes_from_simulation
 
-    try:
-        config = load_hardware_config(hw)
-    except HardwareConfigError as e:
-        raise _Fail(str(e))
-    try:
-        network = read_netx(model)
-    except ValueError as e:  # NetxFormatError, BitWidthError: one line naming the file
-        raise _Fail(str(e), 2)
+    checks.check_sample_count(samples)
+    config = load_hardware_config(hw)
+    network = checks.load_network(model)
+    out = json_path or model.with_name(f"{model.stem}.{config.name}.mapping.json")
+    checks.check_output_file(out, "--json")
+    x = None if data is None else _samples(data, network, samples)[0]
     try:
         report = map_network(network, config, count_zero_weights=not nonzero_only)
     except MappingError as e:
-        raise _Fail(f"{model}: does not fit {config.name}: {e}", EXIT_DOES_NOT_FIT)
-    if data is not None:
-        from neurodeploy.layout import check_samples
-        x, _ = load_samples(data)
-        try:
-            x = check_samples(x, network, f"{data}: inputs")[:samples]
-        except ValueError as e:
-            raise _Fail(str(e), 2)
+        raise _does_not_fit(model, config.name, e) from None
+    if x is not None:
         try:
             spikes = spikes_from_simulation(network, x)
         except NotImplementedError as e:
@@ -72,7 +68,6 @@ def map_command(model: Path, hw: str, json_path: Optional[Path], data: Optional[
                 network, config, spikes, steps=x.shape[-1], samples=x.shape[0],
                 count_zero_weights=not nonzero_only))
     click.echo(report.table())
-    out = json_path or model.with_name(f"{model.stem}.{config.name}.mapping.json")
     d = report.to_dict()
     d["config"] = config.to_dict()
     _write_json(out, d)
@@ -83,7 +78,7 @@ def map_command(model: Path, hw: str, json_path: Optional[Path], data: Optional[
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="npz with inputs (samples, *input_shape, T) and optional labels (samples,)")
-@click.option("--samples", type=int, default=None, help="use only the first N samples of --data")
+@click.option("--samples", type=int, default=None, help="use only the first N (>= 1) samples of --data")
 @click.option("--partition", default=None, help="SLURM partition (default: $PARTITION)")
 @click.option("--board", default=None, help="SLURM board (default: $BOARD)")
 @click.option("--host", default=None, help="Ethernet host of a Loihi 2 system (default: $NXSDKHOST)")
@@ -96,28 +91,28 @@ def map_command(model: Path, hw: str, json_path: Optional[Path], data: Optional[
 def deploy_command(model: Path, data: Optional[Path], samples: Optional[int], partition, board, host,
                    loihi_gen, hw: str, fallback: Optional[str], json_path: Optional[Path]):
     """Run MODEL.net on Loihi 2 (lava-loihi), or explain why no chip is reachable."""
-    from neurodeploy.hardware.deploy import ChipUnavailableError, deploy, detect_loihi, load_samples
+    from neurodeploy.hardware.deploy import ChipUnavailableError, deploy, detect_loihi
 
+    checks.check_sample_count(samples)
+    network = checks.load_network(model)
+    if json_path is not None:
+        checks.check_output_file(json_path, "--json")
+    x = labels = None
+    if data is not None:
+        x, labels = _samples(data, network, samples)
     availability = detect_loihi(partition=partition, board=board, host=host, loihi_gen=loihi_gen)
     if availability.reachable:
         click.echo(availability.message)
     if data is None:
         if not availability.reachable:
-            raise _Fail("nothing deployed: " + availability.message
-                        + (" (--fallback sim needs --data)" if fallback else ""), EXIT_NO_CHIP)
-        raise _Fail("a Loihi 2 system is reachable; give --data inputs.npz to run samples on it")
-    x, labels = load_samples(data)
-    if samples is not None:
-        x = x[:samples]
-        labels = None if labels is None else labels[:samples]
+            raise ChipUnavailableError("nothing deployed: " + availability.message
+                                       + (" (--fallback sim needs --data)" if fallback else ""))
+        raise InputError("--data: missing; a Loihi 2 system is reachable: give --data inputs.npz to run "
+                         "samples on it")
     try:
         result = deploy(model, x, labels, fallback=fallback, availability=availability, hw_config=hw)
     except MappingError as e:
-        raise _Fail(f"{model}: does not fit {hw}: {e}", EXIT_DOES_NOT_FIT)
-    except ChipUnavailableError as e:
-        raise _Fail(str(e), EXIT_NO_CHIP)
-    except ValueError as e:  # an unreadable file, samples of the wrong shape or order
-        raise _Fail(str(e), 2)
+        raise _does_not_fit(model, hw, e) from None
     for k, v in result.to_dict().items():
         if v is not None and v != []:
             click.echo(f"{k}: {v}")
@@ -132,11 +127,13 @@ def deploy_command(model: Path, data: Optional[Path], samples: Optional[int], pa
               help="bundle directory to write [default: <model>_bundle next to MODEL]")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="npz with inputs/labels to include as inputs.npz")
-@click.option("--samples", type=int, default=None, help="include only the first N samples of --data")
+@click.option("--samples", type=int, default=None, help="include only the first N (>= 1) samples of --data")
 @click.option("--steps", type=int, default=None, help="time steps per sample (default: the data's T, else 100)")
 @click.option("--encoding", "encoding_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="JSON with extra input-encoding fields (e.g. the pipeline's encoder)")
-@click.option("--hw", "hw", default=None, help="also map onto this hardware config and record it in the manifest")
+@click.option("--hw", "hw", default="loihi2", show_default=True,
+              help="map onto this hardware config first (refused if the network does not fit, "
+                   "e.g. weights Lava would clip) and record the mapping in the manifest")
 @click.option("--force", is_flag=True, help="replace an existing non-empty bundle directory")
 @click.option("--verify", "verify_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="verify an existing bundle's checksums instead of writing one")
@@ -145,39 +142,41 @@ def bundle_command(model: Optional[Path], out: Optional[Path], data: Optional[Pa
                    verify_dir: Optional[Path]):
     """Write a self-contained deployment directory for MODEL.net (run there with `sh run.sh`)."""
     from neurodeploy.hardware.bundle import BundleError, verify_bundle, write_bundle
+    from neurodeploy.hardware.config import load_hardware_config
+    from neurodeploy.hardware.mapper import map_network
 
     if verify_dir is not None:
         check = verify_bundle(verify_dir)
         if not check.ok:
-            raise _Fail("bundle verification failed:\n  " + "\n  ".join(check.problems))
+            raise BundleError(f"{verify_dir}: bundle verification failed: " + "; ".join(check.problems))
         click.echo(f"{verify_dir}: {check.files} files match manifest.json")
         return
     if model is None:
         raise click.UsageError("give MODEL.net (or --verify DIR)")
+    checks.check_sample_count(samples)
+    if steps is not None and steps < 1:
+        raise InputError(f"--steps {steps}: expected >= 1")
+    network = checks.load_network(model)
+    out = out or model.with_name(f"{model.stem}_bundle")
+    checks.check_output_dir(out, "--out", create=False)
     x = labels = None
     if data is not None:
-        from neurodeploy.hardware.deploy import load_samples
-        x, labels = load_samples(data)
-        if samples is not None:
-            x = x[:samples]
-            labels = None if labels is None else labels[:samples]
-    hardware = None
-    if hw is not None:
-        from neurodeploy.export.netx import read_netx
-        from neurodeploy.hardware.config import load_hardware_config
-        from neurodeploy.hardware.mapper import map_network
-        try:
-            hardware = map_network(read_netx(model), load_hardware_config(hw)).to_dict()
-        except MappingError as e:
-            raise _Fail(f"{model}: does not fit {hw}: {e}", EXIT_DOES_NOT_FIT)
-    encoding = json.loads(encoding_path.read_text()) if encoding_path else None
-    out = out or model.with_name(f"{model.stem}_bundle")
+        x, labels = _samples(data, network, samples)
+    config = load_hardware_config(hw)
     try:
-        path = write_bundle(model, out, steps=steps, inputs=x, labels=labels, encoding=encoding,
-                            hardware=hardware, overwrite=force)
-    except BundleError as e:
-        raise _Fail(str(e))
-    except ValueError as e:  # an unreadable file
-        raise _Fail(str(e), 2)
+        hardware = map_network(network, config).to_dict()
+    except MappingError as e:
+        raise _does_not_fit(model, config.name, e) from None
+    encoding = None
+    if encoding_path is not None:
+        try:
+            encoding = json.loads(encoding_path.read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"--encoding {encoding_path}: not readable JSON ({e})") from None
+        if not isinstance(encoding, dict):
+            raise InputError(f"--encoding {encoding_path}: a JSON {type(encoding).__name__}; expected an "
+                             "object of extra encoding fields")
+    path = write_bundle(model, out, steps=steps, inputs=x, labels=labels, encoding=encoding,
+                        hardware=hardware, overwrite=force)
     check = verify_bundle(path, strict=True)
     click.echo(f"wrote {path} ({check.files} files, checksums verified); run it there with: sh run.sh")

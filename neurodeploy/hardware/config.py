@@ -15,12 +15,14 @@ from typing import Optional, Tuple, Union
 
 import yaml
 
+from neurodeploy.errors import InputError
+
 #: hw_configs/ at the repository root (the YAML files are data, not package code).
 HW_CONFIG_DIR = Path(__file__).resolve().parents[2] / "hw_configs"
 GENERATIONS = ("loihi1", "loihi2")
 
 
-class HardwareConfigError(ValueError):
+class HardwareConfigError(InputError):
     """A hardware config file is missing, malformed, or has a bad value (the message
     names the file and key)."""
 

@@ -19,12 +19,13 @@ import numpy as np
 
 # bit-accurate outputs of independent samples, laid out on Lava's timeline as on the chip
 from neurodeploy.sim.samples import simulated_outputs
+from neurodeploy.errors import ChipUnreachableError, InputError
 
 DEFAULT_LOIHI_GEN = "N3B3"  # lava.utils.loihi: most INRC Loihi 2 systems are N3B3
 LOIHI_GENS = ("N2A2", "N3B2", "N3B3", "N3C1", "N3D1")  # lava.utils.loihi.ChipGeneration
 
 
-class ChipUnavailableError(RuntimeError):
+class ChipUnavailableError(ChipUnreachableError):
     """No Loihi 2 system can be used here; the message says why."""
 
 
@@ -133,19 +134,14 @@ class DeployResult:
 
 def load_samples(path: os.PathLike) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """An ``.npz`` with ``inputs`` (samples, *input_shape, T) integer spikes or
-    graded values in netx (Lava port) order, and optional ``labels`` (samples,):
-    the layout of a pipeline's ``test_data.npz``."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file not found: {path}")
-    with np.load(path) as f:
-        if "inputs" not in f:
-            raise KeyError(f"{path}: no 'inputs' array (keys: {list(f.keys())}); expected inputs "
-                           "(samples, *input_shape, T) and optional labels (samples,)")
-        inputs = np.asarray(f["inputs"])
-        labels = np.asarray(f["labels"]) if "labels" in f else None
-    if labels is not None and labels.shape[0] != inputs.shape[0]:
-        raise ValueError(f"{path}: {labels.shape[0]} labels for {inputs.shape[0]} input samples")
+    graded values, and optional ``labels`` (samples,) (:func:`neurodeploy.checks.load_samples`;
+    a missing or malformed file is one :class:`~neurodeploy.errors.InputError` line)."""
+    from neurodeploy.checks import InputFileError, load_samples as _load
+
+    inputs, labels = _load(path)
+    if labels is not None and labels.shape[:1] != inputs.shape[:1]:
+        raise InputFileError(f"--data {path}: labels of shape {labels.shape} for inputs of shape "
+                             f"{inputs.shape}; expected one label per sample")
     return inputs, labels
 
 
@@ -170,6 +166,7 @@ def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarra
     (:class:`~neurodeploy.hardware.mapper.MappingError`) runs first, so a network
     that does not fit never reaches the chip.
     """
+    from neurodeploy.checks import check_labels
     from neurodeploy.export.netx import read_netx
     from neurodeploy.hardware.config import load_hardware_config
     from neurodeploy.hardware.mapper import map_network
@@ -177,10 +174,13 @@ def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarra
     from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
 
     if fallback not in (None, "sim"):
-        raise ValueError(f"fallback must be None or 'sim', got {fallback!r}")
+        raise InputError(f"--fallback: expected None or 'sim', got {fallback!r}")
     network = read_netx(net_path)
     map_network(network, load_hardware_config(hw_config))  # raises MappingError before any run
+    # integers only (nothing rounded), at least one sample: neurodeploy.checks
     x = check_samples(inputs, network, "deploy inputs").astype(np.int64)
+    if labels is not None:
+        labels = check_labels(labels, x.shape[0], int(np.prod(network.output_shape)), "labels")
     n, p, layers = x.shape[0], x.shape[-1], len(network.neuron_layers)
     availability = availability or detect_loihi(**target_options)
     if availability.reachable:

@@ -43,12 +43,13 @@ import numpy as np
 from neurodeploy import fixedpoint as fx
 from neurodeploy.hardware.config import HardwareConfig
 from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, holds_neurons
+from neurodeploy.errors import DoesNotFitError
 
 ESTIMATE_LABEL = ("ESTIMATE from the hardware config's published per-operation figures, not a "
                   "measurement")
 
 
-class MappingError(ValueError):
+class MappingError(DoesNotFitError):
     """The network does not fit the hardware target. ``layer`` is the block index
     (None for whole-network limits), ``limit`` the config key that is exceeded."""
 

@@ -2,7 +2,6 @@
 :func:`validate` they call (the pipeline calls it too)."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -12,7 +11,8 @@ import click
 import numpy as np
 from tqdm.auto import tqdm
 
-from neurodeploy.export.netx import read_netx
+from neurodeploy import checks
+from neurodeploy.errors import InputError
 from neurodeploy.layout import check_samples
 from neurodeploy.sim.samples import lava_outputs, simulated_outputs
 
@@ -32,7 +32,7 @@ TIMELINES = ("samples", "raw")
 
 def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: int = 4,
              steps: Optional[int] = None, batch_size: int = 256, metrics_path=None,
-             timeline: str = "samples") -> dict:
+             timeline: str = "samples", inputs_name: str = "inputs", labels_name: str = "labels") -> dict:
     """Run the whole test set on the simulator and the first ``lava_samples``
     samples on Lava (``Loihi2SimCfg(fixed_pt)``) -> metrics dict with
     ``accuracy.sim`` and ``agreement.sim_vs_lava`` (fraction of the Lava samples
@@ -44,19 +44,24 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
     pipeline and ``deploy`` evaluate (and, for networks trained here, how training
     sees them); the Lava samples run as one stream. "raw": each sample's T steps (``steps``, the input repeating)
     fed into a fresh network and its output as a Lava sink records it, one step later
-    per synapse. With ``metrics_path`` the result is merged into that JSON file."""
+    per synapse. With ``metrics_path`` the result is merged into that JSON file. Inputs
+    and labels are checked first (:mod:`neurodeploy.checks`: integers, shape, count, labels
+    in the output's classes); errors name ``inputs_name`` / ``labels_name``."""
     from neurodeploy.sim.simulator import simulate
 
     if timeline not in TIMELINES:
-        raise ValueError(f"timeline must be one of {TIMELINES}, got {timeline!r}")
+        raise InputError(f"--timeline: expected one of {TIMELINES}, got {timeline!r}")
     if timeline == "samples" and steps is not None:
-        raise ValueError("steps applies to the raw timeline (the samples timeline runs each "
+        raise InputError("--steps applies to the raw timeline (the samples timeline runs each "
                          "sample's own T steps)")
-    net = read_netx(model_path)
-    inputs = np.asarray(inputs)  # a memory map stays one: batches are read as they run
-    labels = np.asarray(labels).reshape(-1)
-    if inputs.shape[0] != labels.shape[0]:
-        raise ValueError(f"{inputs.shape[0]} input samples but {labels.shape[0]} labels")
+    if steps is not None and steps < 1:
+        raise InputError(f"--steps {steps}: expected >= 1")
+    net = checks.load_network(model_path)
+    # a memory map stays one: batches are read as they run
+    inputs = checks.check_inputs(inputs, net.input_shape, inputs_name, order="netx")
+    labels = checks.check_labels(labels, inputs.shape[0], checks.num_classes(net), labels_name)
+    if metrics_path is not None:
+        checks.check_output_file(metrics_path, "--metrics")
     n_lava = min(int(lava_samples), len(labels))
     preds, sim_out = [], []
     starts = range(0, inputs.shape[0], batch_size)
@@ -86,29 +91,32 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
         metrics["accuracy"]["lava"] = correct / n_lava
         metrics["samples"]["lava"] = n_lava
     if metrics_path is not None:
-        p = Path(metrics_path)
-        old = json.loads(p.read_text()) if p.exists() else {}
-        for k, v in metrics.items():
-            old.setdefault(k, {}).update(v) if isinstance(v, dict) else old.__setitem__(k, v)
-        p.write_text(json.dumps(old, indent=2))
+        _merge_metrics(Path(metrics_path), metrics)
     return metrics
 
 
-def _load_array(path, option: str, mmap: bool = False) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise click.ClickException(f"{option} {path}: not a readable .npy array ({e})") from None
+def _merge_metrics(path: Path, metrics: dict) -> None:
+    """Merge ``metrics`` into the JSON object at ``path`` (created if missing)."""
+    old = {}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"--metrics {path}: exists and is not readable JSON ({e}); expected a "
+                             "metrics file to merge into, or a new path") from None
+        if not isinstance(old, dict):
+            raise InputError(f"--metrics {path}: holds a JSON {type(old).__name__}; expected an object")
+    for k, v in metrics.items():
+        old.setdefault(k, {}).update(v) if isinstance(v, dict) else old.__setitem__(k, v)
+    checks.atomic_write_text(path, json.dumps(old, indent=2))
 
 
-@contextlib.contextmanager
-def _clear_errors():
-    """Bad files, shapes and parameters (ValueError and its kinds: netx format,
-    bit widths, simulator input) and unsupported blocks: one line, no traceback."""
-    try:
-        yield
-    except (ValueError, NotImplementedError) as e:
-        raise click.ClickException(str(e)) from None
+def _npz_bytes(**arrays) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
 
 
 @click.command("simulate")
@@ -133,25 +141,31 @@ def _clear_errors():
 def simulate_command(model, input_path, output_path, record, steps, bias_path, reset_interval,
                      reset_offset, skip_layers, input_message_bits):
     """Run MODEL.net on the bit-accurate simulator (same spikes as Lava fixed_pt)."""
-    from neurodeploy.sim.simulator import simulate
+    from neurodeploy.sim.simulator import SimulationInputError, simulate
 
     if input_path is None and bias_path is None:
         raise click.UsageError("give --input IN.npy, or --bias IMG.npy (with --steps) for a network "
                                "driven through its input layer's bias")
     if input_path is None and steps is None:
         raise click.UsageError("--bias without --input needs --steps (the number of time steps to run)")
-    with _clear_errors():
-        net = read_netx(model, skip_layers=skip_layers)
-        if input_message_bits is not None:
-            net = dataclasses.replace(net, input_message_bits=input_message_bits)
-        bias = None if bias_path is None else _load_array(bias_path, "--bias")
-        if input_path is not None:
-            x = _load_array(input_path, "--input")
-        else:  # no input stream: the bias is the only drive (zeros into the input layer)
-            x = np.zeros(tuple(net.input_shape_netx) + (1,), dtype=np.int8)
+    checks.check_output_file(output_path, "--output")
+    net = checks.load_network(model, skip_layers=skip_layers)
+    if input_message_bits is not None:
+        net = dataclasses.replace(net, input_message_bits=input_message_bits)
+    bias = None if bias_path is None else checks.load_array(bias_path, "--bias")
+    if input_path is not None:
+        x = checks.load_array(input_path, "--input")
+        checks.check_values(x, f"--input {input_path}")
+    else:  # no input stream: the bias is the only drive (zeros into the input layer)
+        x = np.zeros(tuple(net.input_shape_netx) + (1,), dtype=np.int8)
+    try:
         r = simulate(net, x, steps=steps, reset_interval=reset_interval, reset_offset=reset_offset,
                      record=record == "all", input_bias=bias, progress=True)
-    np.savez_compressed(output_path, spikes=r.spikes, **r.records)
+    except ValueError as e:  # the simulator's checks of the inputs against this network
+        if isinstance(e, InputError):
+            raise
+        raise SimulationInputError(f"{model}: {e}") from None
+    checks.atomic_write_bytes(output_path, _npz_bytes(spikes=r.spikes, **r.records))
     click.echo(f"wrote {output_path}: spikes {r.spikes.shape}, {int(np.count_nonzero(r.spikes))} nonzero")
 
 
@@ -167,13 +181,17 @@ def simulate_command(model, input_path, output_path, record, steps, bias_path, r
                    "sees it); raw: each sample's T steps into a fresh network, output as a Lava "
                    "sink records it.")
 @click.option("--steps", type=int, default=None, help="With --timeline raw: steps per sample.")
-@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False), default="metrics.json",
-              show_default=True)
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False), default=None,
+              help="Also merge the result into this JSON file (default: print it only).")
 def validate_command(model, input_path, labels_path, lava_samples, timeline, steps, metrics_path):
-    """Accuracy of MODEL.net on the simulator and its agreement with Lava."""
-    with _clear_errors():
-        # memory-mapped: the simulator reads one batch of a large test set at a time
-        m = validate(model, _load_array(input_path, "--input", mmap=True),
-                     _load_array(labels_path, "--labels"), lava_samples=lava_samples,
-                     steps=steps, metrics_path=metrics_path, timeline=timeline)
+    """Accuracy of MODEL.net on the simulator and its agreement with Lava.
+
+    The result is printed as JSON; with --metrics FILE it is also merged into FILE."""
+    if metrics_path is not None:
+        checks.check_output_file(metrics_path, "--metrics")
+    # memory-mapped: the simulator reads one batch of a large test set at a time
+    x = checks.load_array(input_path, "--input", mmap=True)
+    y = checks.load_array(labels_path, "--labels")
+    m = validate(model, x, y, lava_samples=lava_samples, steps=steps, metrics_path=metrics_path,
+                 timeline=timeline, inputs_name=f"--input {input_path}", labels_name=f"--labels {labels_path}")
     click.echo(json.dumps(m, indent=2))

@@ -51,6 +51,7 @@ from neurodeploy.layout import netx_shape
 from neurodeploy.network import (
     Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron,
 )
+from neurodeploy.errors import InputError
 
 #: Elements per chunk of the largest (steps x batch x neurons) buffer.
 CHUNK_ELEMENTS = 1 << 22
@@ -66,7 +67,7 @@ class LavaConvOverflowWarning(UserWarning):
     """A graded conv's sums leave int32, where Lava's Conv model stops being exact."""
 
 
-class SimulationInputError(ValueError):
+class SimulationInputError(InputError):
     """Inputs of the wrong shape, dtype or range for the network."""
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from neurodeploy.checks import OutputDirError
+
 
 @dataclass
 class History:
@@ -88,9 +90,13 @@ def _save(path: Path, state: dict) -> None:
 def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, seed: int,
         logit_scale: float = 1.0,
         checkpoint_dir: Path, resume: bool = False, device="cpu", phase: str = "float",
-        history: Optional[History] = None, log: Callable[[str], None] = print) -> History:
+        history: Optional[History] = None, log: Callable[[str], None] = print,
+        run_id: Optional[str] = None) -> History:
     """Train ``model`` for ``epochs`` epochs (continuing from the last checkpoint of
-    this ``phase`` when ``resume``). Returns the history (all phases so far)."""
+    this ``phase`` when ``resume``). Returns the history (all phases so far).
+
+    ``run_id``: written into every checkpoint; resuming from a checkpoint of
+    another run id is refused (:class:`~neurodeploy.checks.OutputDirError`)."""
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     history = history if history is not None else History()
@@ -100,13 +106,16 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
         ckpt = latest_checkpoint(checkpoint_dir, phase)
         if ckpt is not None:
             state = load_checkpoint(ckpt, device)
+            if run_id is not None and state.get("run_id") != run_id:
+                raise OutputDirError(f"{ckpt}: a checkpoint of another run (run id {state.get('run_id')}, "
+                                     f"this run {run_id}); use --force or another output directory")
             try:
                 model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
             except Exception as e:
-                raise ValueError(f"cannot resume from {ckpt}: it does not match this model or is "
-                                 f"damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                                 "use another output directory or run without --resume") from None
+                raise OutputDirError(f"cannot resume from {ckpt}: it does not match this model or is "
+                                     f"damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                                     "use another output directory or run without --resume") from None
             history.__dict__.update(state["history"])
             start = state["epoch"]
             log(f"resumed {phase} training from {ckpt.name} (epoch {start}/{epochs})")
@@ -144,7 +153,7 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
         history.active_fraction.append(active)
         _save(checkpoint_dir / f"{phase}_epoch_{epoch + 1:03d}.pt",
               {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-               "epoch": epoch + 1, "history": history.as_dict()})
+               "epoch": epoch + 1, "history": history.as_dict(), "run_id": run_id})
         log(f"{phase} epoch {epoch + 1}/{epochs}: loss {history.loss[-1]:.4f} "
             f"train {history.train_accuracy[-1]:.3f} test {test_acc:.3f} "
             + (f"active {100 * active:.1f} % " if active is not None else "")
