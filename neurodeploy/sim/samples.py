@@ -97,6 +97,8 @@ def lava_outputs(net_path, network, samples: np.ndarray) -> np.ndarray:
     n, p = samples.shape[0], samples.shape[-1]
     layers = len(network.neuron_layers)
     if is_recurrent(network):
+        if n == 0:
+            return np.zeros((0, *network.output_shape, p))
         lat = output_latency(network)
         run = run_netx_blocks(net_path, block_stream(np.asarray(samples), lat), block_steps=p + lat)
         out = run.spikes.reshape(*run.spikes.shape[:-1], n, p + lat)[..., lat:]
