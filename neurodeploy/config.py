@@ -66,6 +66,8 @@ class ModelConfig(_Strict):
     conv: List[ConvConfig] = Field(default_factory=list)  # conv layers before the dense ones
     hidden: List[int] = Field(default_factory=lambda: [128])
     batch_norm: bool = False  # on input currents; folded at export (needs current_decay 1.0)
+    # every hidden dense layer recurrent: W_rec feeds its previous step's spikes back (netx dense_rec)
+    recurrent: bool = False
     neuron: NeuronConfig = NeuronConfig()
     surrogate: SurrogateConfig = SurrogateConfig()
 
@@ -115,6 +117,12 @@ class RunConfig(_Strict):
         if self.train.backward == "sparse" and self.model.conv:
             raise ValueError("train.backward: 'sparse' exists for dense CUBA-LIF layers only; "
                              "model.conv layers need backward 'dense'")
+        if self.model.recurrent and not self.model.hidden:
+            raise ValueError("model.recurrent: true makes the hidden dense layers recurrent; "
+                             "model.hidden lists none")
+        if self.model.recurrent and self.model.batch_norm:
+            raise ValueError("model.recurrent: recurrent layers cannot have batch norm "
+                             "(model.batch_norm: true); set one of them to false")
         if self.train.hardware_aware_epochs and self.model.conv:
             raise ValueError("train.hardware_aware_epochs: hardware-aware fine-tuning supports dense "
                              "layers only; set it to 0 with model.conv layers")

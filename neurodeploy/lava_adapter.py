@@ -189,6 +189,74 @@ def run_netx(
     return LavaRun(spikes=np.asarray(out), probes=probes)
 
 
+#: state Vars zeroed between blocks by :func:`run_netx_blocks`: the LIF neuron's
+#: current and voltage, every Dense synapse's buffered output (the 1-step delay)
+_NEURON_STATE = ("u", "v")
+_SYNAPSE_STATE = ("a_buff",)
+
+
+def _state_vars(net):
+    """Every state Var of a netx network built of CUBA (LIF) blocks and Dense / Conv
+    synapses: (name, Var). Raises ValueError for a block whose state is not known here
+    (sigma-delta, delayed or sparse synapses), rather than leave some state behind."""
+    found = []
+    for j, block in enumerate(net.layers):
+        neuron = getattr(block, "neuron", None)
+        if neuron is not None:
+            if type(neuron).__name__ not in ("LIF", "LIFReset"):
+                raise ValueError(f"layer {j}: fresh-state blocks support CUBA (LIF) neurons only, "
+                                 f"not {type(neuron).__name__}")
+            found += [(f"layer {j} neuron {v}", getattr(neuron, v)) for v in _NEURON_STATE]
+        for name in ("synapse", "synapse_rec"):
+            syn = getattr(block, name, None)
+            if syn is None:
+                continue
+            if type(syn).__name__ not in ("Dense", "Conv"):
+                raise ValueError(f"layer {j}: fresh-state blocks support Dense and Conv synapses "
+                                 f"only, not {type(syn).__name__}")
+            if type(syn).__name__ == "Dense":
+                found += [(f"layer {j} {name} {v}", getattr(syn, v)) for v in _SYNAPSE_STATE]
+            elif hasattr(syn, "a_buf"):  # Conv's output buffer
+                found.append((f"layer {j} {name} a_buf", syn.a_buf))
+    return found
+
+
+def run_netx_blocks(path: os.PathLike, stream: np.ndarray, block_steps: int) -> LavaRun:
+    """Run a netx network on Lava's bit-accurate CPU simulator in blocks of
+    ``block_steps`` steps, each block from a fresh state: the run pauses after every
+    block and sets every neuron's u and v and every synapse's buffered output to 0
+    (Lava ``Var.set``), which is the state the network is built with. One network
+    build for all blocks.
+
+    netx's ``reset_interval`` resets neurons only: a recurrent block's synapse (netx
+    ``dense_rec``) still delivers the last spikes before a reset into the first step
+    after it, so samples fed one after another with netx resets are not independent
+    on Lava. Fresh-state blocks are.
+
+    stream: (*input_shape_in_netx_order, T), T a multiple of ``block_steps``; a
+    RingBuffer sends ``stream[..., t - 1]`` at Lava step t (1-based). Returns the
+    output spikes (*out_shape, T) as the sink recorded them (step t at index t - 1).
+    """
+    netx, RunSteps, Loihi2SimCfg, io = _import_lava()
+    total = int(stream.shape[-1])
+    block_steps = int(block_steps)
+    if block_steps < 1 or total % block_steps:
+        raise ValueError(f"stream of {total} steps is not a whole number of {block_steps}-step blocks")
+    net, sink = _wire(netx, io, path, stream, total, None, 0)
+    state = _state_vars(net)
+    try:
+        cfg = Loihi2SimCfg(select_tag="fixed_pt")
+        for k in range(total // block_steps):
+            if k:
+                for _, var in state:
+                    var.set(np.zeros(var.shape))
+            net.run(condition=RunSteps(num_steps=block_steps), run_cfg=cfg)
+        out = sink.data.get()
+    finally:
+        net.stop()
+    return LavaRun(spikes=np.asarray(out), probes={})
+
+
 # --- Loihi 2 hardware (Intel's lava-loihi extension) ---------------------------
 class LoihiUnavailableError(ChipUnreachableError):
     """No Loihi 2 run is possible here: lava-loihi missing or no system reachable."""

@@ -56,6 +56,7 @@ def build_model(cfg: RunConfig, input_shape, num_classes: int) -> SpikingNetwork
         SurrogateParameters(s.scale, s.height, s.band),
         backward=cfg.train.backward,
         conv=[c.model_dump() for c in cfg.model.conv], batch_norm=cfg.model.batch_norm,
+        recurrent=cfg.model.recurrent,
     )
 
 

@@ -44,21 +44,30 @@ def _neuron(p, e: int) -> CubaNeuron:
     )
 
 
-def quantize_model(model, name: str = "network") -> Network:
-    """Quantise a :class:`neurodeploy.train.layers.SpikingNetwork` to a :class:`Network`:
-    conv blocks (batch norm folded into weights and bias), a flatten block, dense
-    blocks; no input layer (the input spikes feed the first block). The network's
-    ``input_shape`` is the model's ((C, H, W) with conv layers, else (features,));
-    the netx writer records it as a neuron-less input block."""
-    from neurodeploy.train.layers import CubaConv
+def quantize_model(model, name: str = "network", layers=None) -> Network:
+    """Quantise a trained model to a :class:`Network`: conv blocks (batch norm folded
+    into weights and bias), a flatten block, dense or dense_rec blocks; no input
+    layer (the input spikes feed the first block).
 
-    input_shape = model.input_shape if model.num_conv else (math.prod(model.input_shape),)
-    layers, exponents = [], []
-    for i, layer in enumerate(model.layers):
-        if i == model.num_conv and i > 0:
-            layers.append(Flatten(shape=model.layers[i - 1].output_shape))
+    ``model``: a :class:`neurodeploy.train.layers.SpikingNetwork`, or any
+    ``nn.Module`` holding neurodeploy layers (:class:`~neurodeploy.train.layers.CubaConv`,
+    :class:`~neurodeploy.train.layers.CubaDense`); ``layers``: their order, when it is
+    not the order of registration (see :func:`neurodeploy.train.layers.spiking_layers`).
+    A recurrent layer's W and W_rec share one exponent (netx derives one for the
+    concatenation) and are rounded together."""
+    from neurodeploy.train.layers import CubaConv, network_input_shape, spiking_layers
+
+    chain = spiking_layers(model, layers)
+    blocks, exponents = [], []
+    for i, layer in enumerate(chain):
+        if i > 0 and isinstance(chain[i - 1], CubaConv) and not isinstance(layer, CubaConv):
+            blocks.append(Flatten(shape=chain[i - 1].output_shape))
         w, b = layer.folded() if hasattr(layer, "folded") else (layer.weight.detach(), None)
         w = w.cpu().double().numpy()
+        w_rec = getattr(layer, "weight_rec", None)
+        n_in = w.shape[1]
+        if w_rec is not None:
+            w = np.hstack([w, w_rec.detach().cpu().double().numpy()])
         b = None if b is None else b.cpu().double().numpy()
         if not np.all(np.isfinite(w)) or (b is not None and not np.all(np.isfinite(b))):
             raise ValueError(f"layer {i}: weights or bias are not finite; cannot quantise")
@@ -66,10 +75,14 @@ def quantize_model(model, name: str = "network") -> Network:
         wq = fx.quantize_weights(w, e)
         bq = None if b is None else fx.quantize_bias(b, e)
         if isinstance(layer, CubaConv):
-            layers.append(Conv(weight=wq, neuron=_neuron(layer.neuron, e), shape=layer.output_shape,
+            blocks.append(Conv(weight=wq, neuron=_neuron(layer.neuron, e), shape=layer.output_shape,
                                stride=layer.stride, padding=layer.padding, bias=bq))
         else:
-            layers.append(Dense(weight=wq, neuron=_neuron(layer.neuron, e), bias=bq))
+            blocks.append(Dense(weight=wq[:, :n_in], neuron=_neuron(layer.neuron, e), bias=bq,
+                                weight_rec=None if w_rec is None else wq[:, n_in:]))
         exponents.append(e)
-    return Network(layers=tuple(layers), input_shape=input_shape, name=name,
+    input_shape = network_input_shape(chain)
+    if not isinstance(chain[0], CubaConv):
+        input_shape = (math.prod(input_shape),)
+    return Network(layers=tuple(blocks), input_shape=input_shape, name=name,
                    metadata={"weight_exponents": exponents})

@@ -13,6 +13,14 @@ freshly reset state, so every layer sees sample k in a window of its own, and th
 output layer (i = L - 1) emits sample k's step tau at sink index (k + 1) P + L - 1 + tau.
 This equals running each sample alone from a fresh state with no synaptic delays,
 which is what training does.
+
+Recurrent networks (a ``dense_rec`` block) are the exception on Lava: netx's reset
+zeroes the neurons only, and the recurrent synapse delivers a layer's spikes from
+the last step of sample k - 1 into the first step of sample k. For them
+:func:`lava_outputs` runs fresh-state blocks instead (:func:`block_stream`,
+``lava_adapter.run_netx_blocks``): sample k at block steps 0..P-1, the output
+window at steps ``lat .. lat + P - 1`` with ``lat`` the synapse hops from the input
+to the output layer, the whole network state zeroed between blocks.
 """
 from __future__ import annotations
 
@@ -59,13 +67,42 @@ def simulated_outputs(network, samples: np.ndarray, batch_size: int = 512) -> np
     return np.concatenate(outs) if outs else np.zeros((0, *network.output_shape, p))
 
 
+def is_recurrent(network) -> bool:
+    """True when a block of ``network`` has recurrent synapses (netx ``dense_rec``)."""
+    return any(getattr(b, "weight_rec", None) is not None for b in network.layers)
+
+
+def output_latency(network) -> int:
+    """Steps from an input frame entering the network to the output layer's spikes
+    for it: one per synapse (Dense / Conv, 1-step delay) on the way; an input layer
+    takes the frame on its own step."""
+    return len(network.neuron_layers) - int(network.has_input_layer)
+
+
+def block_stream(samples: np.ndarray, latency: int) -> np.ndarray:
+    """samples (N, *input_shape, P) -> stream (*input_shape, N (P + latency)): each
+    sample followed by ``latency`` zero steps, one fresh-state block per sample."""
+    n, p = samples.shape[0], samples.shape[-1]
+    pad = np.zeros((*samples.shape[:-1], latency), dtype=samples.dtype)
+    blocks = np.concatenate([samples, pad], axis=-1)
+    return np.moveaxis(blocks, 0, -2).reshape(*samples.shape[1:-1], n * (p + latency))
+
+
 def lava_outputs(net_path, network, samples: np.ndarray) -> np.ndarray:
     """The same on Lava (``Loihi2SimCfg(fixed_pt)``): all samples in one stream, one
-    network build, state reset between samples."""
-    from neurodeploy.lava_adapter import run_netx
+    network build, state reset between samples (recurrent networks: the whole state
+    zeroed between samples, see the module docstring)."""
+    from neurodeploy.lava_adapter import run_netx, run_netx_blocks
 
     n, p = samples.shape[0], samples.shape[-1]
     layers = len(network.neuron_layers)
+    if is_recurrent(network):
+        if n == 0:
+            return np.zeros((0, *network.output_shape, p))
+        lat = output_latency(network)
+        run = run_netx_blocks(net_path, block_stream(np.asarray(samples), lat), block_steps=p + lat)
+        out = run.spikes.reshape(*run.spikes.shape[:-1], n, p + lat)[..., lat:]
+        return np.moveaxis(out, -2, 0)
     run = run_netx(net_path, sample_stream(np.asarray(samples)), steps=stream_steps(n, p, layers),
                    reset_interval=p)
     return output_windows(run.spikes, n, p, layers)

@@ -7,7 +7,10 @@ input crosses exactly one surrogate derivative, so a layer's backward gain is
 proportional to the surrogate's height. :func:`tune_surrogate_heights` measures
 each layer's gain ||dL/d input|| / ||dL/d output|| for a random unit output
 gradient on a calibration batch at height 1, and sets the height to its inverse:
-every layer then passes gradients on with gain 1.
+every layer then passes gradients on with gain 1. In a recurrent layer
+(``CubaDense(recurrent=True)``) a path can cross the surrogate several times
+through ``W_rec``, so its gain grows faster than the height and the tuned gain
+is 1 only approximately.
 """
 from __future__ import annotations
 

@@ -61,16 +61,23 @@ def hardware_cuba_dense(layer, x: torch.Tensor) -> torch.Tensor:
     (:func:`~neurodeploy.train.layers.fold_batch_norm`, the exporter's fold),
     the bias quantised to its mantissa as the exporter does
     (:func:`neurodeploy.fixedpoint.quantize_bias`); the statistics stay fixed
-    while gamma, beta and W learn through the fold."""
+    while gamma, beta and W learn through the fold. A recurrent layer's W and W_rec
+    share one exponent and one sign mode (netx quantises their concatenation), and
+    its synaptic input at step t adds ``W_rec s[t-1]``."""
     from neurodeploy.train.layers import fold_batch_norm
 
     theta, alpha, beta = _neuron_tensors(layer)
     w, b = fold_batch_norm(layer.weight, layer.norm, differentiable=True)
+    w_rec = getattr(layer, "weight_rec", None)
+    n_in = w.shape[1]
+    if w_rec is not None:
+        w = torch.cat([w, w_rec], dim=1)
     e = layer_exponent(w.detach().cpu().double().numpy(), float(theta),
                        None if b is None else b.detach().cpu().double().numpy())
     scale = 2.0 ** e
     w64 = w.double()
     w_q = _straight_through(fx.quantize_weight_tensor(w64.detach(), e), w64 * scale)
+    w_q, w_rec_q = (w_q[:, :n_in], w_q[:, n_in:]) if w_rec is not None else (w_q, None)
     bias_q = None
     if b is not None:
         b64 = b.double()
@@ -93,12 +100,16 @@ def hardware_cuba_dense(layer, x: torch.Tensor) -> torch.Tensor:
     batch, steps, n = a.shape
     state = fx.cuba_initial_state((batch, n), dtype=torch.float64, device=x.device)
     u, v = state
+    s = a.new_zeros(batch, n)
     spikes = []
     bias_x64 = None if bias_q is None else fx.shift_left(bias_q, fx.BIAS_EXP)
     for t in range(steps):
-        exact = fx.cuba_subthreshold(a[:, t].detach(), fx.CubaState(u.detach(), v.detach()), params,
+        a_t = a[:, t]
+        if w_rec_q is not None:  # the previous step's own spikes, exact integers
+            a_t = a_t + fx.synaptic_input(w_rec_q, s)
+        exact = fx.cuba_subthreshold(a_t.detach(), fx.CubaState(u.detach(), v.detach()), params,
                                      None if bias_q is None else bias_q.detach())
-        u = _straight_through(exact.current, keep_u * u + fx.shift_left(a[:, t], fx.ACTIVATION_SHIFT))
+        u = _straight_through(exact.current, keep_u * u + fx.shift_left(a_t, fx.ACTIVATION_SHIFT))
         v = _straight_through(exact.voltage, keep_v * v + u + (0.0 if bias_x64 is None else bias_x64))
         s = SpikeFunction.apply((v - vth) / unit, layer.surrogate)
         v = v * (1.0 - s.detach())
@@ -106,14 +117,18 @@ def hardware_cuba_dense(layer, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(spikes, dim=1).to(x.dtype)
 
 
-def set_hardware_aware(model, enabled: bool = True, learn=()) -> None:
-    """Switch every layer of a SpikingNetwork to (or back from) the chip-exact forward.
+def set_hardware_aware(model, enabled: bool = True, learn=(), layers=None) -> None:
+    """Switch every neurodeploy layer of ``model`` (a SpikingNetwork or any module
+    holding them; ``layers``: as for :func:`neurodeploy.train.layers.spiking_layers`)
+    to (or back from) the chip-exact forward.
     ``learn``: any of 'threshold', 'decays' to train those neuron parameters too
     (register before building the optimiser). Disabling writes learned values back."""
+    from neurodeploy.train.layers import spiking_layers
+
     unknown = set(learn) - set(LEARNABLE)
     if unknown:
         raise ValueError(f"cannot learn {sorted(unknown)}; learnable: {LEARNABLE}")
-    for layer in model.layers:
+    for layer in spiking_layers(model, layers):
         if not hasattr(layer, "hardware_forward") or not hasattr(layer, "in_features"):
             raise NotImplementedError(f"hardware-aware training supports dense CUBA layers, not "
                                       f"{type(layer).__name__}")
@@ -128,13 +143,15 @@ def set_hardware_aware(model, enabled: bool = True, learn=()) -> None:
                 {k: torch.nn.Parameter(torch.tensor(float(v), device=layer.weight.device)) for k, v in values.items()})
         layer.hardware_forward = hardware_cuba_dense if enabled else None
     if not enabled:
-        sync_learned_neurons(model)
+        sync_learned_neurons(model, layers)
 
 
-def sync_learned_neurons(model) -> None:
+def sync_learned_neurons(model, layers=None) -> None:
     """Write learned threshold/decays (clamped to their ranges) into each layer's
     frozen neuron parameters, which the exporter quantises."""
-    for layer in model.layers:
+    from neurodeploy.train.layers import spiking_layers
+
+    for layer in spiking_layers(model, layers):
         if getattr(layer, "learned", None):
             theta, alpha, beta = (float(t) for t in _neuron_tensors(layer))
             layer.neuron = CubaFloatParameters(current_decay=alpha, voltage_decay=beta, threshold=theta)

@@ -33,11 +33,16 @@ class CubaDense(nn.Module):
     (neuron, step) pairs only; needs ``surrogate.band``).
     batch_norm: batch normalisation of the input currents over (batch, time) during
     training (Ledinauskas et al.); folded into weights and bias at export.
+    recurrent: add recurrent synapses ``weight_rec`` (out, out): the layer's own spikes
+    of the previous step enter with its input, ``u[t] = (1 - current_decay) u[t-1] +
+    W s_in[t] + W_rec s[t-1]``, as netx's ``dense_rec`` block runs on Lava (the
+    recurrent Dense synapse delivers a step's spikes on the next step). Exported
+    with one weight exponent for W and W_rec, as netx derives one for both.
     """
 
     def __init__(self, in_features: int, out_features: int, neuron: CubaFloatParameters,
                  surrogate: SurrogateParameters, backward: str = "dense",
-                 weight_scale: float = 1.0, batch_norm: bool = False):
+                 weight_scale: float = 1.0, batch_norm: bool = False, recurrent: bool = False):
         super().__init__()
         if backward not in BACKWARDS:
             raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
@@ -46,6 +51,13 @@ class CubaDense(nn.Module):
         self.backward = backward
         bound = weight_scale * math.sqrt(3.0 / in_features)
         self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
+        self.register_parameter("weight_rec", None)
+        if recurrent:
+            if batch_norm:
+                raise ValueError("a recurrent layer cannot have batch norm: the norm of the input "
+                                 "currents would leave the recurrent input unnormalised")
+            rec_bound = weight_scale * math.sqrt(3.0 / out_features)
+            self.weight_rec = nn.Parameter(torch.empty(out_features, out_features).uniform_(-rec_bound, rec_bound))
         self.hardware_forward = None  # set by hardware-aware training
         self.norm = None
         #: sparse backward: active and all (sample, step, neuron) entries seen in training
@@ -65,13 +77,18 @@ class CubaDense(nn.Module):
     def out_features(self) -> int:
         return self.weight.shape[0]
 
+    @property
+    def recurrent(self) -> bool:
+        return self.weight_rec is not None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hardware_forward is not None:
             return self.hardware_forward(self, x)
-        if self.backward == "sparse":
+        if self.backward == "sparse" or self.weight_rec is not None:
             from neurodeploy.train.sparse import cuba_layer
-            return cuba_layer(x, self.weight, None, self.neuron, self.surrogate, backward="sparse",
-                              stats=self.active_counts if self.training else None)
+            return cuba_layer(x, self.weight, None, self.neuron, self.surrogate, weight_rec=self.weight_rec,
+                              backward=self.backward,
+                              stats=self.active_counts if self.training and self.backward == "sparse" else None)
         current = x @ self.weight.T
         if self.norm is not None:
             b, t, n = current.shape
@@ -147,11 +164,14 @@ class SpikingNetwork(nn.Module):
     conv: a list of dicts with ``channels``, ``kernel``, ``stride``, ``padding``
     (input_shape must then be (C, H, W)); conv outputs are flattened in torch's
     (C, H, W) order before the dense layers, as netx's flatten block does.
+    recurrent: every hidden dense layer is recurrent (``CubaDense(recurrent=True)``);
+    the output layer stays feed-forward.
     """
 
     def __init__(self, input_shape: Sequence[int], hidden: Sequence[int], num_classes: int,
                  neuron: CubaFloatParameters, surrogate: SurrogateParameters,
-                 backward: str = "dense", conv: Sequence[dict] = (), batch_norm: bool = False):
+                 backward: str = "dense", conv: Sequence[dict] = (), batch_norm: bool = False,
+                 recurrent: bool = False):
         super().__init__()
         self.input_shape = tuple(int(s) for s in input_shape)
         layers: List[nn.Module] = []
@@ -172,7 +192,7 @@ class SpikingNetwork(nn.Module):
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             last = i == len(sizes) - 2
             layers.append(CubaDense(a, b, neuron, surrogate, backward,
-                                    batch_norm=batch_norm and not last))
+                                    batch_norm=batch_norm and not last, recurrent=recurrent and not last))
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
@@ -188,3 +208,52 @@ class SpikingNetwork(nn.Module):
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Output spike counts (batch, classes)."""
         return self.forward(x)[-1].sum(dim=1)
+
+
+def spiking_layers(model: nn.Module, layers: Optional[Sequence[nn.Module]] = None) -> List[nn.Module]:
+    """The neurodeploy layers of ``model`` in the order the network runs them.
+
+    ``layers`` given: that list, in that order (each must be a :class:`CubaConv` or
+    :class:`CubaDense`). Otherwise every :class:`CubaConv` / :class:`CubaDense` in
+    ``model.modules()`` order, i.e. the order in which they were registered (assigned
+    as attributes or appended to an ``nn.ModuleList``), depth first; ``model`` may
+    itself be one layer. The layers must form a chain: conv layers first, each taking
+    the previous one's output shape, then dense layers, the first taking the last conv
+    output flattened in torch's (C, H, W) order, each the previous one's outputs.
+    Raises ValueError naming the first layer that breaks the chain."""
+    kinds = (CubaConv, CubaDense)
+    if layers is None:
+        found = [m for m in model.modules() if isinstance(m, kinds)]
+        source = f"{type(model).__name__}.modules()"
+    else:
+        found = list(layers)
+        source = "the given layers"
+        for i, m in enumerate(found):
+            if not isinstance(m, kinds):
+                raise ValueError(f"{source}: entry {i} is a {type(m).__name__}, not a neurodeploy "
+                                 "CubaConv or CubaDense layer")
+    if not found:
+        raise ValueError(f"{source}: no neurodeploy layers (CubaConv, CubaDense) found")
+    prev = None
+    for i, m in enumerate(found):
+        if isinstance(m, CubaConv):
+            if prev is not None and not isinstance(prev, CubaConv):
+                raise ValueError(f"{source}: layer {i} (CubaConv) follows a dense layer; conv layers "
+                                 "must come first")
+            if prev is not None and tuple(prev.output_shape) != tuple(m.input_shape):
+                raise ValueError(f"{source}: layer {i} (CubaConv) takes input {m.input_shape}, the "
+                                 f"previous layer gives {prev.output_shape}")
+        else:
+            given = (None if prev is None else
+                     math.prod(prev.output_shape) if isinstance(prev, CubaConv) else prev.out_features)
+            if given is not None and m.in_features != given:
+                raise ValueError(f"{source}: layer {i} (CubaDense) has {m.in_features} inputs, the "
+                                 f"previous layer gives {given}")
+        prev = m
+    return found
+
+
+def network_input_shape(layers: Sequence[nn.Module]) -> tuple:
+    """Input shape (torch order, without batch and time) of a chain of layers."""
+    first = layers[0]
+    return tuple(first.input_shape) if isinstance(first, CubaConv) else (first.in_features,)
