@@ -523,12 +523,6 @@ def nir_to_float(graph, dt: float = 1.0, name: str = "network", where: str = "NI
                     raise InputError(f"{where}: Affine '{sname}' bias has {syn_bias.size} values for {out_shape[0]}")
         n = int(np.prod(out_shape))
         cd, vd, thr, gain, v_bias = _neuron_fields(node, n, dt, w, nir)
-        bias = v_bias
-        if syn_bias is not None and np.any(syn_bias):
-            if cd < 1.0:
-                raise InputError(f"{w}: the synapse's bias enters a decaying current (tau_syn > dt); "
-                                 "Loihi's bias enters the voltage, so it has no exact Loihi form")
-            bias = bias + gain * syn_bias
         weight_rec = None
         if cur in recurrent:
             rec = nodes[recurrent[cur]]
@@ -536,10 +530,16 @@ def nir_to_float(graph, dt: float = 1.0, name: str = "network", where: str = "NI
             if weight_rec.shape != (n, n):
                 raise InputError(f"{where}: recurrent '{recurrent[cur]}' weight {weight_rec.shape} != ({n}, {n})")
             if getattr(rec, "bias", None) is not None and np.any(_array(rec.bias)):
-                raise InputError(f"{where}: recurrent Affine '{recurrent[cur]}' has a bias; Loihi's "
-                                 "dense_rec has none")
+                # a constant on the recurrent path enters the current like the synapse's bias
+                syn_bias = (np.zeros(n) if syn_bias is None else syn_bias) + _array(rec.bias).reshape(-1)
             if kind != "dense":
                 raise InputError(f"{w}: recurrent loops are supported on dense layers only")
+        bias = v_bias
+        if syn_bias is not None and np.any(syn_bias):
+            if cd < 1.0:
+                raise InputError(f"{w}: the synapse's bias enters a decaying current (tau_syn > dt); "
+                                 "Loihi's bias enters the voltage, so it has no exact Loihi form")
+            bias = bias + gain * syn_bias
         exponent = _meta(node, META_EXPONENT)
         fields = {k: _meta(node, m) for k, m in (("refractory_delay", META_REFRACTORY),
                                                  ("graded_spike", META_GRADED),
