@@ -53,6 +53,7 @@ META_REFRACTORY = "loihi_refractory_delay"
 META_GRADED = "loihi_graded_spike"
 META_INPUT_WEIGHT = "loihi_input_weight"
 META_INPUT_BLOCK = "loihi_input_block"
+META_BIAS = "loihi_bias"  # 1: the block has a bias (an all-zero one included)
 #: relative tolerance within which per-neuron parameters count as one value
 UNIFORM_RTOL = 1e-9
 
@@ -149,7 +150,8 @@ def _neuron_node(nir, neuron, shape, e: int, dt: float, bias, where: str, curren
     r = tau_mem / dt
     threshold = neuron.threshold * 2.0 ** -e
     metadata = {META_EXPONENT: int(e), META_REFRACTORY: int(neuron.refractory_delay),
-                META_GRADED: int(bool(neuron.graded_spike)), **(extra or {})}
+                META_GRADED: int(bool(neuron.graded_spike)), META_BIAS: int(bias is not None),
+                **(extra or {})}
     b = None if bias is None else np.asarray(bias, np.float64).reshape(shape) * 2.0 ** -e
     synapse_bias, v_leak = None, np.zeros(shape)
     if b is not None and np.any(b):
@@ -244,7 +246,10 @@ def network_to_nir(net, dt: float = 1.0):
     nodes["input"] = nir.Input(input_type={"input": np.array(net.input_shape)}, metadata=input_meta)
     nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
     edges.append((prev, "output"))
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"loihi_dt": float(dt)})
+    # nir 1.0's Conv2d types its input as weight.shape[1] channels, which is C/groups
+    # for a grouped conv: its type check would refuse a correct graph
+    grouped = any(isinstance(b, Conv) and b.groups > 1 for b in net.layers)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"loihi_dt": float(dt)}, type_check=not grouped)
 
 
 def write_nir(network, path: Union[str, os.PathLike], dt: float = 1.0) -> Path:
@@ -353,8 +358,9 @@ def _neuron_fields(node, n: int, dt: float, where: str, nir):
     if np.any(v_reset != 0):
         raise InputError(f"{where}: v_reset must be 0 (Loihi resets v to 0), found {v_reset[v_reset != 0][0]:g}")
     thr = _per_neuron(node, "v_threshold", n, where)
-    if np.any(~(thr > 0)) or not np.all(np.isfinite(thr)):
-        raise InputError(f"{where}: v_threshold must be positive and finite, found {thr.min():g}")
+    if np.any(~(thr >= 0)) or not np.all(np.isfinite(thr)):
+        raise InputError(f"{where}: v_threshold must be >= 0 and finite (Loihi's vThMant is unsigned), "
+                         f"found {thr.min():g}")
     r = _per_neuron(node, "r", n, where)
     v_leak = _per_neuron(node, "v_leak", n, where)
     if isinstance(node, nir.LIF):
@@ -557,6 +563,9 @@ def nir_to_float(graph, dt: float = 1.0, name: str = "network", where: str = "NI
         if np.allclose(th, th[0], rtol=UNIFORM_RTOL, atol=0):
             threshold = float(th[0])
         else:
+            if np.any(th == 0):
+                raise InputError(f"{w}: v_threshold is 0 for some neurons and not others; Loihi's "
+                                 "threshold is one value per layer")
             scale, bias, threshold = scale / th, bias / th, 1.0
             if kind == "input":
                 raise InputError(f"{w}: an input layer needs one threshold for all neurons")
@@ -579,7 +588,8 @@ def nir_to_float(graph, dt: float = 1.0, name: str = "network", where: str = "NI
             fields.setdefault("input_weight", _meta(input_node, META_INPUT_WEIGHT))
         layers.append(FloatLayer(kind=kind, weight=weight, current_decay=cd, voltage_decay=vd,
                                  threshold=threshold, shape=tuple(out_shape),
-                                 bias=bias if np.any(bias) else None, weight_rec=weight_rec,
+                                 bias=bias if np.any(bias) or _meta(node, META_BIAS) else None,
+                                 weight_rec=weight_rec,
                                  stride=stride, padding=padding, dilation=dilation, groups=groups,
                                  exponent=None if exponent is None else int(exponent), fields=fields))
         shape = tuple(out_shape)
@@ -697,7 +707,7 @@ def read_nir_graph(path: Union[str, os.PathLike]):
     if not path.exists():
         raise InputError(f"{path}: NIR file not found")
     try:
-        return nir.read(path)
+        return nir.read(path, type_check=False)  # shapes are checked node by node on import
     except Exception as err:  # h5py/nir raise many kinds on a foreign or corrupt file
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"{path}: not a readable NIR file ({msg})") from None

@@ -8,14 +8,25 @@ quantisation, and the quantised network against this one.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List
 
 import torch
 from torch import nn
 
 from neurodeploy.train.neuron import (
-    CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_step,
+    CubaFloatState, SurrogateParameters, cuba_float_step,
 )
+
+
+@dataclass(frozen=True)
+class _Neuron:
+    """The fields :func:`cuba_float_step` reads (an imported threshold may be 0,
+    which :class:`neurodeploy.train.neuron.CubaFloatParameters` refuses for training)."""
+
+    current_decay: float
+    voltage_decay: float
+    threshold: float
 
 
 class FloatImportedNetwork(nn.Module):
@@ -41,8 +52,8 @@ class FloatImportedNetwork(nn.Module):
             if layer.fields.get("no_neuron"):
                 continue
             t = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype)  # noqa: E731
-            p = CubaFloatParameters(current_decay=layer.current_decay, voltage_decay=layer.voltage_decay,
-                                    threshold=layer.threshold)
+            p = _Neuron(current_decay=layer.current_decay, voltage_decay=layer.voltage_decay,
+                        threshold=layer.threshold)
             self.specs.append((layer.kind, dict(layer=layer, p=p, weight=t(layer.weight),
                                                 weight_rec=t(layer.weight_rec), bias=t(layer.bias))))
 
