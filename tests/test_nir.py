@@ -267,12 +267,12 @@ def test_unsupported_nodes_and_branches_name_the_node():
 def test_per_neuron_thresholds_and_gains_fold_into_the_weights():
     """Different thresholds per neuron: each neuron's row is divided by its threshold,
     which leaves its spikes unchanged; gains w_in dt/tau_syn and r dt/tau_mem multiply."""
-    g = _graph(v_threshold=np.array([1.0, 2.0, 4.0]))
+    g = _graph(v_threshold=np.array([1.0, 2.0, 4.0]), w_in=np.full(3, 3.0))
     f = nir_to_float(g, dt=1e-3)
     layer = f.layers[0]
     assert layer.threshold == 1.0
     assert layer.current_decay == 0.5 and layer.voltage_decay == 0.25
-    gain = 2.0 * 0.5 * 4.0 * 0.25  # w_in dt/tau_syn * r dt/tau_mem
+    gain = 3.0 * 0.5 * 4.0 * 0.25  # w_in dt/tau_syn * r dt/tau_mem
     np.testing.assert_allclose(layer.weight[:, 0], 0.5 * gain / np.array([1.0, 2.0, 4.0]))
 
 
