@@ -335,3 +335,12 @@ def test_convert_command_round_trips_the_pipeline_dense_network(tmp_path):
     assert code == 2 and "unknown format" in out
     code, out = run(str(tmp_path / "model.nir"), str(tmp_path / "x.net"), "--dt", "-1")
     assert code == 2 and "dt must be" in out
+
+
+def test_the_nir_module_imports_without_torch():
+    """The NIR mapping needs numpy, h5py and nir only (torch arrives with the integer
+    network description's quantisers, which are imported when a network is built)."""
+    import subprocess
+    import sys
+    code = "import sys, neurodeploy.export.nir, neurodeploy.export.commands; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
