@@ -95,7 +95,7 @@ def conv_networks(draw):
     bias = None
     if draw(st.booleans()) and n.current_decay == 4096:  # a per-channel bias, as BN folding gives
         rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
-        bias = np.repeat(rng.integers(-(1 << 12), 1 << 12, out_c), oh * ow)
+        bias = rng.integers(-(1 << 12), 1 << 12, out_c)  # per channel, as netx stores it
     wc = weights(draw, (out_c, c // groups, k, k))
     assume(np.array_equal(effective_weights(wc), wc))
     layers.append(Conv(weight=wc, neuron=n, shape=(out_c, oh, ow),
@@ -344,3 +344,25 @@ def test_the_nir_module_imports_without_torch():
     import sys
     code = "import sys, neurodeploy.export.nir, neurodeploy.export.commands; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_pipelines_conv_network_with_folded_batch_norm_round_trips(tmp_path):
+    """quantize_model's conv network (per-channel biases from batch norm, a flatten,
+    dense layers) through write_nir/read_nir: the same integers, per-channel bias kept."""
+    import torch
+
+    from neurodeploy.export.quantize import quantize_model
+    from neurodeploy.train.layers import SpikingNetwork
+    from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
+    torch.manual_seed(0)
+    model = SpikingNetwork((1, 8, 8), [12], 10, CubaFloatParameters(current_decay=1.0), SurrogateParameters(),
+                           conv=[dict(channels=4, kernel=3, padding=1), dict(channels=6, kernel=3, stride=2)],
+                           batch_norm=True).eval()
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.bias.data.uniform_(-0.5, 0.5)
+            m.running_mean.uniform_(-0.2, 0.2)
+    net = quantize_model(model, name="conv")
+    assert net.layers[0].bias is not None and net.layers[0].bias.shape == (4,)
+    write_nir(net, tmp_path / "model.nir")
+    assert_same_integers(net, read_nir(tmp_path / "model.nir"))

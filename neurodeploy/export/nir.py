@@ -80,7 +80,8 @@ class FloatLayer:
     weight: dense (out, in) or conv (out, in/groups, kH, kW), weight units; None for input.
     current_decay, voltage_decay: fraction lost per step (0..1; 12 bit on chip).
     threshold: in weight units (> 0).
-    bias: per neuron (flattened in torch order) voltage bias, weight units, or None.
+    bias: voltage bias, weight units, per neuron (flattened in torch order) or, for a
+        conv layer, per channel (as netx stores it); None without one.
     weight_rec: (out, out) recurrent weights or None.
     shape: the layer's output shape, torch order.
     stride, padding, dilation, groups: conv geometry (H, W).
@@ -152,7 +153,12 @@ def _neuron_node(nir, neuron, shape, e: int, dt: float, bias, where: str, curren
     metadata = {META_EXPONENT: int(e), META_REFRACTORY: int(neuron.refractory_delay),
                 META_GRADED: int(bool(neuron.graded_spike)), META_BIAS: int(bias is not None),
                 **(extra or {})}
-    b = None if bias is None else np.asarray(bias, np.float64).reshape(shape) * 2.0 ** -e
+    b = None
+    if bias is not None:
+        b = np.asarray(bias, np.float64).reshape(-1) * 2.0 ** -e
+        if len(shape) == 3 and b.size == shape[0]:  # a conv bias per channel (netx broadcasts it)
+            b = np.repeat(b, shape[1] * shape[2])
+        b = b.reshape(shape)
     synapse_bias, v_leak = None, np.zeros(shape)
     if b is not None and np.any(b):
         if neuron.current_decay == 4096 or not current:
@@ -530,6 +536,9 @@ def nir_to_float(graph, dt: float = 1.0, name: str = "network", where: str = "NI
         n = int(np.prod(out_shape))
         cd, vd, thr, gain, v_bias = _neuron_fields(node, n, dt, w, nir)
         weight_rec = None
+        channel_bias = False
+        if kind == "conv" and syn_bias is not None and not np.any(v_bias):
+            channel_bias = True  # Conv2d's bias is per channel: keep netx's per-channel form
         if cur in recurrent:
             rec = nodes[recurrent[cur]]
             weight_rec = _array(rec.weight)
@@ -586,6 +595,10 @@ def nir_to_float(graph, dt: float = 1.0, name: str = "network", where: str = "NI
             stride, padding, dilation, groups = (1, 1), (0, 0), (1, 1), 1
         if kind == "input" and input_meta.get(META_INPUT_BLOCK) is not None:
             fields.setdefault("input_weight", _meta(input_node, META_INPUT_WEIGHT))
+        if channel_bias and np.any(bias):
+            per = bias.reshape(out_shape[0], -1)
+            if np.all(per == per[:, :1]):
+                bias = per[:, 0].copy()
         layers.append(FloatLayer(kind=kind, weight=weight, current_decay=cd, voltage_decay=vd,
                                  threshold=threshold, shape=tuple(out_shape),
                                  bias=bias if np.any(bias) or _meta(node, META_BIAS) else None,

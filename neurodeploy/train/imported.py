@@ -52,10 +52,13 @@ class FloatImportedNetwork(nn.Module):
             if layer.fields.get("no_neuron"):
                 continue
             t = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype)  # noqa: E731
+            bias = layer.bias
+            if bias is not None and len(layer.shape) == 3 and bias.size == layer.shape[0]:
+                bias = bias.repeat(layer.shape[1] * layer.shape[2])  # per channel -> per neuron
             p = _Neuron(current_decay=layer.current_decay, voltage_decay=layer.voltage_decay,
                         threshold=layer.threshold)
             self.specs.append((layer.kind, dict(layer=layer, p=p, weight=t(layer.weight),
-                                                weight_rec=t(layer.weight_rec), bias=t(layer.bias))))
+                                                weight_rec=t(layer.weight_rec), bias=t(bias))))
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
