@@ -366,3 +366,10 @@ def test_the_pipelines_conv_network_with_folded_batch_norm_round_trips(tmp_path)
     assert net.layers[0].bias is not None and net.layers[0].bias.shape == (4,)
     write_nir(net, tmp_path / "model.nir")
     assert_same_integers(net, read_nir(tmp_path / "model.nir"))
+
+
+def test_a_node_off_the_chain_is_named():
+    g = _graph()
+    g.nodes["extra"] = nir.Linear(weight=np.ones((3, 3)))
+    with pytest.raises(InputError, match="node 'extra' is not on the chain"):
+        nir_to_network(g, dt=1e-3)

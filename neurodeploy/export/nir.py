@@ -461,7 +461,7 @@ def nir_to_float(graph, dt: float = 1.0, name: str = "network", where: str = "NI
     shape = tuple(int(s) for s in np.asarray(input_node.input_type["input"]).reshape(-1))
     input_meta = getattr(input_node, "metadata", None) or {}
     layers: List[Union[FloatLayer, FloatFlatten]] = []
-    pending = None  # (kind, node name, node)
+    pending = None  # (node name, synapse node) awaiting its neuron
     cur = inputs[0]
     first_synapse = True
     seen = set()
@@ -607,6 +607,9 @@ def nir_to_float(graph, dt: float = 1.0, name: str = "network", where: str = "NI
                                  exponent=None if exponent is None else int(exponent), fields=fields))
         shape = tuple(out_shape)
         pending = None
+    stray = sorted(set(nodes) - seen - set(recurrent.values()) - {inputs[0]})
+    if stray:
+        raise InputError(f"{where}: node '{stray[0]}' is not on the chain from Input to Output")
     if not any(isinstance(l, FloatLayer) for l in layers):
         raise InputError(f"{where}: no neuron layer between Input and Output")
     in_shape = tuple(int(s) for s in np.asarray(input_node.input_type["input"]).reshape(-1))
