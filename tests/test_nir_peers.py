@@ -43,11 +43,16 @@ SNNTORCH_DT = 1e-4  # snntorch.export_to_nir writes tau = dt / (1 - beta) with d
 NORSE_DT = 1e-3 ** 2
 
 
-@pytest.fixture(scope="module")
-def digits():
+def load_digits():
+    """(train spikes, train labels, test spikes, test labels); spikes (N, 20, 64)."""
     train, test = load_splits(DataSpec(name="digits", steps=20, seed=0))
     return (torch.from_numpy(train.encode(np.arange(len(train)))), torch.from_numpy(train.labels),
             torch.from_numpy(test.encode(np.arange(len(test)))), test.labels)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
 
 
 def _full(n, v):
