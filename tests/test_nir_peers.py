@@ -231,3 +231,32 @@ def test_quantised_snntorch_import_runs_on_lava_as_simulated(digits, imported, t
     sim = simulated_outputs(network, samples)
     assert lava.sum() > 0
     np.testing.assert_array_equal(lava, sim)
+
+
+def test_snntorch_runs_an_exported_network_as_its_float_image():
+    """The way out: snnTorch's own importer reads a graph written by network_to_nir
+    (CubaLIF and LIF layers, a bias) and its forward gives the spikes of the network's
+    float image (the imported float model of the same graph)."""
+    from snntorch import utils
+    from snntorch.import_nir import import_from_nir
+
+    from neurodeploy.export.nir import network_to_nir
+    from neurodeploy.network import CubaNeuron, Dense, Network
+
+    rng = np.random.default_rng(0)
+    net = Network(layers=(
+        Dense(weight=2 * rng.integers(-127, 128, (16, 8)), neuron=CubaNeuron(1024, 512, 300)),
+        Dense(weight=2 * rng.integers(-127, 128, (5, 16)), neuron=CubaNeuron(4096, 512, 300),
+              bias=rng.integers(-40, 40, 5)),
+    ), input_shape=(8,))
+    graph = network_to_nir(net, dt=SNNTORCH_DT)
+    x = torch.from_numpy((rng.random((4, 30, 8)) < 0.5).astype(np.float32))
+    ours = FloatImportedNetwork(nir_to_float(graph, SNNTORCH_DT))(x)[-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = import_from_nir(graph)
+    utils.reset(module)
+    with torch.no_grad():
+        theirs = torch.stack([module(x[:, t])[0] for t in range(x.shape[1])], 1)
+    assert ours.sum() > 0
+    assert torch.equal(theirs, ours)
