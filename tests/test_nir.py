@@ -63,10 +63,8 @@ def dense_networks(draw):
     if draw(st.booleans()):
         nrn = neurons()
         n0 = draw(nrn)
-        if n0.current_decay == 4096:  # an input layer's bias needs a decaying current here
-            layers.append(Input(shape=(sizes[0],), neuron=n0, weight=draw(st.sampled_from([64.0, 1.0]))))
-        else:
-            layers.append(Input(shape=(sizes[0],), neuron=n0, bias=bias_for(draw, n0, sizes[0])))
+        b0 = bias_for(draw, n0, sizes[0]) if n0.voltage_decay > 0 else None  # an input bias: v_leak
+        layers.append(Input(shape=(sizes[0],), neuron=n0, bias=b0, weight=draw(st.sampled_from([64.0, 1.0]))))
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         n = draw(neurons())
         rec = weights(draw, (b, b)) if draw(st.booleans()) else None

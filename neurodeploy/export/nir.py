@@ -126,19 +126,29 @@ class FloatNetwork:
 
 
 # --- out: Network -> NIR ------------------------------------------------------
-def _exponent_for(threshold: int) -> int:
+def _exponent_for(threshold) -> int:
     """The power of two the writer divides a layer's integers by: thresholds land in
     [1, 2) (weights and bias follow), a float image in the units most libraries train in."""
-    return int(np.floor(np.log2(threshold))) if threshold > 0 else 0
+    t = float(np.max(threshold))
+    return int(np.floor(np.log2(t))) if t > 0 else 0
 
 
-def _time_constant(decay: int, dt: float) -> float:
+def _field(value, shape) -> np.ndarray:
+    """A neuron field (one value, or one per neuron) as a float64 array of ``shape``."""
+    a = np.asarray(value, dtype=np.float64)
+    return np.full(shape, a.item()) if a.size == 1 else a.reshape(shape).copy()
+
+
+def _time_constant(decay: np.ndarray, dt: float) -> np.ndarray:
     """tau = 4096 dt / decay (inf for decay 0: no leak)."""
-    return float("inf") if decay == 0 else 4096.0 * dt / decay
+    with np.errstate(divide="ignore"):
+        return np.where(decay == 0, np.inf, 4096.0 * dt / np.where(decay == 0, 1.0, decay))
 
 
-def _neuron_node(nir, neuron, shape, e: int, dt: float, bias, where: str, current: bool, extra=None):
+def _neuron_node(nir, neuron, shape, e: int, dt: float, bias, where: str, has_synapse: bool, extra=None):
     """The NIR neuron node for a CUBA neuron at scale 2**-e; returns (node, synapse bias or None).
+    A bias goes to the synapse node when the current does not persist (iDecay = 4096: a
+    current bias is then a voltage bias), else to v_leak (needs vDecay > 0).
 
     r = tau_mem/dt and w_in = tau_syn/dt (snnTorch's convention) make both Euler gains 1."""
     from neurodeploy.network import CubaNeuron
@@ -146,10 +156,12 @@ def _neuron_node(nir, neuron, shape, e: int, dt: float, bias, where: str, curren
     if not isinstance(neuron, CubaNeuron):
         raise InputError(f"{where}: {type(neuron).__name__} neurons have no NIR form "
                          "(NIR describes CubaLIF/LIF; sigma-delta is not among its primitives)")
-    ones = np.ones(shape, dtype=np.float64)
-    tau_mem = _time_constant(neuron.voltage_decay, dt)
+    i_decay = _field(neuron.current_decay, shape)
+    v_decay = _field(neuron.voltage_decay, shape)
+    tau_mem = _time_constant(v_decay, dt)
     r = tau_mem / dt
-    threshold = neuron.threshold * 2.0 ** -e
+    threshold = _field(neuron.threshold, shape) * 2.0 ** -e
+    no_current = bool(np.all(i_decay == 4096))
     metadata = {META_EXPONENT: int(e), META_REFRACTORY: int(neuron.refractory_delay),
                 META_GRADED: int(bool(neuron.graded_spike)), META_BIAS: int(bias is not None),
                 **(extra or {})}
@@ -161,21 +173,21 @@ def _neuron_node(nir, neuron, shape, e: int, dt: float, bias, where: str, curren
         b = b.reshape(shape)
     synapse_bias, v_leak = None, np.zeros(shape)
     if b is not None and np.any(b):
-        if neuron.current_decay == 4096 or not current:
+        if no_current and has_synapse:
             synapse_bias = b  # u = a each step: a bias on the current is the same as on v
-        elif neuron.voltage_decay > 0:
+        elif np.all(v_decay > 0):
             v_leak = b * (tau_mem / dt)  # (dt/tau_mem) v_leak = bias
         else:
             raise InputError(f"{where}: a bias with vDecay = 0 and iDecay < 4096 has no NIR form "
                              "(v_leak would be infinite and a current bias decays)")
-    if neuron.current_decay == 4096 and current:
-        node = nir.LIF(tau=tau_mem * ones, r=r * ones, v_leak=v_leak,
-                       v_threshold=threshold * ones, v_reset=np.zeros(shape), metadata=metadata)
+    if no_current:
+        node = nir.LIF(tau=tau_mem, r=r, v_leak=v_leak, v_threshold=threshold,
+                       v_reset=np.zeros(shape), metadata=metadata)
     else:
-        tau_syn = _time_constant(neuron.current_decay, dt)
-        node = nir.CubaLIF(tau_syn=tau_syn * ones, tau_mem=tau_mem * ones, r=r * ones,
-                           v_leak=v_leak, v_threshold=threshold * ones, v_reset=np.zeros(shape),
-                           w_in=(tau_syn / dt) * ones, metadata=metadata)
+        tau_syn = _time_constant(i_decay, dt)
+        node = nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=r, v_leak=v_leak,
+                           v_threshold=threshold, v_reset=np.zeros(shape), w_in=tau_syn / dt,
+                           metadata=metadata)
     return node, synapse_bias
 
 
@@ -210,11 +222,8 @@ def network_to_nir(net, dt: float = 1.0):
                 input_meta = {META_INPUT_BLOCK: 1, META_INPUT_WEIGHT: float(block.weight)}
                 continue
             # the input feeds u directly (weight 1 in integer units): exponent 0
-            node, syn_bias = _neuron_node(nir, block.neuron, shape, 0, dt, block.bias, where, current=True,
+            node, _ = _neuron_node(nir, block.neuron, shape, 0, dt, block.bias, where, has_synapse=False,
                                           extra={META_INPUT_BLOCK: 1, META_INPUT_WEIGHT: float(block.weight)})
-            if syn_bias is not None:
-                raise InputError(f"{where}: an input layer bias with iDecay = 4096 has no NIR form here "
-                                 "(no synapse node to carry it)")
             nodes[f"{i}.neuron"] = node
             edges.append((prev, f"{i}.neuron"))
             prev = f"{i}.neuron"
@@ -226,7 +235,7 @@ def network_to_nir(net, dt: float = 1.0):
         neuron = block.neuron
         e = _exponent_for(getattr(neuron, "threshold", 0))
         out_shape = tuple(block.shape)
-        node, syn_bias = _neuron_node(nir, neuron, out_shape, e, dt, block.bias, where, current=True)
+        node, syn_bias = _neuron_node(nir, neuron, out_shape, e, dt, block.bias, where, has_synapse=True)
         w = block.weight.astype(np.float64) * 2.0 ** -e
         if isinstance(block, Dense):
             if syn_bias is None:
