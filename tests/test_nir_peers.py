@@ -260,3 +260,27 @@ def test_snntorch_runs_an_exported_network_as_its_float_image():
         theirs = torch.stack([module(x[:, t])[0] for t in range(x.shape[1])], 1)
     assert ours.sum() > 0
     assert torch.equal(theirs, ours)
+
+
+def test_norse_lifcell_imports_with_jump_current_input():
+    """Norse's LIFCell adds its input to the current as a jump (i += x) and exports a
+    CubaLIF with w_in = 1: read with current_input="jump" it reproduces Norse's forward;
+    the Euler reading scales the input current by dt/tau_syn and does not."""
+    torch.manual_seed(0)
+    net = norse.SequentialState(torch.nn.Linear(16, 12, bias=False), norse.LIFCell(),
+                                torch.nn.Linear(12, 6, bias=False), norse.LIFCell())  # no bias into a current
+    for m in net.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.weight.data *= 6
+    x = (torch.rand(8, 40, 16) < 0.3).float()
+    with torch.no_grad():
+        source = _norse_forward(net, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = norse.to_nir(net, torch.zeros(1, 16))
+    jump = FloatImportedNetwork(nir_to_float(graph, NORSE_DT, current_input="jump"))(x)
+    for layer, (a, b) in enumerate(zip(jump, source)):
+        assert b.sum() > 0, f"layer {layer} never spikes"
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"layer {layer}")
+    euler = FloatImportedNetwork(nir_to_float(graph, NORSE_DT))(x)
+    assert not torch.equal(euler[0], source[0])

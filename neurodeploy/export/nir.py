@@ -54,6 +54,10 @@ META_GRADED = "loihi_graded_spike"
 META_INPUT_WEIGHT = "loihi_input_weight"
 META_INPUT_BLOCK = "loihi_input_block"
 META_BIAS = "loihi_bias"  # 1: the block has a bias (an all-zero one included)
+#: how a CubaLIF's input enters its current: "euler" (I += (dt/tau_syn) w_in x, the
+#: forward-Euler reading; snnTorch's and Norse's importers) or "jump" (I += w_in x, as
+#: Norse's LIFCell computes and its exporter writes the node)
+CURRENT_INPUTS = ("euler", "jump")
 #: relative tolerance within which per-neuron parameters count as one value
 UNIFORM_RTOL = 1e-9
 
@@ -366,7 +370,7 @@ def _decay(dt: float, tau: np.ndarray, name: str, where: str) -> float:
     return min(d, 1.0)
 
 
-def _neuron_fields(node, n: int, dt: float, where: str, nir):
+def _neuron_fields(node, n: int, dt: float, where: str, nir, current_input: str = "euler"):
     """-> (current_decay, voltage_decay, threshold per neuron, gain per neuron,
     voltage bias per neuron, synapse-bias gain per neuron)."""
     v_reset = _per_neuron(node, "v_reset", n, where) if getattr(node, "v_reset", None) is not None else np.zeros(n)
@@ -386,7 +390,8 @@ def _neuron_fields(node, n: int, dt: float, where: str, nir):
         tau_syn = _per_neuron(node, "tau_syn", n, where)
         tau_mem = _per_neuron(node, "tau_mem", n, where)
         current_decay = _decay(dt, tau_syn, "tau_syn", where)
-        g_in = _gain(dt, tau_syn, _per_neuron(node, "w_in", n, where))
+        w_in = _per_neuron(node, "w_in", n, where)
+        g_in = _gain(dt, tau_syn, w_in) if current_input == "euler" else w_in
         name_mem = "tau_mem"
     voltage_decay = _decay(dt, tau_mem, name_mem, where)
     g_v = _gain(dt, tau_mem, r)
@@ -434,14 +439,18 @@ def _conv_out(shape, weight, stride, padding, dilation):
     return (int(weight.shape[0]), int(oh), int(ow))
 
 
-def nir_to_float(graph, dt: float = 1.0, name: str = "network", where: str = "NIR graph") -> FloatNetwork:
+def nir_to_float(graph, dt: float = 1.0, name: str = "network", where: str = "NIR graph",
+                 current_input: str = "euler") -> FloatNetwork:
     """The float CUBA-LIF network a NIR graph describes at time step ``dt`` (forward
     Euler; module docstring). A chain Input -> [synapse -> neuron | Flatten]* -> Output,
     where a synapse is Affine, Linear or Conv2d and a neuron CubaLIF or LIF; a neuron
     right after Input is an input layer; a neuron whose output returns to its own
-    input through a Linear/Affine is recurrent (netx dense_rec)."""
+    input through a Linear/Affine is recurrent (netx dense_rec). ``current_input``:
+    see :data:`CURRENT_INPUTS` ("jump" for graphs from Norse's LIFCell)."""
     nir = _nir()
     dt = _check_dt(dt)
+    if current_input not in CURRENT_INPUTS:
+        raise InputError(f"current_input must be one of {', '.join(CURRENT_INPUTS)}, got {current_input!r}")
     if not isinstance(graph, nir.NIRGraph):
         raise InputError(f"{where}: expected a NIRGraph, got {type(graph).__name__}")
     nodes, edges = _inline_subgraphs(nir, graph)
@@ -543,7 +552,7 @@ def nir_to_float(graph, dt: float = 1.0, name: str = "network", where: str = "NI
                 if syn_bias is not None and syn_bias.size != out_shape[0]:
                     raise InputError(f"{where}: Affine '{sname}' bias has {syn_bias.size} values for {out_shape[0]}")
         n = int(np.prod(out_shape))
-        cd, vd, thr, gain, v_bias = _neuron_fields(node, n, dt, w, nir)
+        cd, vd, thr, gain, v_bias = _neuron_fields(node, n, dt, w, nir, current_input)
         weight_rec = None
         channel_bias = False
         if kind == "conv" and syn_bias is not None and not np.any(v_bias):
@@ -719,10 +728,12 @@ def quantize_float(fnet: FloatNetwork, where: str = "NIR graph"):
         raise InputError(f"{where}: {err}") from None
 
 
-def nir_to_network(graph, dt: float = 1.0, name: str = "network", where: str = "NIR graph"):
+def nir_to_network(graph, dt: float = 1.0, name: str = "network", where: str = "NIR graph",
+                   current_input: str = "euler"):
     """A NIR graph as a quantised :class:`neurodeploy.network.Network`:
     :func:`nir_to_float` at ``dt``, then :func:`quantize_float`."""
-    return quantize_float(nir_to_float(graph, dt, name=name, where=where), where=where)
+    return quantize_float(nir_to_float(graph, dt, name=name, where=where, current_input=current_input),
+                          where=where)
 
 
 def read_nir_graph(path: Union[str, os.PathLike]):
@@ -738,11 +749,11 @@ def read_nir_graph(path: Union[str, os.PathLike]):
         raise InputError(f"{path}: not a readable NIR file ({msg})") from None
 
 
-def read_nir(path: Union[str, os.PathLike], dt: float = 1.0):
+def read_nir(path: Union[str, os.PathLike], dt: float = 1.0, current_input: str = "euler"):
     """Read a NIR file into a quantised :class:`neurodeploy.network.Network` (see
     :func:`nir_to_network`); ``dt`` is the time step NIR's time constants are
     discretised with (seconds, NIR's unit; files written by :func:`write_nir`
-    record theirs and need the same value)."""
+    record theirs and need the same value); ``current_input`` as in :func:`nir_to_float`."""
     path = Path(path)
     graph = read_nir_graph(path)
-    return nir_to_network(graph, dt, name=path.stem, where=str(path))
+    return nir_to_network(graph, dt, name=path.stem, where=str(path), current_input=current_input)

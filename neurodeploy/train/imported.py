@@ -99,7 +99,8 @@ class FloatImportedNetwork(nn.Module):
         return out.reshape(out.shape[0], out.shape[1], -1).sum(dim=1)
 
 
-def float_model_from_nir(graph, dt: float = 1.0, dtype: torch.dtype = torch.float32) -> FloatImportedNetwork:
+def float_model_from_nir(graph, dt: float = 1.0, dtype: torch.dtype = torch.float32,
+                         current_input: str = "euler") -> FloatImportedNetwork:
     """The float torch model of a NIR graph (or a NIR file path) at time step ``dt``."""
     from pathlib import Path
 
@@ -107,4 +108,4 @@ def float_model_from_nir(graph, dt: float = 1.0, dtype: torch.dtype = torch.floa
 
     if isinstance(graph, (str, Path)):
         graph = read_nir_graph(graph)
-    return FloatImportedNetwork(nir_to_float(graph, dt), dtype=dtype)
+    return FloatImportedNetwork(nir_to_float(graph, dt, current_input=current_input), dtype=dtype)
