@@ -428,7 +428,8 @@ def _conv_geometry(node, where: str):
             pad = (int(kh // 2), int(kw // 2))
         else:
             raise InputError(f"{where}: padding '{pad}' needs odd kernels and stride 1")
-    return pair(node.stride, "stride"), pair(pad, "padding"), pair(node.dilation, "dilation"), int(np.asarray(node.groups).reshape(-1)[0])
+    groups = int(np.asarray(node.groups).reshape(-1)[0])
+    return pair(node.stride, "stride"), pair(pad, "padding"), pair(node.dilation, "dilation"), groups
 
 
 def _conv_out(shape, weight, stride, padding, dilation):
