@@ -96,6 +96,8 @@ LAZY_COMMANDS = {
                  "Run MODEL.net on the bit-accurate simulator (same spikes as Lava fixed_pt)."),
     "validate": ("neurodeploy.sim.commands", "validate_command",
                  "Accuracy of MODEL.net on the simulator and its agreement with Lava."),
+    "convert": ("neurodeploy.export.commands", "convert_command",
+                "Convert between netx (.net) and NIR (.nir) by the files' extensions."),
 }
 
 

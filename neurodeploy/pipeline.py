@@ -3,7 +3,7 @@ simulation -> Lava, with metrics, plots and a summary.
 
 ``run_pipeline(config, out_dir)`` writes into ``out_dir``: ``run.json`` (run id, resolved
 configuration, data fingerprint: :mod:`neurodeploy.rundir`), ``config.yaml`` (resolved),
-``checkpoints/``, ``model.net``, ``metrics.json``, ``training.png``, ``raster.png``.
+``checkpoints/``, ``model.net``, ``model.nir``, ``metrics.json``, ``training.png``, ``raster.png``.
 """
 from __future__ import annotations
 
@@ -112,6 +112,18 @@ class PipelineResult:
     out_dir: Path
 
 
+def _write_model_nir(network, path, log) -> None:
+    """The network as a NIR graph next to model.net (time constants in steps, dt = 1);
+    a network NIR cannot express is reported, not fatal."""
+    from neurodeploy.errors import InputError
+    from neurodeploy.export.nir import write_nir
+
+    try:
+        write_nir(network, path, dt=1.0)
+    except InputError as e:
+        log(f"model.nir not written: {e}")
+
+
 def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = False,
                  log: Callable[[str], None] = print) -> PipelineResult:
     """Run ``cfg`` into ``out_dir``. A non-empty ``out_dir`` needs ``resume`` (same
@@ -187,6 +199,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = Fa
     t0 = time.perf_counter()
     network = quantize_model(model, name=cfg.name)
     net_path = write_netx(network, out_dir / "model.net")
+    _write_model_nir(network, out_dir / "model.nir", log)
     timings["export"] = time.perf_counter() - t0
     q_out = test_outputs(network)
     q_acc = float((predictions(q_out) == labels).mean())
@@ -293,5 +306,5 @@ def summary(m: dict, out_dir: Path) -> str:
         else:
             lines.append(f" hardware     DOES NOT FIT: {hw['error']}")
     lines.append(" timings      " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
-    lines.append(f" written to   {out_dir}/ (model.net, metrics.json, training.png, raster.png)")
+    lines.append(f" written to   {out_dir}/ (model.net, model.nir, metrics.json, training.png, raster.png)")
     return "\n".join(lines)

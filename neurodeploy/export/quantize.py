@@ -30,7 +30,8 @@ def layer_exponent(weight: np.ndarray, threshold: float, bias=None) -> int:
     """Largest exponent that keeps weights in 8 bit, vThMant in 17 bit and the bias
     mantissa in 13 bit."""
     e = fx.choose_weight_exponent(float(np.abs(weight).max()))
-    e = min(e, int(math.floor(math.log2(fx.THRESHOLD_RANGE[1] / threshold))))
+    if threshold > 0:
+        e = min(e, int(math.floor(math.log2(fx.THRESHOLD_RANGE[1] / threshold))))
     if bias is not None and np.abs(bias).max() > 0:
         e = min(e, int(math.floor(math.log2(fx.BIAS_RANGE[1] / np.abs(bias).max()))))
     return e
