@@ -23,7 +23,7 @@ import numpy as np
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.network import (
-    Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron,
+    Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, SrcNeuron,
 )
 
 SUPPORTED_BLOCKS = ("input", "dense", "dense_rec", "conv", "flatten")
@@ -42,7 +42,10 @@ def _write_type(g: h5py.Group, name: str) -> None:
 def _write_neuron(g: h5py.Group, neuron) -> None:
     if neuron is None:
         return
-    if isinstance(neuron, CubaNeuron):
+    if isinstance(neuron, SrcNeuron):  # neurodeploy's extension block (export.netx_src)
+        from neurodeploy.export.netx_src import write_src_neuron
+        write_src_neuron(g, neuron)
+    elif isinstance(neuron, CubaNeuron):
         g.create_dataset("neuron/type", data="CUBA")
         g.create_dataset("neuron/iDecay", data=int(neuron.current_decay))
         g.create_dataset("neuron/vDecay", data=int(neuron.voltage_decay))
@@ -184,7 +187,10 @@ def _read_neuron(g: h5py.Group, where: str):
         act = str(_scalar(n, "activation", w)) if "activation" in n else "relu"
         return SigmaDeltaNeuron(threshold=int(_scalar(n, "vThMant", w)), activation=act,
                                 sigma_output="sigma_output" in n)
-    raise NetxFormatError(f"{w}: neuron type '{kind}' is not supported (CUBA/LOIHI, SDNN are)")
+    if kind == "SRC":  # neurodeploy's extension block (export.netx_src)
+        from neurodeploy.export.netx_src import read_src_neuron
+        return read_src_neuron(n, w, NetxFormatError)
+    raise NetxFormatError(f"{w}: neuron type '{kind}' is not supported (CUBA/LOIHI, SDNN, SRC are)")
 
 
 #: netx's default message bits of a sigma-delta layer's graded spikes

@@ -62,10 +62,12 @@ def simulated_outputs(network, samples: np.ndarray, batch_size: int = 512) -> np
 def lava_outputs(net_path, network, samples: np.ndarray) -> np.ndarray:
     """The same on Lava (``Loihi2SimCfg(fixed_pt)``): all samples in one stream, one
     network build, state reset between samples."""
-    from neurodeploy.lava_adapter import run_netx
+    from neurodeploy.export.quantize_src import is_src_network
+    from neurodeploy.lava_adapter import run_netx, run_src_netx
 
     n, p = samples.shape[0], samples.shape[-1]
     layers = len(network.neuron_layers)
-    run = run_netx(net_path, sample_stream(np.asarray(samples)), steps=stream_steps(n, p, layers),
-                   reset_interval=p)
+    run = (run_src_netx if is_src_network(network) else run_netx)(
+        net_path, sample_stream(np.asarray(samples)), steps=stream_steps(n, p, layers),
+        reset_interval=p)
     return output_windows(run.spikes, n, p, layers)
