@@ -30,6 +30,7 @@ class PySrcModelFixed(PyLoihiProcessModel):
     bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
     x_table: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
     h_table: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
+    record: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
 
     decay_shift = 12
     decay_unity = 1 << 12
@@ -41,7 +42,8 @@ class PySrcModelFixed(PyLoihiProcessModel):
         super().__init__(proc_params)
         for key in ("input_decay", "input_shift", "x_shift", "h_shift", "gain_fast", "gain_slow",
                     "update_decay", "gate_threshold", "slow_decay_rest", "slow_decay_active",
-                    "output", "message_shift", "reset_interval", "reset_offset"):
+                    "output", "message_shift", "reset_interval", "reset_offset",
+                    "record_steps"):
             setattr(self, key, proc_params[key])
 
     def _decayed(self, x: np.ndarray, decay) -> np.ndarray:
@@ -82,4 +84,6 @@ class PySrcModelFixed(PyLoihiProcessModel):
         self.i[:] = i
         self.h[:] = h_new
         self.hs[:] = hs_new
+        if self.time_step <= self.record_steps:
+            self.record[self.time_step - 1] = np.stack([i, h_new, hs_new])
         self.s_out.send(s_out)
