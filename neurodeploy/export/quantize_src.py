@@ -36,7 +36,8 @@ def src_layer_exponent(weight: np.ndarray, alpha: float, rho: float) -> int:
 def src_layer_neuron(p, e: int, input_shift: int, output: str) -> SrcNeuron:
     q = fxs.quantize_parameters(alpha=p.alpha, rho=p.rho, r=p.r, r_s=p.r_s, z=p.z, z_hyp=p.z_hyp,
                                 z_dep=p.z_dep, gate_threshold=p.gate_threshold, weight_exponent=e,
-                                input_shift=input_shift, output=output)
+                                input_shift=input_shift, output=output,
+                                initial_state=p.initial_state)
     return SrcNeuron(**q.__dict__)
 
 

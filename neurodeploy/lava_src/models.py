@@ -42,7 +42,7 @@ class PySrcModelFixed(PyLoihiProcessModel):
         super().__init__(proc_params)
         for key in ("input_decay", "input_shift", "x_shift", "h_shift", "gain_fast", "gain_slow",
                     "update_decay", "gate_threshold", "slow_decay_rest", "slow_decay_active",
-                    "output", "message_shift", "reset_interval", "reset_offset",
+                    "output", "message_shift", "reset_state", "reset_interval", "reset_offset",
                     "record_steps"):
             setattr(self, key, proc_params[key])
 
@@ -59,8 +59,8 @@ class PySrcModelFixed(PyLoihiProcessModel):
         a_in = self.a_in.recv().astype(np.int64)
         if self.reset_interval and self.time_step % self.reset_interval == self.reset_offset:
             self.i[:] = 0
-            self.h[:] = 0
-            self.hs[:] = 0
+            self.h[:] = self.reset_state
+            self.hs[:] = self.reset_state
         i = self.i.astype(np.int64)
         h = self.h.astype(np.int64)
         hs = self.hs.astype(np.int64)

@@ -870,7 +870,7 @@ def _init_state(layer: _Layer, batch: int):
     n = int(np.prod(layer.shape))
     if isinstance(layer.neuron, SrcNeuron):
         from neurodeploy.sim.src import initial_state
-        return initial_state(batch, n)
+        return initial_state(batch, n, layer.neuron)
     if isinstance(layer.neuron, CubaNeuron):
         z = torch.zeros((batch, n), dtype=torch.float64)
         return {"u": z, "v": z.clone(), "rec": torch.zeros((batch, n), dtype=torch.int64)}

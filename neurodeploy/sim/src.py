@@ -16,15 +16,15 @@ from neurodeploy import fixedpoint_src as fxs
 RECORDED = (("i", "current"), ("h", "fast"), ("hs", "slow"))
 
 
-def initial_state(batch: int, n: int) -> dict:
-    return {"src": fxs.initial_state((batch, n))}
+def initial_state(batch: int, n: int, neuron) -> dict:
+    return {"src": fxs.initial_state((batch, n), neuron.reset_state)}
 
 
 def run_src_neurons(layer, a: torch.Tensor, st: dict, reset: np.ndarray, rec: Optional[dict],
                     lead: Optional[torch.Tensor] = None) -> torch.Tensor:
     """a: (c, B, N) synaptic input of the chunk (with ``lead``, step k gets ``lead`` for
     k = 0 and ``a[k - 1]`` after) -> messages (c, B, N) int64. ``reset[k]``: zero i, h,
-    h_s before step k (Lava's reset phase). Records i, h, h_s and s when ``rec``."""
+    h_s before step k (Lava's reset phase): i to 0, h and h_s to ``reset_state``. Records i, h, h_s and s when ``rec``."""
     p = layer.neuron.parameters()
     tables = p.tables()
     bias = None if layer.bias is None else np.asarray(layer.bias, np.int64)
@@ -36,7 +36,7 @@ def run_src_neurons(layer, a: torch.Tensor, st: dict, reset: np.ndarray, rec: Op
     records = {k: [] for k, _ in RECORDED} if rec is not None else None
     for k in range(c):
         if reset[k]:
-            state = fxs.initial_state(state.current.shape)
+            state = fxs.initial_state(state.current.shape, p.reset_state)
         ak = a_np[k] if first is None else (first if k == 0 else a_np[k - 1])
         out[k], state = fxs.src_step(ak, state, p, bias, tables)
         if records is not None:

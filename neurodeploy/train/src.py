@@ -40,6 +40,8 @@ class SrcFloatParameters:
     gate_threshold: theta_s, on h
     bias_init, bias_max: b_h starts at bias_init and is clamped to <= bias_max
     detach_recurrence: no gradient through h[t-1], h_s[t-1] across steps
+    initial_state: h and h_s at the start of a sample (i starts at 0); -1 is the
+        hyperpolarised rest, which a cell started from 0 reaches only after ~20 steps
     """
 
     alpha: float = 0.9
@@ -53,6 +55,7 @@ class SrcFloatParameters:
     bias_init: float = -6.0
     bias_max: float = -4.0
     detach_recurrence: bool = True
+    initial_state: float = -1.0
 
     def __post_init__(self):
         for name in ("alpha", "z", "z_hyp", "z_dep"):
@@ -61,6 +64,8 @@ class SrcFloatParameters:
                 raise ValueError(f"SRC {name} must lie in [0, 1), got {v}")
         if self.rho <= 0:
             raise ValueError(f"SRC rho must be > 0, got {self.rho}")
+        if not -1.0 <= self.initial_state <= 1.0:
+            raise ValueError(f"SRC initial_state must lie in [-1, 1], got {self.initial_state}")
         if self.bias_init > self.bias_max:
             raise ValueError(f"SRC bias_init {self.bias_init} exceeds bias_max {self.bias_max}")
 
@@ -73,9 +78,11 @@ class SrcFloatState(NamedTuple):
     slow: torch.Tensor
 
 
-def src_initial_state(shape, dtype=torch.float32, device=None) -> SrcFloatState:
+def src_initial_state(shape, dtype=torch.float32, device=None, p: SrcFloatParameters = None) -> SrcFloatState:
+    """i = 0, h = h_s = ``p.initial_state`` (0 without ``p``)."""
     z = torch.zeros(shape, dtype=dtype, device=device)
-    return SrcFloatState(z, z.clone(), z.clone())
+    h0 = 0.0 if p is None else float(p.initial_state)
+    return SrcFloatState(z, z + h0, z + h0)
 
 
 class StraightThroughReLU(torch.autograd.Function):
@@ -122,12 +129,12 @@ def src_step(synaptic_input: torch.Tensor, state: SrcFloatState, bias: torch.Ten
 
 def src_sequence(synaptic_input: torch.Tensor, bias: torch.Tensor, p: SrcFloatParameters,
                  state: Optional[SrcFloatState] = None, record: bool = False):
-    """Run :func:`src_step` over ``synaptic_input`` (batch, time, neurons) from a zero
-    state -> outputs (batch, time, neurons); with ``record`` also the states per step
+    """Run :func:`src_step` over ``synaptic_input`` (batch, time, neurons) from the
+    initial state -> outputs (batch, time, neurons); with ``record`` also the states per step
     (a list of :class:`SrcFloatState`)."""
     b, t, n = synaptic_input.shape
     st = state if state is not None else src_initial_state((b, n), synaptic_input.dtype,
-                                                           synaptic_input.device)
+                                                           synaptic_input.device, p)
     out, states = [], []
     for k in range(t):
         s, st = src_step(synaptic_input[:, k], st, bias, p)

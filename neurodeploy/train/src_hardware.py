@@ -48,8 +48,9 @@ def hardware_src_layer(layer, x: torch.Tensor, input_shift: int, output: str) ->
         bias_m = fxs.quantize_bias(bias_f.detach().cpu().numpy())
         bias_f = _st(torch.as_tensor(bias_m * 64.0 / fxs.UNIT), bias_f)
     tables = q.tables()
-    state = fxs.initial_state((batch, n))
-    i_f = h_f = hs_f = torch.zeros((batch, n), dtype=torch.float64)
+    state = fxs.initial_state((batch, n), q.reset_state)
+    i_f = torch.zeros((batch, n), dtype=torch.float64)
+    h_f = hs_f = torch.from_numpy(state.fast / fxs.UNIT)
     out = []
     for t in range(steps):
         a_int = a[:, t].detach().cpu().numpy().astype(np.int64)
