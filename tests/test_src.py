@@ -184,3 +184,22 @@ def test_hardware_aware_forward_equals_the_simulator_bit_for_bit(output):
     assert np.abs(sim).max() > 0
     m.scores(torch.from_numpy(x)).sum().backward()
     assert all(float(l.weight.grad.abs().sum()) > 0 for l in m.layers)
+
+
+def test_map_reports_src_resources_as_an_estimate(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from neurodeploy.cli import main
+    from neurodeploy.hardware.src_resources import OPS_PER_NEURON_STEP
+
+    path = write_netx(quantize_src_model(_model(hidden=(6, 5))), tmp_path / "src.net")
+    res = CliRunner().invoke(main, ["map", str(path), "--json", str(tmp_path / "map.json")])
+    assert res.exit_code == 0, res.output
+    assert "ESTIMATE" in res.output
+    rows = json.loads((tmp_path / "map.json").read_text())["src_resources"]
+    assert [r["neurons"] for r in rows] == [6, 5, 3]
+    assert all(r["estimate"] and r["state_words_per_neuron"] == 4 for r in rows)
+    assert rows[0]["ops_per_step"] == 6 * OPS_PER_NEURON_STEP
+    assert rows[0]["table_bits_per_core"] == 2 * 256 * 16 + 12 * 16
