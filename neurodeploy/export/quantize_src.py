@@ -3,9 +3,9 @@
 Per layer, with float weights W (and b_h for hidden layers):
 
 - weight exponent e: the largest with max|W| 2**e <= 254 (8-bit weights) that also
-  keeps the input current within its 24-bit register (|i| 2**(e + 6) < 2**23 for the
-  largest current the layer's inputs can drive, ``max_row |W| 64 / (1 - alpha)``
-  in message units) and the rho table's index shift >= 0;
+  keeps the input current within its 24-bit register (``|i_float| 2**(e + 6) < 2**23``
+  for the largest current the inputs can drive, ``max_row sum |W| / (1 - alpha)`` with
+  every input at its largest message, s = 1, every step);
 - weights round(W 2**e) on Loihi's 8-bit grid (:func:`fixedpoint.quantize_weights`);
 - i holds ``i_float 2**(e + 6)``: binary input spikes enter as ``a << 6``, graded
   messages (``max(h, 0) >> 6``, i.e. 64 s) as ``a``;
@@ -27,9 +27,9 @@ def src_layer_exponent(weight: np.ndarray, alpha: float, rho: float) -> int:
     """Largest exponent keeping weights in 8 bit and the input current in 24 bit."""
     w = np.abs(np.asarray(weight, np.float64))
     e = fx.choose_weight_exponent(float(w.max()))
-    drive = float(w.sum(1).max()) * 64.0 / max(1.0 - float(alpha), 1e-6)  # message units
-    if drive > 0:
-        e = min(e, int(math.floor(math.log2(fx.VOLTAGE_LIMIT / (drive * 64.0)))))
+    drive = float(w.sum(1).max()) / max(1.0 - float(alpha), 1e-6)  # largest |i_float| (s <= 1)
+    if drive > 0:  # i = i_float 2**(e + 6) stays within 24 bit
+        e = min(e, int(math.floor(math.log2(fx.VOLTAGE_LIMIT / drive))) - 6)
     return max(e, -int(math.ceil(math.log2(4.0 * rho / fxs.TABLE_SIZE))) - 6)
 
 
