@@ -46,14 +46,16 @@ def run_one(job: dict) -> dict:
     from neurodeploy.data import DataSpec, load_dataset
     from neurodeploy.train.layers import SpikingNetwork
     from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
-    from neurodeploy.train.src import SRCNetwork
+    from neurodeploy.train.src import SRCNetwork, SrcFloatParameters
 
     torch.set_num_threads(1)
     torch.manual_seed(job["seed"])
     train, test = load_dataset(DataSpec(name="digits", steps=job["steps"], seed=job["seed"]))
     hidden = [job["width"]] * job["depth"]
     if job["cell"] == "src":
-        model, logit_scale = SRCNetwork(train.input_shape, hidden, train.num_classes), 1.0
+        model = SRCNetwork(train.input_shape, hidden, train.num_classes,
+                           SrcFloatParameters(initial_state=job["initial_state"]))
+        logit_scale = 1.0
     else:
         model = SpikingNetwork(train.input_shape, hidden, train.num_classes,
                                CubaFloatParameters(0.25, 0.03, 1.0), SurrogateParameters(3.0, 1.0, None))
@@ -123,9 +125,10 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.003)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--initial-state", type=float, default=0.0, help="SRC h and h_s at the start")
     args = ap.parse_args(argv)
     jobs = [dict(cell=c, depth=d, seed=s, width=args.width, epochs=args.epochs, steps=args.steps,
-                 batch_size=args.batch_size, lr=args.lr)
+                 batch_size=args.batch_size, lr=args.lr, initial_state=args.initial_state)
             for d in sorted(args.depths, reverse=True) for c in args.cells for s in args.seeds]
     load_before = os.getloadavg()
     t0 = time.perf_counter()
@@ -140,6 +143,7 @@ def main(argv=None):
         "benchmark": "src_depth", "dataset": "digits (sklearn, rate-coded, 1437 train / 360 test)",
         "width": args.width, "epochs": args.epochs, "steps": args.steps, "seeds": args.seeds,
         "batch_size": args.batch_size, "lr": args.lr, "depths": sorted(args.depths),
+        "src_initial_state": args.initial_state,
         "summary": {c: {str(d): {"final": [r["final"] for r in runs if r["cell"] == c and r["depth"] == d],
                                  "best": [r["best"] for r in runs if r["cell"] == c and r["depth"] == d]}
                         for d in sorted(args.depths)} for c in args.cells},

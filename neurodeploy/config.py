@@ -72,7 +72,7 @@ class SrcConfig(_Strict):
     bias_init: float = Field(-6.0, ge=-64, le=63)
     bias_max: float = Field(-4.0, ge=-64, le=63)  # b_h is clamped to <= bias_max
     detach_recurrence: bool = True  # no gradient through h, h_s across steps
-    initial_state: float = Field(-1.0, ge=-1, le=1)  # h and h_s at each sample's start (-1: at rest)
+    initial_state: float = Field(0.0, ge=-1, le=1)  # h and h_s at each sample's start (docs/src.md)
     output: Literal["graded", "binary"] = "graded"  # max(h, 0) (6-bit messages) or h > 0
 
 

@@ -90,7 +90,7 @@ class SrcParameters:
         'current' (the readout: i itself)
     message_shift: 0..12
     reset_state: h and h_s at the start and after every reset (Q12, -4096..4096;
-        i starts at 0). -4096: the hyperpolarised rest the cell settles to.
+        i starts at 0).
     """
 
     input_decay: int
@@ -107,7 +107,7 @@ class SrcParameters:
     slow_decay_active: int
     output: str = "graded"
     message_shift: int = 6
-    reset_state: int = -UNIT
+    reset_state: int = 0
 
     def __post_init__(self):
         for name in ("x_table", "h_table"):
@@ -250,7 +250,7 @@ def quantize_bias(bias: np.ndarray) -> np.ndarray:
 def quantize_parameters(*, alpha: float, rho: float, r: float, r_s: float, z: float,
                         z_hyp: float, z_dep: float, gate_threshold: float,
                         weight_exponent: int, input_shift: int, output: str = "graded",
-                        message_shift: int = 6, initial_state: float = -1.0) -> SrcParameters:
+                        message_shift: int = 6, initial_state: float = 0.0) -> SrcParameters:
     """Float cell constants + the layer's weight exponent -> :class:`SrcParameters`."""
     xs = x_table_shift(rho, weight_exponent)
     return SrcParameters(

@@ -13,7 +13,8 @@ TINY_SRC = {
     "name": "tiny_src",
     "seed": 1,
     "data": {"name": "digits", "steps": 8, "limit": 120},
-    "model": {"cell": "src", "hidden": [12]},
+    # from h = h_s = -1 the cells can fire within the 8 steps (from 0 they cannot)
+    "model": {"cell": "src", "hidden": [12], "src": {"initial_state": -1.0}},
     "train": {"epochs": 1, "batch_size": 32, "lr": 0.01, "logit_scale": 1.0,
               "hardware_aware_epochs": 1},
     "lava": {"samples": 6},

@@ -18,7 +18,7 @@ from neurodeploy.train.src_hardware import set_src_hardware_aware
 
 
 def _reference_src(a, bias, alpha=0.9, rho=3.0, r=2.0, r_s=-7.0, z=0.0, z_hyp=0.9, z_dep=0.0,
-                   theta=0.5, h0=-1.0):
+                   theta=0.5, h0=0.0):
     """The cell's equations, written out in float64 numpy, one neuron at a time."""
     b, t, n = a.shape
     out = np.zeros((b, t, n))
@@ -41,7 +41,7 @@ def test_float_forward_equals_float64_transcription_of_the_equations():
     a = rng.normal(0, 3, (3, 40, 5))
     bias = rng.uniform(-7, -4, 5)
     for p in (SrcFloatParameters(), SrcFloatParameters(z=0.3, z_dep=0.2, gate_threshold=0.1, alpha=0.7,
-                                                       initial_state=0.0)):
+                                                       initial_state=-1.0)):
         ours = src_sequence(torch.tensor(a), torch.tensor(bias), p).numpy()
         ref = _reference_src(a, bias, p.alpha, p.rho, p.r, p.r_s, p.z, p.z_hyp, p.z_dep, p.gate_threshold,
                              p.initial_state)

@@ -40,8 +40,11 @@ class SrcFloatParameters:
     gate_threshold: theta_s, on h
     bias_init, bias_max: b_h starts at bias_init and is clamped to <= bias_max
     detach_recurrence: no gradient through h[t-1], h_s[t-1] across steps
-    initial_state: h and h_s at the start of a sample (i starts at 0); -1 is the
-        hyperpolarised rest, which a cell started from 0 reaches only after ~20 steps
+    initial_state: h and h_s at the start of a sample (i starts at 0). From 0 (the
+        authors' reference) h falls to -1 at once and h_s follows at z_hyp, so the cell
+        cannot fire for its first ~12 steps (b_h = -6, x < rho); from -1 it can fire
+        at once, but a too negative h_s also makes every cell fire one rebound spike
+        a few steps in (see docs/src.md)
     """
 
     alpha: float = 0.9
@@ -55,7 +58,7 @@ class SrcFloatParameters:
     bias_init: float = -6.0
     bias_max: float = -4.0
     detach_recurrence: bool = True
-    initial_state: float = -1.0
+    initial_state: float = 0.0
 
     def __post_init__(self):
         for name in ("alpha", "z", "z_hyp", "z_dep"):
