@@ -60,7 +60,26 @@ class ConvConfig(_Strict):
     padding: int = Field(0, ge=0)
 
 
+class SrcConfig(_Strict):
+    """The Spiking Recurrent Cell's constants (model.cell: src; docs/src.md gives sources)."""
+    alpha: float = Field(0.9, ge=0, lt=1)  # keep factor of the input current per step
+    rho: float = Field(3.0, gt=0)  # x = rho tanh(i / rho)
+    r: float = Field(2.0, ge=-8, le=7.9375)  # positive feedback of h
+    r_s: float = Field(-7.0, ge=-8, le=7.9375)  # negative feedback of the slow state
+    z: float = Field(0.0, ge=0, lt=1)  # update gate of h
+    z_hyp: float = Field(0.9, ge=0, lt=1)  # keep factor of h_s while h <= gate_threshold
+    z_dep: float = Field(0.0, ge=0, lt=1)  # keep factor of h_s while h > gate_threshold
+    gate_threshold: float = Field(0.5, ge=-1, le=1)
+    bias_init: float = Field(-6.0, ge=-64, le=63)
+    bias_max: float = Field(-4.0, ge=-64, le=63)  # b_h is clamped to <= bias_max
+    detach_recurrence: bool = True  # no gradient through h, h_s across steps
+    initial_state: float = Field(0.0, ge=-1, le=1)  # h and h_s at each sample's start (docs/src.md)
+    output: Literal["graded", "binary"] = "graded"  # max(h, 0) (6-bit messages) or h > 0
+
+
 class ModelConfig(_Strict):
+    cell: Literal["cuba", "src"] = "cuba"  # hidden neurons: CUBA-LIF or Spiking Recurrent Cell
+    src: SrcConfig = SrcConfig()
     # Reshape each input sample to this shape (e.g. [1, 8, 8] to run digits through conv layers).
     input_shape: Optional[List[int]] = None
     conv: List[ConvConfig] = Field(default_factory=list)  # conv layers before the dense ones
@@ -104,6 +123,21 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     lava: LavaConfig = LavaConfig()
     hardware: HardwareConfigRef = HardwareConfigRef()
+
+    @model_validator(mode="after")
+    def _src_dense_only(self):
+        if self.model.cell == "src":
+            for key, bad in (("model.conv", bool(self.model.conv)), ("model.batch_norm", self.model.batch_norm),
+                             ("train.backward: 'sparse'", self.train.backward == "sparse"),
+                             ("model.surrogate.tune_height", self.model.surrogate.tune_height),
+                             ("train.hardware_aware_learn", bool(self.train.hardware_aware_learn))):
+                if bad:
+                    raise ValueError(f"model.cell: 'src' builds dense SRC layers trained with dense BPTT; "
+                                     f"{key} is not supported with it")
+            if self.model.src.bias_init > self.model.src.bias_max:
+                raise ValueError(f"model.src.bias_init {self.model.src.bias_init} exceeds "
+                                 f"model.src.bias_max {self.model.src.bias_max}")
+        return self
 
     @model_validator(mode="after")
     def _sparse_needs_band(self):

@@ -375,3 +375,106 @@ def run_netx_on_loihi(path: os.PathLike, stream: np.ndarray, steps: Optional[int
     except Exception as e:  # attribute names differ between lava-loihi releases
         result.notes = result.notes + (f"could not read profiler results ({e})",)
     return result
+
+
+# --- Spiking Recurrent Cell networks (neurodeploy's own Lava process) ------------------
+def run_src_network(network, stream: np.ndarray, steps: Optional[int] = None,
+                    reset_interval: Optional[int] = None, reset_offset: int = 0,
+                    probe: Union[bool, Iterable[int]] = False,
+                    probe_vars: Iterable[str] = ("i", "h", "hs", "s")) -> LavaRun:
+    """Run a network of dense blocks with SRC neurons (:class:`neurodeploy.network.SrcNeuron`,
+    read from a ``.net`` file with :func:`neurodeploy.export.netx.read_netx`) on Lava's
+    CPU simulator, ``Loihi2SimCfg(select_tag='fixed_pt')``: RingBuffer source -> Dense ->
+    SRC -> Dense -> SRC ... -> RingBuffer sink, the processes netx would build for CUBA
+    blocks with the SRC process (``neurodeploy.lava_src``) in place of LIF.
+
+    Each Dense gets netx's synapse parameters (``netx.utils.optimize_weight_bits`` of the
+    stored weights) and the previous block's message bits. Input and timeline as in
+    :func:`run_netx` (neuron layer j resets where ``t % reset_interval == reset_offset + 1 + j``).
+    probe: record i, h, hs (kept by the process, see ``lava_src.process.SRC``) and s
+    (sinks) of every block, or of the block indices given; probes are keyed
+    ``<var>/<j>`` with j the index in ``network.layers``, each (neurons, steps)."""
+    return run_src_networks([network], stream, steps, reset_interval, reset_offset, probe,
+                            probe_vars)[0]
+
+
+def run_src_networks(networks, stream: np.ndarray, steps: Optional[int] = None,
+                     reset_interval: Optional[int] = None, reset_offset: int = 0,
+                     probe: Union[bool, Iterable[int]] = False,
+                     probe_vars: Iterable[str] = ("i", "h", "hs", "s")):
+    """:func:`run_src_network` for several networks of the same input width at once,
+    all fed by one source: one Lava build and run -> a :class:`LavaRun` per network."""
+    netx, RunSteps, Loihi2SimCfg, io = _import_lava()
+    from lava.lib.dl.netx.utils import optimize_weight_bits
+    from lava.proc.dense.process import Dense as LavaDense
+
+    from neurodeploy.lava_src.process import SRC
+    from neurodeploy.network import Dense, SrcNeuron
+
+    steps = int(stream.shape[-1] if steps is None else steps)
+    stream = np.asarray(stream)
+    source = io.source.RingBuffer(data=stream.astype(np.int32))
+    built = []
+    for network in networks:
+        blocks = list(network.layers)
+        if not all(isinstance(b, Dense) and isinstance(b.neuron, SrcNeuron) and b.weight_rec is None
+                   and b.delay is None for b in blocks):
+            raise ValueError("run_src_network runs dense blocks with SRC neurons only "
+                             "(no recurrent weights, no delays)")
+        n_in = blocks[0].in_features
+        if stream.ndim != 2 or stream.shape[0] != n_in:
+            raise ValueError(f"input stream shape {stream.shape[:-1]} does not match the network's "
+                             f"input ({n_in},) (time last)")
+        port, bits = source.s_out, int(network.input_message_bits)
+        probed = (set(range(len(blocks))) if probe is True else set() if probe is False
+                  else {int(j) for j in probe})
+        neurons = []
+        for j, block in enumerate(blocks):
+            w, num_weight_bits, weight_exp, _ = optimize_weight_bits(np.asarray(block.weight))
+            syn = LavaDense(weights=np.asarray(w).astype(np.int32), weight_exp=int(weight_exp),
+                            num_weight_bits=int(num_weight_bits), num_message_bits=bits)
+            p = block.neuron
+            offset = (reset_offset + 1 + j) % reset_interval if reset_interval else 0
+            bias = np.zeros(block.num_neurons, np.int64) if block.bias is None else block.bias
+            cell = SRC(shape=(block.num_neurons,), bias=bias, x_table=np.asarray(p.x_table),
+                       h_table=np.asarray(p.h_table), input_decay=p.input_decay,
+                       input_shift=p.input_shift, x_shift=p.x_shift, h_shift=p.h_shift,
+                       gain_fast=p.gain_fast, gain_slow=p.gain_slow, update_decay=p.update_decay,
+                       gate_threshold=p.gate_threshold, slow_decay_rest=p.slow_decay_rest,
+                       slow_decay_active=p.slow_decay_active, output=p.output,
+                       message_shift=p.message_shift, reset_state=p.reset_state,
+                       reset_interval=int(reset_interval or 0),
+                       reset_offset=offset, record_steps=steps if j in probed else 0)
+            port.connect(syn.s_in)
+            syn.a_out.connect(cell.a_in)
+            port, bits = cell.s_out, p.message_bits
+            neurons.append(cell)
+        sink = io.sink.RingBuffer(shape=(blocks[-1].num_neurons,), buffer=steps)
+        port.connect(sink.a_in)
+        sinks = {}
+        for j in sorted(probed):
+            if "s" in probe_vars:
+                sk = io.sink.RingBuffer(shape=(blocks[j].num_neurons,), buffer=steps)
+                neurons[j].s_out.connect(sk.a_in)
+                sinks[f"s/{j}"] = sk
+        built.append((sink, sinks, {j: neurons[j] for j in probed}))
+    runs = []
+    try:
+        source.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        for sink, sinks, recorded in built:
+            probes = {k: np.asarray(sk.data.get()) for k, sk in sinks.items()}
+            for j, cell in recorded.items():
+                data = np.asarray(cell.record.get())  # (steps, 3, N)
+                for k, var in enumerate(("i", "h", "hs")):
+                    if var in probe_vars:
+                        probes[f"{var}/{j}"] = data[:, k].T
+            runs.append(LavaRun(spikes=np.asarray(sink.data.get()), probes=probes))
+    finally:
+        source.stop()
+    return runs
+
+
+def run_src_netx(path: os.PathLike, stream: np.ndarray, **kw) -> LavaRun:
+    """:func:`run_src_network` on the network stored in a ``.net`` file."""
+    from neurodeploy.export.netx import read_netx
+    return run_src_network(read_netx(path), stream, **kw)

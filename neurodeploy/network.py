@@ -15,6 +15,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from neurodeploy import fixedpoint as fx
+from neurodeploy import fixedpoint_src as fxs
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,18 @@ class SigmaDeltaNeuron:
                              "sigma output")
 
 
-Neuron = Union[CubaNeuron, SigmaDeltaNeuron]
+@dataclass(frozen=True)
+class SrcNeuron(fxs.SrcParameters):
+    """Spiking Recurrent Cell neurons (netx extension type 'SRC', see ``docs/src.md``):
+    the integer fields of :class:`neurodeploy.fixedpoint_src.SrcParameters`, bit widths
+    checked on construction. The block's ``bias`` is b_h's mantissa (13 bit, ``<< 6``
+    into the Q12 pre-activation). lava-dl's netx cannot build it; the Lava adapter does."""
+
+    def parameters(self) -> fxs.SrcParameters:
+        return self
+
+
+Neuron = Union[CubaNeuron, SigmaDeltaNeuron, SrcNeuron]
 
 
 def _freeze(a: Optional[np.ndarray], dtype=np.int64) -> Optional[np.ndarray]:

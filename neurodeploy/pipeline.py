@@ -50,6 +50,11 @@ def build_model(cfg: RunConfig, input_shape, num_classes: int) -> SpikingNetwork
             raise ValueError(f"model.input_shape {cfg.model.input_shape} does not hold the dataset's "
                              f"input shape {tuple(input_shape)}")
         input_shape = cfg.model.input_shape
+    if cfg.model.cell == "src":
+        from neurodeploy.train.src import SRCNetwork, SrcFloatParameters
+        c = cfg.model.src.model_dump()
+        output = c.pop("output")
+        return SRCNetwork(input_shape, cfg.model.hidden, num_classes, SrcFloatParameters(**c), output=output)
     return SpikingNetwork(
         input_shape, cfg.model.hidden, num_classes,
         CubaFloatParameters(n.current_decay, n.voltage_decay, n.threshold),
@@ -71,17 +76,30 @@ def data_spec(cfg: RunConfig):
     return DataSpec(**kwargs)
 
 
+def quantize_any(model, name: str = "network") -> Network:
+    """The integer network of a trained model: CUBA-LIF or SRC."""
+    if getattr(model, "cell", "cuba") == "src":
+        from neurodeploy.export.quantize_src import quantize_src_model
+        return quantize_src_model(model, name=name)
+    return quantize_model(model, name=name)
+
+
 def netx_samples(encoded: np.ndarray, network: Network) -> np.ndarray:
     """Encoded samples (n, steps, ...) -> samples in the Lava input port's order,
     time last (n, *netx input shape, steps) (:func:`neurodeploy.layout.encoded_to_netx`)."""
     return encoded_to_netx(encoded, network.input_shape)
 
 
-def training_forward_outputs(model, dataset, n: int) -> np.ndarray:
-    """Output spikes (n, classes, steps) of the model's own training-mode forward."""
+def training_forward_outputs(model, dataset, n: int, network: Optional[Network] = None) -> np.ndarray:
+    """Output spikes (n, classes, steps) of the model's own training-mode forward (an
+    SRC readout's currents in the integer units of ``network``)."""
     with torch.no_grad():
         x = torch.from_numpy(dataset.encode(np.arange(n)))
-        return model(x)[-1].permute(0, 2, 1).numpy().astype(np.uint8)
+        out = model(x)[-1].permute(0, 2, 1).numpy()
+    if getattr(model, "cell", "cuba") == "src":
+        from neurodeploy.fixedpoint_src import units
+        return np.round(out * units(network.metadata["weight_exponents"][-1])).astype(np.int64)
+    return out.astype(np.uint8)
 
 
 def first_mismatch(a: np.ndarray, b: np.ndarray) -> Optional[dict]:
@@ -174,13 +192,17 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = Fa
 
     # post-training quantisation of the float model, evaluated bit-exactly
     t0 = time.perf_counter()
-    ptq_acc = float((predictions(test_outputs(quantize_model(model))) == labels).mean())
+    ptq_acc = float((predictions(test_outputs(quantize_any(model))) == labels).mean())
     timings["quantized_eval"] = time.perf_counter() - t0
 
     cotrained_acc = None
     if cfg.train.hardware_aware_epochs > 0:
         from neurodeploy.train.hardware import set_hardware_aware, sync_learned_neurons
-        set_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
+        if cfg.model.cell == "src":
+            from neurodeploy.train.src_hardware import set_src_hardware_aware
+            set_src_hardware_aware(model, True)
+        else:
+            set_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
         # fine-tuning checkpoints are only valid on top of the same float model
         hw_resume = resume and float_done >= cfg.train.epochs
         if not hw_resume:
@@ -194,10 +216,11 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = Fa
                       phase="hardware", history=history, log=log, run_id=record.run_id)
         timings["hardware_aware_train"] = time.perf_counter() - t0
         cotrained_acc = evaluate(model, test_set)  # the chip-exact training forward
-        sync_learned_neurons(model)  # learned threshold/decays (if any) into what the exporter reads
+        if cfg.model.cell != "src":
+            sync_learned_neurons(model)  # learned threshold/decays (if any) into what the exporter reads
 
     t0 = time.perf_counter()
-    network = quantize_model(model, name=cfg.name)
+    network = quantize_any(model, name=cfg.name)
     net_path = write_netx(network, out_dir / "model.net")
     _write_model_nir(network, out_dir / "model.nir", log)
     timings["export"] = time.perf_counter() - t0
@@ -252,10 +275,13 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = Fa
                                     "first_mismatch": first_mismatch(q_out[:n], l_out),
                                     "output_spikes": int(l_out.sum())}
             if cotrained_acc is not None:
-                train_out = training_forward_outputs(model, test_set, n)
+                train_out = training_forward_outputs(model, test_set, n, network)
                 metrics["agreement"]["lava_vs_training_forward"] = float(np.mean(
                     [np.array_equal(a, b) for a, b in zip(train_out, l_out)]))
-            atomic_write_bytes(out_dir / "lava_output.npz", npz_bytes(spikes=l_out.astype(np.uint8)))
+            binary = l_out.size == 0 or (l_out.min() >= 0 and l_out.max() <= 1)
+            # graded outputs (an SRC readout) as int32
+            atomic_write_bytes(out_dir / "lava_output.npz",
+                               npz_bytes(spikes=l_out.astype(np.uint8 if binary else np.int32)))
 
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     try:

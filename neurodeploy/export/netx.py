@@ -24,7 +24,7 @@ import numpy as np
 from neurodeploy import fixedpoint as fx
 from neurodeploy.errors import InputError
 from neurodeploy.network import (
-    Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron,
+    Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, SrcNeuron,
 )
 from neurodeploy.errors import InputError
 
@@ -45,7 +45,10 @@ def _write_type(g: h5py.Group, name: str) -> None:
 def _write_neuron(g: h5py.Group, neuron) -> None:
     if neuron is None:
         return
-    if isinstance(neuron, CubaNeuron):
+    if isinstance(neuron, SrcNeuron):  # neurodeploy's extension block (export.netx_src)
+        from neurodeploy.export.netx_src import write_src_neuron
+        write_src_neuron(g, neuron)
+    elif isinstance(neuron, CubaNeuron):
         g.create_dataset("neuron/type", data="CUBA")
         # one value per layer, or an int64 array of one per neuron (slayer's shared_param=False)
         g.create_dataset("neuron/iDecay", data=np.asarray(neuron.current_decay, dtype=np.int64))
@@ -206,7 +209,10 @@ def _read_neuron(g: h5py.Group, where: str):
         # lava-dl's dendrite.Sigma, micro-YOLO's last layer, stores none)
         threshold = None if sigma_output and "vThMant" not in n else int(_scalar(n, "vThMant", w))
         return SigmaDeltaNeuron(threshold=threshold, activation=act, sigma_output=sigma_output)
-    raise NetxFormatError(f"{w}: neuron type '{kind}' is not supported (CUBA/LOIHI, SDNN are)")
+    if kind == "SRC":  # neurodeploy's extension block (export.netx_src)
+        from neurodeploy.export.netx_src import read_src_neuron
+        return read_src_neuron(n, w, NetxFormatError)
+    raise NetxFormatError(f"{w}: neuron type '{kind}' is not supported (CUBA/LOIHI, SDNN, SRC are)")
 
 
 #: netx's default message bits of a sigma-delta layer's graded spikes

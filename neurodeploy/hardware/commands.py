@@ -70,6 +70,11 @@ def map_command(model: Path, hw: str, json_path: Optional[Path], data: Optional[
     click.echo(report.table())
     d = report.to_dict()
     d["config"] = config.to_dict()
+    from neurodeploy.hardware.src_resources import src_resources, src_table
+    src_rows = src_resources(network, {p.index: p.cores for p in report.layers})
+    if src_rows:  # SRC layers: state, tables and ops per step (an estimate)
+        click.echo(src_table(src_rows))
+        d["src_resources"] = src_rows
     _write_json(out, d)
     click.echo(f"wrote {out}")
 

@@ -610,6 +610,10 @@ def hardware_metrics(network: Network, hw: HardwareConfig, inputs: Optional[np.n
             report = report.with_activity(estimate_activity(network, hw, spikes, steps, samples))
     d = report.to_dict()
     d["fits"] = True
+    from neurodeploy.hardware.src_resources import src_resources
+    src_rows = src_resources(network, {p.index: p.cores for p in report.layers})
+    if src_rows:  # SRC layers: state, tables and ops per step (an estimate)
+        d["src_resources"] = src_rows
     if activity_error:
         d["notes"].append(activity_error)
     d["config"] = hw.to_dict()

@@ -83,7 +83,9 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
             lava = lava_outputs(model_path, net, first)
         else:
             from neurodeploy import lava_adapter
-            lava = [lava_adapter.run_netx(model_path, first[j], steps=steps).spikes
+            from neurodeploy.export.quantize_src import is_src_network
+            run = lava_adapter.run_src_netx if is_src_network(net) else lava_adapter.run_netx
+            lava = [run(model_path, first[j], steps=steps).spikes
                     for j in tqdm(range(n_lava), desc="Lava samples", leave=False, disable=None)]
         same = sum(int(np.array_equal(a, b)) for a, b in zip(lava, sim_out))
         correct = sum(int(classify(a[None])[0] == y) for a, y in zip(lava, labels))

@@ -92,7 +92,8 @@ def lava_outputs(net_path, network, samples: np.ndarray) -> np.ndarray:
     """The same on Lava (``Loihi2SimCfg(fixed_pt)``): all samples in one stream, one
     network build, state reset between samples (recurrent networks: the whole state
     zeroed between samples, see the module docstring)."""
-    from neurodeploy.lava_adapter import run_netx, run_netx_blocks
+    from neurodeploy.export.quantize_src import is_src_network
+    from neurodeploy.lava_adapter import run_netx, run_netx_blocks, run_src_netx
 
     n, p = samples.shape[0], samples.shape[-1]
     layers = len(network.neuron_layers)
@@ -103,6 +104,7 @@ def lava_outputs(net_path, network, samples: np.ndarray) -> np.ndarray:
         run = run_netx_blocks(net_path, block_stream(np.asarray(samples), lat), block_steps=p + lat)
         out = run.spikes.reshape(*run.spikes.shape[:-1], n, p + lat)[..., lat:]
         return np.moveaxis(out, -2, 0)
-    run = run_netx(net_path, sample_stream(np.asarray(samples)), steps=stream_steps(n, p, layers),
-                   reset_interval=p)
+    run = (run_src_netx if is_src_network(network) else run_netx)(
+        net_path, sample_stream(np.asarray(samples)), steps=stream_steps(n, p, layers),
+        reset_interval=p)
     return output_windows(run.spikes, n, p, layers)

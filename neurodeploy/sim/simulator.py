@@ -49,7 +49,7 @@ from neurodeploy import fixedpoint as fx
 from neurodeploy._numba import parallel, prange as _prange
 from neurodeploy.layout import netx_shape
 from neurodeploy.network import (
-    Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron,
+    Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, SrcNeuron,
 )
 from neurodeploy.errors import InputError
 
@@ -477,7 +477,7 @@ def _plan(network: Network, input_bias: Optional[np.ndarray], input_bound: float
             layers.append(_Layer(i, neuron_index, block.neuron, shape, None, None,
                                  None if bias is None else torch.as_tensor(bias), is_input=True))
             neuron_index += 1
-            graded = isinstance(block.neuron, SigmaDeltaNeuron)
+            graded = _sends_graded(block.neuron)
             bound = _output_bound(block.neuron, bound)
             continue
         if isinstance(block, (Dense, Conv)):
@@ -528,7 +528,7 @@ def _plan(network: Network, input_bias: Optional[np.ndarray], input_bound: float
                                  None if bias is None else torch.tensor(bias)))
             neuron_index += 1
             shape = out_shape
-            graded = isinstance(block.neuron, SigmaDeltaNeuron)
+            graded = _sends_graded(block.neuron)
             bound = _output_bound(block.neuron, bound)
             continue
         raise NotImplementedError(f"{where}: {type(block).__name__} blocks are not simulated")
@@ -564,8 +564,19 @@ def _conv_out_shape(block: Conv, in_shape) -> Tuple[int, ...]:
     return (int(block.weight.shape[0]), oh, ow)
 
 
+def _sends_graded(neuron) -> bool:
+    """Whether a layer's messages are graded integers (else spikes, seen as s != 0)."""
+    if isinstance(neuron, SrcNeuron):
+        from neurodeploy.sim.src import sends_graded
+        return sends_graded(neuron)
+    return isinstance(neuron, SigmaDeltaNeuron)
+
+
 def _output_bound(neuron, in_bound: float) -> float:
     """Largest |message| a layer can send (for choosing an exact matmul dtype)."""
+    if isinstance(neuron, SrcNeuron):
+        from neurodeploy.sim.src import output_bound
+        return output_bound(neuron)
     if isinstance(neuron, SigmaDeltaNeuron):
         return float(1 << 25)  # 24-bit registers >> 6, generous
     return 1.0
@@ -859,6 +870,9 @@ def _to_netx(frames: torch.Tensor, shape) -> np.ndarray:
 
 def _init_state(layer: _Layer, batch: int):
     n = int(np.prod(layer.shape))
+    if isinstance(layer.neuron, SrcNeuron):
+        from neurodeploy.sim.src import initial_state
+        return initial_state(batch, n, layer.neuron)
     if isinstance(layer.neuron, CubaNeuron):
         z = torch.zeros((batch, n), dtype=torch.float64)
         return {"u": z, "v": z.clone(), "rec": torch.zeros((batch, n), dtype=torch.int64)}
@@ -882,6 +896,13 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
     c = a.shape[0]
     neuron = layer.neuron
     phase = None
+    if isinstance(neuron, SrcNeuron):  # the SRC recurrence lives in sim.src
+        from neurodeploy.sim.src import run_src_neurons
+        if layer.rec is not None:
+            raise NotImplementedError(f"layer {layer.index}: recurrent SRC blocks are not simulated")
+        if reset_interval:
+            phase = (reset_offset + 1 + layer.neuron_index) % reset_interval
+        return run_src_neurons(layer, a, st, _reset_mask(start, c, reset_interval, phase), rec, lead)
     if reset_interval and isinstance(neuron, CubaNeuron):
         phase = (reset_offset + 1 + layer.neuron_index) % reset_interval
     out = torch.empty(a.shape, dtype=torch.bool if isinstance(neuron, CubaNeuron) else torch.int64)
