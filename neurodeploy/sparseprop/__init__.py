@@ -1,0 +1,9 @@
+"""SparseProp: exact event-driven simulation and training of sparse spiking networks
+at O(log N) per network spike (Engelken, NeurIPS 2023). Needs numba, not torch."""
+from neurodeploy.sparseprop.models import ModelParams, balanced_drive
+from neurodeploy.sparseprop.network import CSR, Network
+from neurodeploy.sparseprop.simulate import (HeapSimulator, ReferenceSimulator, Spikes,
+                                             initial_voltages)
+
+__all__ = ["ModelParams", "balanced_drive", "CSR", "Network", "HeapSimulator",
+           "ReferenceSimulator", "Spikes", "initial_voltages"]
