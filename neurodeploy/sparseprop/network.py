@@ -152,9 +152,9 @@ class CSR:
     weights: np.ndarray
 
     def __post_init__(self):
-        indptr = np.ascontiguousarray(self.indptr, dtype=np.int64)
-        indices = np.ascontiguousarray(self.indices, dtype=np.int64)
-        weights = np.ascontiguousarray(self.weights, dtype=np.float64)
+        indptr = np.array(self.indptr, dtype=np.int64)
+        indices = np.array(self.indices, dtype=np.int64)
+        weights = np.array(self.weights, dtype=np.float64)
         n = indptr.size - 1
         if indptr.ndim != 1 or n < 1 or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
             raise ValueError("indptr: expected a non-decreasing int array starting at 0")

@@ -68,10 +68,12 @@ def _times_to_spike(model, v, drive, tau):
 @numba.njit(**_JIT)
 def _heap_run(model, tau, drive, period, n, k, seed, J, indptr, indices, weights,
               keys, items, where, clock, counters, rebase_every, max_spikes, t_stop,
-              out_t, out_i, buf, scratch):
+              out_t, out_i, buf, scratch, rec):
     """Advance the heap simulation by up to ``max_spikes`` spikes before ``t_stop``.
 
-    clock = [origin, shift]; counters = [spikes since rebase]. Connectivity is
+    clock = [origin]; counters = [spikes since rebase, entries written to ``rec``].
+    ``rec`` (empty: not recorded) receives each target's time to spike just before its
+    jump, in order of events and targets, for the adjoint. Connectivity is
     regenerated from ``seed`` when ``indptr`` is empty, otherwise read from CSR.
     ``drive`` and ``period`` have length 1 (identical neurons) or N.
     Returns the number of spikes written to ``out_t``/``out_i``.
@@ -80,6 +82,8 @@ def _heap_run(model, tau, drive, period, n, k, seed, J, indptr, indices, weights
     hetero = drive.shape[0] > 1
     origin = clock[0]
     since = counters[0]
+    recording = rec.shape[0] > 0
+    r = counters[1]
     m = 0
     while m < max_spikes:
         j = items[0]
@@ -109,6 +113,9 @@ def _heap_run(model, tau, drive, period, n, k, seed, J, indptr, indices, weights
             I = drive[i] if hetero else drive[0]
             p = where[i]
             u = keys[p] - shift
+            if recording:
+                rec[r] = u
+                r += 1
             new = shift + _m.ptc(model, u, w, I, tau)
             keys[p] = new
             if new > u + shift:
@@ -127,6 +134,7 @@ def _heap_run(model, tau, drive, period, n, k, seed, J, indptr, indices, weights
             since = 0
     clock[0] = origin
     counters[0] = since
+    counters[1] = r
     return m
 
 
@@ -289,7 +297,8 @@ class HeapSimulator(_Base):
         _heap.heapify(keys, items, where)
         self.keys, self.items, self.where = keys, items, where
         self.clock = np.zeros(1)
-        self.counters = np.zeros(1, dtype=np.int64)
+        self.counters = np.zeros(2, dtype=np.int64)
+        self._rec = np.empty(0)
 
     @property
     def time(self) -> float:
@@ -302,7 +311,7 @@ class HeapSimulator(_Base):
                          n, k, seed, J, indptr, indices, weights,
                          self.keys, self.items, self.where, self.clock, self.counters,
                          self.rebase_every, size, t_stop, out_t, out_i,
-                         self._buf, self._scratch)
+                         self._buf, self._scratch, self._rec)
 
     def scheduled_times(self) -> np.ndarray:
         """Each neuron's next spike time (s) without further input."""
