@@ -63,3 +63,5 @@ main.add_command(bundle_command)
 from neurodeploy.sim.commands import simulate_command, validate_command  # noqa: E402
 main.add_command(simulate_command)
 main.add_command(validate_command)
+from neurodeploy.sparseprop.commands import sparseprop_command  # noqa: E402
+main.add_command(sparseprop_command)
