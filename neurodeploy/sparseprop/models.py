@@ -152,8 +152,12 @@ def qif_period_grad(I, tau):
 
 @numba.njit(**_JIT)
 def qif_voltage(u, I, tau):
+    """V at time to spike u; the reset (-inf) for u >= T."""
     a = math.sqrt(I)
-    return a / math.tan(a * u / tau)
+    x = a * u / tau
+    if x >= math.pi:
+        return -math.inf
+    return a / math.tan(x)
 
 
 @numba.njit(**_JIT)
