@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
-
 import numba
 import numpy as np
 
@@ -178,6 +176,3 @@ class CSR:
     def with_weights(self, weights) -> "CSR":
         return CSR(self.indptr, self.indices, np.asarray(weights, dtype=np.float64))
 
-
-def to_csr_optional(net: Network, stored: bool) -> Optional[CSR]:
-    return net.to_csr() if stored else None

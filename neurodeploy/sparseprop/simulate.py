@@ -45,8 +45,7 @@ def initial_voltages(params: _m.ModelParams, n: int, seed: int) -> np.ndarray:
     """
     rng = np.random.default_rng(seed)
     u = (1.0 - rng.random(n)) * params.period  # in (0, T]
-    return np.array([_m.voltage(params.model_id, x, params.drive, params.tau) for x in u]) \
-        if n < 64 else _voltages(params.model_id, u, params.drive, params.tau)
+    return _voltages(params.model_id, u, params.drive, params.tau)
 
 
 @numba.njit(**_JIT)

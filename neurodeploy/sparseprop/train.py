@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import numba
 import numpy as np
 
 from neurodeploy.sparseprop import models as _m
 from neurodeploy.sparseprop.network import CSR
-from neurodeploy.sparseprop.simulate import HeapSimulator, Spikes, _heap_run
+from neurodeploy.sparseprop.simulate import HeapSimulator, Spikes
 
 _JIT = dict(cache=True, nogil=True)
 
