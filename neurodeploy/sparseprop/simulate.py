@@ -246,7 +246,7 @@ class _Base:
         """Simulate until ``n_spikes`` more spikes or time ``t_stop`` (s), whichever first."""
         if n_spikes < 0:
             raise ValueError(f"spikes: expected a count >= 0, got {n_spikes}")
-        chunk = 1 << 16 if progress else max(n_spikes, 1)
+        chunk = min(max(n_spikes, 1), 1 << 16)  # bounded buffers when t_stop ends the run
         times, neurons = [], []
         bar = None
         if progress:
