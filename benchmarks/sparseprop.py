@@ -119,7 +119,8 @@ def _time_brian2(n, duration, dt, target):
     return {"spikes": spikes, "wall_s": wall, "cpu_s": cpu, "spikes_per_s": spikes / wall,
             "spikes_per_cpu_s": spikes / cpu,
             "us_per_spike": 1e6 * wall / max(spikes, 1), "simulated_s": duration,
-            "dt_s": dt, "codegen": target, "brian2": b2.__version__}
+            "dt_s": dt, "codegen": target, "brian2": b2.__version__,
+            "process_peak_rss_bytes": _status("VmHWM")}
 
 
 def _status(field):

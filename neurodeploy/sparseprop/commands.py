@@ -65,7 +65,8 @@ def run(model: str, n: int, k: int, spikes: int, seed: int, out: Path, *,
     arrays = {"spike_times": result.times, "spike_neurons": result.neurons}
     if save_network:
         csr = net.to_csr()
-        arrays.update(indptr=csr.indptr, indices=csr.indices, weights=csr.weights, v0=v0,
+        arrays.update(indptr=csr.indptr, indices=csr.indices.astype(np.int32),
+                      weights=csr.weights, v0=v0,
                       params=np.array(json.dumps(network_params(net))))
     _write_npz(out, arrays)
     summary = {"spikes": len(result), "simulated_s": float(result.times[-1]),
