@@ -76,11 +76,13 @@ def time_reference(model, n, spikes):
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     # same network, same start: the heap simulator's first spikes
     heap = HeapSimulator(p, v0, network=net).run(5 + spikes)
-    same = bool(np.array_equal(heap.neurons[5:], out.neurons))
-    rel = float(np.max(np.abs(heap.times[5:] - out.times) / out.times)) if same else None
+    differ = np.flatnonzero(heap.neurons[5:] != out.neurons)
+    prefix = int(differ[0]) if differ.size else len(out)  # QIF networks are chaotic
+    rel = (float(np.max(np.abs(heap.times[5:5 + prefix] - out.times[:prefix]) / out.times[:prefix]))
+           if prefix else None)
     return {"spikes": len(out), "wall_s": wall, "cpu_s": cpu, "spikes_per_s": len(out) / wall,
             "spikes_per_cpu_s": len(out) / cpu, "us_per_spike": 1e6 * wall / len(out),
-            "same_sequence_as_heap": same,
+            "same_sequence_as_heap": prefix == len(out), "same_leading_spikes": prefix,
             "max_relative_time_difference": rel}
 
 
@@ -208,7 +210,7 @@ def main():
         ref_spikes = int(max(200, min(args.spikes, args.reference_budget / n)))
         row["reference"] = time_reference(args.model, n, ref_spikes)
         print(f"N={n:>8} O(N) reference {row['reference']['spikes_per_s']:.3g} spikes/s "
-              f"(same sequence: {row['reference']['same_sequence_as_heap']})", flush=True)
+              f"(same first {row['reference']['same_leading_spikes']} spikes)", flush=True)
         row["speedup_vs_reference"] = row["heap"]["spikes_per_s"] / row["reference"]["spikes_per_s"]
         row["speedup_vs_reference_cpu"] = (row["heap"]["spikes_per_cpu_s"]
                                            / row["reference"]["spikes_per_cpu_s"])
