@@ -96,12 +96,13 @@ def _heap_run(model, tau, drive, period, n, k, seed, J, indptr, indices, weights
             draw_targets(j, n, k, seed, buf, scratch)
             a = 0
             b = k
-        # touch every target's heap entry first: independent loads overlap in memory
+        # read every target's heap entry first: independent loads overlap in memory,
+        # and the sum doubles as a check that no scheduled time became NaN
         touched = 0.0
         for q in range(a, b):
             touched += keys[where[indices[q] if stored else buf[q]]]
         if touched != touched:
-            shift = touched  # unreachable for finite keys; keeps the loads alive
+            raise ValueError("a scheduled spike time became NaN")
         for q in range(a, b):
             if stored:
                 i = indices[q]
@@ -111,15 +112,16 @@ def _heap_run(model, tau, drive, period, n, k, seed, J, indptr, indices, weights
                 w = J
             I = drive[i] if hetero else drive[0]
             p = where[i]
-            u = keys[p] - shift
+            old = keys[p]
+            u = old - shift
             if recording:
                 rec[r] = u
                 r += 1
             new = shift + _m.ptc(model, u, w, I, tau)
             keys[p] = new
-            if new > u + shift:
+            if new > old:
                 _heap.sift_down(keys, items, where, p)
-            else:
+            elif new < old:
                 _heap.sift_up(keys, items, where, p)
         _heap.update(keys, items, where, j, shift + (period[j] if hetero else period[0]))
         out_t[m] = origin + shift
