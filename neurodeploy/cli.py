@@ -98,6 +98,8 @@ LAZY_COMMANDS = {
                  "Accuracy of MODEL.net on the simulator and its agreement with Lava."),
     "convert": ("neurodeploy.export.commands", "convert_command",
                 "Convert between netx (.net) and NIR (.nir) by the files' extensions."),
+    "sparseprop": ("neurodeploy.sparseprop.commands", "sparseprop_command",
+                   "Exact event-driven simulation of a large sparse LIF/QIF network (SparseProp)."),
 }
 
 
