@@ -127,11 +127,26 @@ class PipelineResult:
 
 def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
                  log: Callable[[str], None] = print) -> PipelineResult:
-    out_dir = prepare_output_dir(Path(out_dir))
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+    from neurodeploy.train import distributed
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.train.device == "auto" else cfg.train.device
+    ctx, device, joined = distributed.setup(device)  # a no-op outside torchrun / srun
+    try:
+        return _run_pipeline(cfg, out_dir, resume, log if ctx.is_main else (lambda _: None), device, ctx)
+    finally:
+        distributed.teardown(joined)
+
+
+def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, log, device: str, ctx) -> PipelineResult:
+    from neurodeploy.train import distributed
+
+    if ctx.is_main:
+        out_dir = prepare_output_dir(Path(out_dir))
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+    distributed.barrier(ctx)
+    out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.train.device == "auto" else cfg.train.device
     timings = {}
 
     from neurodeploy.data import load_dataset
@@ -157,6 +172,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
                   resume=resume, device=device, log=log)
     timings["train"] = time.perf_counter() - t0
     model.cpu()
+    distributed.broadcast_model(model, ctx)  # bit-identical weights on every rank
     float_acc = evaluate(model, test_set)
     labels = np.asarray(test_set.labels)
 
@@ -164,10 +180,11 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
         enc = test_set.encode(indices)
         return netx_samples(enc.reshape(*enc.shape[:2], *model.input_shape), network)
 
-    def test_outputs(network):
-        return np.concatenate([quantized_outputs(network, test_samples(network, idx))
-                               for idx in np.array_split(np.arange(len(test_set)),
-                                                         max(1, -(-len(test_set) // EVAL_BATCH)))])
+    def test_outputs(network):  # each rank simulates its slice of the test set
+        def outputs(indices):
+            return np.concatenate([quantized_outputs(network, test_samples(network, idx))
+                                   for idx in np.array_split(indices, max(1, -(-len(indices) // EVAL_BATCH)))])
+        return distributed.sharded_map(outputs, np.arange(len(test_set)), ctx)
 
     # post-training quantisation of the float model, evaluated bit-exactly
     t0 = time.perf_counter()
@@ -180,7 +197,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
         set_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
         # fine-tuning checkpoints are only valid on top of the same float model
         hw_resume = resume and float_done >= cfg.train.epochs
-        if not hw_resume:
+        if not hw_resume and ctx.is_main:
             for stale in ckpt_dir.glob("hardware_epoch_*.pt"):
                 stale.unlink()
         t0 = time.perf_counter()
@@ -190,14 +207,17 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
                       checkpoint_dir=ckpt_dir, resume=hw_resume, device="cpu",
                       phase="hardware", history=history, log=log)
         timings["hardware_aware_train"] = time.perf_counter() - t0
+        distributed.broadcast_model(model, ctx)
         cotrained_acc = evaluate(model, test_set)  # the chip-exact training forward
         sync_learned_neurons(model)  # learned threshold/decays (if any) into what the exporter reads
 
     t0 = time.perf_counter()
     network = quantize_model(model, name=cfg.name)
-    net_path = write_netx(network, out_dir / "model.net")
+    net_path = write_netx(network, out_dir / "model.net") if ctx.is_main else None
     timings["export"] = time.perf_counter() - t0
     q_out = test_outputs(network)
+    if not ctx.is_main:  # rank 0 alone writes the artifacts and runs Lava
+        return PipelineResult({}, out_dir)
     q_acc = float((predictions(q_out) == labels).mean())
     # encoded test samples in the Lava port's order, for `neurodeploy deploy/bundle --data`
     keep = np.arange(min(len(test_set), DEPLOY_SAMPLES))
@@ -216,6 +236,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False,
                     "input": list(network.input_shape),
                     "weight_exponents": network.metadata.get("weight_exponents")},
         "machine": machine_description(),
+        "distributed": ctx.as_dict(),
         "history": history.as_dict(),
     }
 
