@@ -220,8 +220,7 @@ def _dense_layer(x_in, weight, bias, p, surrogate, weight_rec):
     state = CubaFloatState(current.new_zeros(b, n), current.new_zeros(b, n))
     s = current.new_zeros(b, n)
     spikes = []
-    for k in range(t):
-        x = current[:, k]
+    for x in current.unbind(1):  # not current[:, k]: see neuron.cuba_float_sequence
         if weight_rec is not None:
             x = x + s @ weight_rec.T
         s, state = cuba_float_step(x, state, p, surrogate, bias)
