@@ -319,6 +319,26 @@ def run_case(args, library, variant, workload_name, n) -> dict:
     return res
 
 
+def comparison(results) -> list:
+    """Per workload (and n): each neurodeploy variant's time over the fastest peer's."""
+    rows = []
+    for wl, n in sorted({(r["workload"], r.get("n") or 0) for r in results}):
+        group = [r for r in results if r["workload"] == wl and (r.get("n") or 0) == n and r.get("available")]
+        peers = [r for r in group if r["library"] != "neurodeploy"]
+        if not peers:
+            continue
+        fastest = min(peers, key=lambda r: r["forward_backward_s"])
+        for r in group:
+            if r["library"] == "neurodeploy":
+                rows.append({"workload": wl, "n": n or None, "variant": r["variant"],
+                             "forward_backward_s": r["forward_backward_s"],
+                             "fastest_peer": f"{fastest['library']} {fastest['variant']}",
+                             "fastest_peer_s": fastest["forward_backward_s"],
+                             "time_over_fastest_peer": r["forward_backward_s"] / fastest["forward_backward_s"],
+                             "faster_than_every_peer": r["forward_backward_s"] < fastest["forward_backward_s"]})
+    return rows
+
+
 def bar_chart(results, path: Path, device: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -353,6 +373,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per case")
     ap.add_argument("--sj-python", default=str(ROOT / ".venv-peers312" / "bin" / "python"),
                     help="Python >= 3.11 with spikingjelly and torch installed")
+    ap.add_argument("--replot", action="store_true",
+                    help="only recompute the comparison and the chart of an existing --json")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--workload", default=None, help=argparse.SUPPRESS)
@@ -362,6 +384,13 @@ def main():
         args.library = args.worker
         args.n = args.n[0]
         print(json.dumps(worker(args)))
+        return
+
+    if args.replot:
+        out = json.loads(args.json.read_text())
+        out["comparison"] = comparison(out["results"])
+        args.json.write_text(json.dumps(out, indent=2))
+        bar_chart(out["results"], args.json.with_suffix(".png"), out["device"])
         return
 
     sizes = args.n or ([16384] if args.device == "cuda" else [4096])
@@ -390,7 +419,12 @@ def main():
                     out["loadavg_end"] = list(os.getloadavg())
                     args.json.parent.mkdir(parents=True, exist_ok=True)
                     args.json.write_text(json.dumps(out, indent=2))
+    out["comparison"] = comparison(results)
+    for c in out["comparison"]:
+        print(f"{c['workload']} {c['n'] or ''} neurodeploy {c['variant']}: {c['time_over_fastest_peer']:.2f}x "
+              f"the time of the fastest peer ({c['fastest_peer']})")
     if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
         bar_chart(results, args.json.with_suffix(".png"), args.device)
 
 
