@@ -146,19 +146,40 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = Fa
                  log: Callable[[str], None] = print) -> PipelineResult:
     """Run ``cfg`` into ``out_dir``. A non-empty ``out_dir`` needs ``resume`` (same
     configuration and data, checkpoints of the same run) or ``force`` (cleared
-    first); see :mod:`neurodeploy.rundir`."""
+    first); see :mod:`neurodeploy.rundir`. Under torchrun / srun every rank trains
+    (:mod:`neurodeploy.train.distributed`) and rank 0 alone writes files."""
+    from neurodeploy.train import distributed
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.train.device == "auto" else cfg.train.device
+    ctx, device, joined = distributed.setup(device)  # a no-op outside torchrun / srun
+    try:
+        return _run_pipeline(cfg, out_dir, resume, force, log if ctx.is_main else (lambda _: None),
+                             device, ctx)
+    finally:
+        distributed.teardown(joined)
+
+
+def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, log, device: str,
+                  ctx) -> PipelineResult:
+    from neurodeploy.rundir import read_record
+    from neurodeploy.train import distributed
+
     out_dir = Path(out_dir)
-    record = open_run_dir(out_dir, cfg.resolved(), resume=resume, force=force, log=log)
+    record = (open_run_dir(out_dir, cfg.resolved(), resume=resume, force=force, log=log)
+              if ctx.is_main else None)
+    distributed.barrier(ctx)
+    if record is None:  # the other ranks take the run id rank 0 recorded
+        record = read_record(out_dir)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.train.device == "auto" else cfg.train.device
     timings = {}
 
     from neurodeploy.data import load_dataset
     t0 = time.perf_counter()
     train_set, test_set = load_dataset(data_spec(cfg))
     timings["data"] = time.perf_counter() - t0
-    record = check_data(out_dir, record, data_fingerprint(train_set, test_set))
+    if ctx.is_main:
+        record = check_data(out_dir, record, data_fingerprint(train_set, test_set))
     log(f"data: {cfg.data.name}, {len(train_set)} train / {len(test_set)} test samples, "
         f"input {tuple(train_set.input_shape)}, {cfg.data.steps} steps")
 
@@ -178,6 +199,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = Fa
                   run_id=record.run_id)
     timings["train"] = time.perf_counter() - t0
     model.cpu()
+    distributed.broadcast_model(model, ctx)  # bit-identical weights on every rank
     float_acc = evaluate(model, test_set)
     labels = np.asarray(test_set.labels)
 
@@ -185,10 +207,11 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = Fa
         enc = test_set.encode(indices)
         return netx_samples(enc.reshape(*enc.shape[:2], *model.input_shape), network)
 
-    def test_outputs(network):
-        return np.concatenate([quantized_outputs(network, test_samples(network, idx))
-                               for idx in np.array_split(np.arange(len(test_set)),
-                                                         max(1, -(-len(test_set) // EVAL_BATCH)))])
+    def test_outputs(network):  # each rank simulates its slice of the test set
+        def outputs(indices):
+            return np.concatenate([quantized_outputs(network, test_samples(network, idx))
+                                   for idx in np.array_split(indices, max(1, -(-len(indices) // EVAL_BATCH)))])
+        return distributed.sharded_map(outputs, np.arange(len(test_set)), ctx)
 
     # post-training quantisation of the float model, evaluated bit-exactly
     t0 = time.perf_counter()
@@ -205,7 +228,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = Fa
             set_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
         # fine-tuning checkpoints are only valid on top of the same float model
         hw_resume = resume and float_done >= cfg.train.epochs
-        if not hw_resume:
+        if not hw_resume and ctx.is_main:
             for stale in ckpt_dir.glob("hardware_epoch_*.pt"):
                 stale.unlink()
         t0 = time.perf_counter()
@@ -215,16 +238,21 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = Fa
                       checkpoint_dir=ckpt_dir, resume=hw_resume, device="cpu",
                       phase="hardware", history=history, log=log, run_id=record.run_id)
         timings["hardware_aware_train"] = time.perf_counter() - t0
+        distributed.broadcast_model(model, ctx)
         cotrained_acc = evaluate(model, test_set)  # the chip-exact training forward
         if cfg.model.cell != "src":
             sync_learned_neurons(model)  # learned threshold/decays (if any) into what the exporter reads
 
     t0 = time.perf_counter()
     network = quantize_any(model, name=cfg.name)
-    net_path = write_netx(network, out_dir / "model.net")
-    _write_model_nir(network, out_dir / "model.nir", log)
+    net_path = None
+    if ctx.is_main:
+        net_path = write_netx(network, out_dir / "model.net")
+        _write_model_nir(network, out_dir / "model.nir", log)
     timings["export"] = time.perf_counter() - t0
     q_out = test_outputs(network)
+    if not ctx.is_main:  # rank 0 alone writes the artifacts and runs Lava
+        return PipelineResult({}, out_dir)
     q_acc = float((predictions(q_out) == labels).mean())
     # encoded test samples in the Lava port's order, for `neurodeploy deploy/bundle --data`
     keep = np.arange(min(len(test_set), DEPLOY_SAMPLES))
@@ -243,6 +271,7 @@ def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = Fa
                     "input": list(network.input_shape),
                     "weight_exponents": network.metadata.get("weight_exponents")},
         "machine": machine_description(),
+        "distributed": ctx.as_dict(),
         "history": history.as_dict(),
     }
 

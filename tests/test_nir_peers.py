@@ -25,8 +25,8 @@ import torch
 
 from conftest import requires_lava
 
-snn = pytest.importorskip("snntorch", reason="the nir-test dependency group is not installed")
-norse = pytest.importorskip("norse.torch", reason="the nir-test dependency group is not installed")
+snn = pytest.importorskip("snntorch", reason="the peers dependency group is not installed")
+norse = pytest.importorskip("norse.torch", reason="the peers dependency group is not installed")
 
 from neurodeploy.data import DataSpec  # noqa: E402
 from neurodeploy.data.digits import load_splits  # noqa: E402

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -36,16 +37,39 @@ class History:
 
 
 def evaluate(model, dataset, batch_size: int = 256, device="cpu") -> float:
-    """Float test accuracy: argmax of output spike counts (ties -> lowest index)."""
+    """Float test accuracy: argmax of output spike counts (ties -> lowest index).
+    In a distributed run each rank scores its slice of the test set."""
+    from neurodeploy.train import distributed
+
+    ctx = distributed.current()
     model.eval()
     correct = total = 0
     with torch.no_grad():
-        for x, y in dataset.batches(batch_size, shuffle=False):
+        if ctx.enabled:
+            mine = distributed.shard(np.arange(len(dataset)), ctx)
+            batches = ((torch.from_numpy(dataset.encode(i)), torch.from_numpy(dataset.labels[i]))
+                       for i in np.array_split(mine, max(1, -(-len(mine) // batch_size))) if len(i))
+        else:
+            batches = dataset.batches(batch_size, shuffle=False)
+        for x, y in batches:
             pred = model.scores(x.to(device)).argmax(dim=1).cpu()
             correct += int((pred == y).sum())
             total += len(y)
+    correct, total = distributed.all_sum([correct, total], ctx)
     model.train()
     return correct / max(total, 1)
+
+
+def batch_loss(model, x, y, logit_scale: float, global_batch: int, world_size: int = 1):
+    """(loss, class scores) of one (slice of a) batch. The loss is the cross-entropy
+    over spike counts x ``logit_scale``, summed over this slice, divided by the global
+    batch size and multiplied by the world size: DistributedDataParallel averages
+    gradients over ranks, so the result is the global batch's mean-loss gradient."""
+    counts = model(x)[-1].sum(dim=1)
+    if world_size == 1 and len(y) == global_batch:
+        return F.cross_entropy(counts * logit_scale, y), counts
+    loss = F.cross_entropy(counts * logit_scale, y, reduction="sum") * (world_size / global_batch)
+    return loss, counts
 
 
 def latest_checkpoint(directory: Path, phase: str = "float") -> Optional[Path]:
@@ -96,9 +120,17 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
     this ``phase`` when ``resume``). Returns the history (all phases so far).
 
     ``run_id``: written into every checkpoint; resuming from a checkpoint of
-    another run id is refused (:class:`~neurodeploy.checks.OutputDirError`)."""
+    another run id is refused (:class:`~neurodeploy.checks.OutputDirError`).
+    Under torch.distributed (:mod:`neurodeploy.train.distributed`) each rank trains
+    on its slice of every global batch of ``batch_size``; rank 0 writes checkpoints."""
+    from neurodeploy.train import distributed
+
+    ctx = distributed.current()
     checkpoint_dir = Path(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if not ctx.is_main:
+        log = lambda _: None  # noqa: E731
     history = history if history is not None else History()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     start = 0
@@ -120,26 +152,31 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
             start = state["epoch"]
             log(f"resumed {phase} training from {ckpt.name} (epoch {start}/{epochs})")
     model.to(device).train()
+    trained = distributed.wrap(model, ctx, device)
     counted = [m.active_counts for m in model.modules() if hasattr(m, "active_counts")]
     for epoch in range(start, epochs):
         for c in counted:
             c.clear()
         t0 = time.perf_counter()
         total_loss = correct = seen = 0
-        bar = tqdm(train_set.batches(batch_size, shuffle=True, seed=seed + epoch),
-                   total=-(-len(train_set) // batch_size), desc=f"{phase} epoch {epoch + 1}/{epochs}",
-                   leave=False, dynamic_ncols=True, disable=None)
-        for x, y in bar:
+        if ctx.enabled:
+            batches = ((torch.from_numpy(train_set.encode(i)), torch.from_numpy(train_set.labels[i]), g)
+                       for i, g in distributed.global_batches(len(train_set), batch_size, seed + epoch, ctx))
+        else:
+            batches = ((x, y, len(y)) for x, y in train_set.batches(batch_size, shuffle=True, seed=seed + epoch))
+        bar = tqdm(batches, total=-(-len(train_set) // batch_size), desc=f"{phase} epoch {epoch + 1}/{epochs}",
+                   leave=False, dynamic_ncols=True, disable=None if ctx.is_main else True)
+        for x, y, global_batch in bar:
             x, y = x.to(device), y.to(device)
-            counts = model.scores(x)
-            loss = F.cross_entropy(counts * logit_scale, y)
+            loss, counts = batch_loss(trained, x, y, logit_scale, global_batch, ctx.world_size)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss.detach()) * len(y)
+            total_loss += float(loss.detach()) * global_batch / ctx.world_size
             correct += int((counts.argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        total_loss, correct, seen = distributed.all_sum([total_loss, correct, seen], ctx)
         test_acc = evaluate(model, test_set, device=device)
         history.epoch.append(len(history.epoch) + 1)
         history.loss.append(total_loss / max(seen, 1))
@@ -147,13 +184,15 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
         history.test_accuracy.append(test_acc)
         history.seconds.append(time.perf_counter() - t0)
         history.phase.append(phase)
-        entries = sum(c.get("entries", 0) for c in counted)
-        active = sum(c.get("active", 0) for c in counted) / entries if entries else None
+        active, entries = distributed.all_sum([sum(c.get("active", 0) for c in counted),
+                                               sum(c.get("entries", 0) for c in counted)], ctx)
+        active = active / entries if entries else None
         history.active_fraction += [None] * (len(history.epoch) - 1 - len(history.active_fraction))
         history.active_fraction.append(active)
-        _save(checkpoint_dir / f"{phase}_epoch_{epoch + 1:03d}.pt",
-              {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-               "epoch": epoch + 1, "history": history.as_dict(), "run_id": run_id})
+        if ctx.is_main:
+            _save(checkpoint_dir / f"{phase}_epoch_{epoch + 1:03d}.pt",
+                  {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                   "epoch": epoch + 1, "history": history.as_dict(), "run_id": run_id})
         log(f"{phase} epoch {epoch + 1}/{epochs}: loss {history.loss[-1]:.4f} "
             f"train {history.train_accuracy[-1]:.3f} test {test_acc:.3f} "
             + (f"active {100 * active:.1f} % " if active is not None else "")

@@ -107,11 +107,15 @@ def cuba_float_sequence(x: torch.Tensor, p: CubaFloatParameters, surrogate: Surr
                         bias=None) -> torch.Tensor:
     """Run :func:`cuba_float_step` over time for input currents ``x`` (batch, time,
     neurons) from a fresh state; dense BPTT through autograd. Returns spikes
-    (batch, time, neurons)."""
+    (batch, time, neurons).
+
+    The steps' inputs are taken with one ``unbind`` (whose backward stacks the steps'
+    gradients once) rather than by indexing step by step, whose backward would write
+    every step's gradient into its own zero-filled (batch, time, neurons) tensor."""
     b, t, n = x.shape
     state = CubaFloatState(x.new_zeros(b, n), x.new_zeros(b, n))
     spikes = []
-    for k in range(t):
-        s, state = cuba_float_step(x[:, k], state, p, surrogate, bias)
+    for x_k in x.unbind(1):
+        s, state = cuba_float_step(x_k, state, p, surrogate, bias)
         spikes.append(s)
     return torch.stack(spikes, dim=1)

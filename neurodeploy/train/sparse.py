@@ -82,6 +82,9 @@ USE_COMPILED_CPU = True
 #: computes the gradient into them only at that layer's active entries, all that its
 #: backward reads (False: everywhere, e.g. to inspect those spikes' gradient)
 INPUT_GRADIENT_AT_ACTIVE_ONLY = True
+#: CPU, feed-forward layers without bias: above this fraction of active entries the weight
+#: gradient is one GEMM over every entry (du^T x_in) instead of the sparse A @ Y
+GEMM_WEIGHT_GRADIENT_ABOVE = 0.15
 #: CUDA: a sparse layer whose input is another feed-forward sparse layer's spikes
 #: (unchanged) keeps that layer's uint8 copy of them for its weight gradient instead of
 #: the float tensor (a quarter of the bytes; the float spikes can then be freed after
@@ -220,8 +223,7 @@ def _dense_layer(x_in, weight, bias, p, surrogate, weight_rec):
     state = CubaFloatState(current.new_zeros(b, n), current.new_zeros(b, n))
     s = current.new_zeros(b, n)
     spikes = []
-    for k in range(t):
-        x = current[:, k]
+    for x in current.unbind(1):  # not current[:, k]: see neuron.cuba_float_sequence
         if weight_rec is not None:
             x = x + s @ weight_rec.T
         s, state = cuba_float_step(x, state, p, surrogate, bias)
@@ -498,6 +500,19 @@ def _fused_cpu_backward(ctx, x_in, weight, weight_rec, spikes, active, sg, grad_
     """The whole backward of the layer in one compiled CPU pass (train.sparse_cpu), or
     None without numba."""
     need_params = any(ctx.needs_input_grad[1:4])
+    if (not ctx.has_bias and not ctx.has_rec and ctx.needs_input_grad[1]
+            and active.numel() > GEMM_WEIGHT_GRADIENT_ABOVE * spikes.numel()):
+        # many active entries: the adjoint in the compiled pass, then the weight gradient
+        # dW = du^T x_in and the input gradient du W as GEMMs over every entry (du is 0
+        # where no active entry reaches it), not A @ Y entry by entry
+        out = _cpu_kernels().fused_layer_backward(
+            x_in, spikes, grad_spikes, active, sg, 1.0 - p.current_decay, 1.0 - p.voltage_decay,
+            None, True, False)
+        if out is None:
+            return None
+        du = out[0]
+        d_w = du.reshape(-1, du.shape[2]).T @ x_in.reshape(-1, x_in.shape[2]).to(du.dtype)
+        return (du @ weight if need_dx else None, d_w, None, None, None, None) + (None,) * ctx.n_extra
     out = _cpu_kernels().fused_layer_backward(
         x_in, spikes, grad_spikes, active, sg, 1.0 - p.current_decay, 1.0 - p.voltage_decay,
         weight_rec, need_dx, need_params, weight=weight, lower_active=ctx.below)
