@@ -87,8 +87,10 @@ def check_samples(x: np.ndarray, network, what: str = "inputs", allow_single: bo
         x = x[None]
     if x.ndim == len(netx) + 2 and tuple(x.shape[1:-1]) == netx:
         from neurodeploy.checks import check_values
-        if x.shape[0] < 1 or x.shape[-1] < 1:
-            raise InputError(f"{what}: shape {x.shape}; expected at least one sample and one time step")
+        if x.shape[0] < 1:
+            raise InputError(f"{what}: no samples (shape {x.shape}); expected at least one")
+        if x.shape[-1] < 1:
+            raise InputError(f"{what}: no time steps (shape {x.shape}); expected T >= 1")
         return check_values(x, what)  # integers only, nothing rounded
     expected = f"(samples, {', '.join(map(str, netx))}, T)"
     hint = ""

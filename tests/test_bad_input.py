@@ -63,7 +63,7 @@ def files(tmp_path_factory):
     # weights Lava's Dense would clip (netx stores what it is given)
     (d / "clipped.net").write_bytes((d / "model.net").read_bytes())
     with h5py.File(d / "clipped.net", "r+") as f:
-        w = f["layer/0/weight"]
+        w = f["layer/1/weight"]  # layer/0 is the input block
         w[0, 0] = 300
     (d / "afile").write_text("a file, not a directory")
     return d
@@ -205,8 +205,9 @@ def test_pipeline_unwritable_out_is_refused_before_work(files, tmp_path):
 # --- outputs checked before any work -------------------------------------------------
 def test_simulate_and_validate_check_outputs_before_computing(files, tmp_path, monkeypatch):
     import neurodeploy.sim.commands as C
+    import neurodeploy.sim.simulator as S
 
-    monkeypatch.setattr(C, "simulate", lambda *a, **k: pytest.fail("simulated before the output check"))
+    monkeypatch.setattr(S, "simulate", lambda *a, **k: pytest.fail("simulated before the output check"))
     monkeypatch.setattr(C, "simulated_outputs", lambda *a, **k: pytest.fail("simulated before the check"))
     res = run("simulate", files / "model.net", "--input", files / "x.npy", "--output", files / "afile" / "o.npz")
     assert_one_line_error(res, BAD_OUTPUT, "--output")
