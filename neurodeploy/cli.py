@@ -97,9 +97,9 @@ LAZY_COMMANDS = {
     "validate": ("neurodeploy.sim.commands", "validate_command",
                  "Accuracy of MODEL.net on the simulator and its agreement with Lava."),
     "convert": ("neurodeploy.export.commands", "convert_command",
-                "Convert between netx (.net) and NIR (.nir) by the files' extensions."),
+                "Convert between netx and NIR: SRC.net -> DST.nir or SRC.nir -> DST.net."),
     "sparseprop": ("neurodeploy.sparseprop.commands", "sparseprop_command",
-                   "Exact event-driven simulation of a large sparse LIF/QIF network (SparseProp)."),
+                   "Exact event-driven simulation of a sparse balanced network (SparseProp)."),
 }
 
 

@@ -409,7 +409,7 @@ def run_src_networks(networks, stream: np.ndarray, steps: Optional[int] = None,
     from lava.proc.dense.process import Dense as LavaDense
 
     from neurodeploy.lava_src.process import SRC
-    from neurodeploy.network import Dense, SrcNeuron
+    from neurodeploy.network import Dense, Input, SrcNeuron
 
     steps = int(stream.shape[-1] if steps is None else steps)
     stream = np.asarray(stream)
@@ -417,7 +417,11 @@ def run_src_networks(networks, stream: np.ndarray, steps: Optional[int] = None,
     built = []
     for network in networks:
         blocks = list(network.layers)
-        if not all(isinstance(b, Dense) and isinstance(b.neuron, SrcNeuron) and b.weight_rec is None
+        # a neuron-less input block only names the input shape (netx builds no layer for it);
+        # records keep the file's block index
+        k0 = int(bool(blocks) and isinstance(blocks[0], Input) and blocks[0].neuron is None)
+        blocks = blocks[k0:]
+        if not blocks or not all(isinstance(b, Dense) and isinstance(b.neuron, SrcNeuron) and b.weight_rec is None
                    and b.delay is None for b in blocks):
             raise ValueError("run_src_network runs dense blocks with SRC neurons only "
                              "(no recurrent weights, no delays)")
@@ -427,7 +431,7 @@ def run_src_networks(networks, stream: np.ndarray, steps: Optional[int] = None,
                              f"input ({n_in},) (time last)")
         port, bits = source.s_out, int(network.input_message_bits)
         probed = (set(range(len(blocks))) if probe is True else set() if probe is False
-                  else {int(j) for j in probe})
+                  else {int(j) - k0 for j in probe})
         neurons = []
         for j, block in enumerate(blocks):
             w, num_weight_bits, weight_exp, _ = optimize_weight_bits(np.asarray(block.weight))
@@ -456,8 +460,8 @@ def run_src_networks(networks, stream: np.ndarray, steps: Optional[int] = None,
             if "s" in probe_vars:
                 sk = io.sink.RingBuffer(shape=(blocks[j].num_neurons,), buffer=steps)
                 neurons[j].s_out.connect(sk.a_in)
-                sinks[f"s/{j}"] = sk
-        built.append((sink, sinks, {j: neurons[j] for j in probed}))
+                sinks[f"s/{j + k0}"] = sk
+        built.append((sink, sinks, {j + k0: neurons[j] for j in probed}))
     runs = []
     try:
         source.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))

@@ -22,24 +22,26 @@ class _RunsCode:
 def test_checkpoint_that_would_run_code_is_refused_on_resume(tmp_path):
     marker = tmp_path / "code_ran"
     out = tmp_path / "run"
-    (out / "checkpoints").mkdir(parents=True)
-    evil = out / "checkpoints" / "float_epoch_001.pt"
-    torch.save({"model": _RunsCode(marker), "optimizer": {}, "epoch": 1, "history": {}}, evil)
-    # the file is a real attack: a plain (weights_only=False) load runs its code
-    torch.load(evil, weights_only=False)
-    assert marker.exists()
-    marker.unlink()
-
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump({"name": "tiny", "data": {"name": "digits", "steps": 4, "limit": 40},
                                    "model": {"hidden": [8]}, "train": {"epochs": 2},
                                    "lava": {"enabled": False}, "hardware": {"config": None}}))
+    res = CliRunner().invoke(main, ["pipeline", str(cfg), "--out", str(out)])
+    assert res.exit_code == 0, res.output  # a genuine run: run.json, config, checkpoints
+    # its last checkpoint replaced by a real attack: a plain (weights_only=False) load runs its code
+    evil = out / "checkpoints" / "float_epoch_002.pt"
+    torch.save({"model": _RunsCode(marker), "optimizer": {}, "epoch": 2, "history": {}}, evil)
+    torch.load(evil, weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+    before = sorted(p.name for p in (out / "checkpoints").iterdir())
+
     res = CliRunner().invoke(main, ["pipeline", str(cfg), "--out", str(out), "--resume"])
     assert res.exit_code == 2, res.output
     assert f"{evil}: refused" in res.output and "would run Python code" in res.output
     assert "Traceback" not in res.output
     assert not marker.exists(), "the checkpoint's code ran"
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["float_epoch_001.pt"]  # no training
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before  # no training
 
 
 def test_checkpoint_that_is_not_one_is_a_one_line_error(tmp_path):

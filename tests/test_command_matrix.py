@@ -136,19 +136,27 @@ def test_pipeline(run):
 
 def test_simulate(run, tmp_path):
     """``simulate`` on the samples laid out as one stream with netx's resets gives
-    Lava's recorded spikes, sample for sample."""
+    Lava's recorded spikes, sample for sample. A recurrent network's samples run one
+    stream each: netx's reset clears the neurons but not the recurrent synapse's
+    buffered spikes, so the pipeline runs Lava with the whole state zeroed between
+    samples (``lava_adapter.run_netx_blocks``), as training sees them."""
     from neurodeploy.export.netx import read_netx
-    from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
+    from neurodeploy.sim.samples import is_recurrent, output_windows, sample_stream, stream_steps
 
     lava = _lava_spikes(run)
     x, _ = _samples(run)
     n, p = 3, x.shape[-1]
-    layers = len(read_netx(run["net"]).neuron_layers)
-    np.save(tmp_path / "stream.npy", sample_stream(x[:n]))
-    _invoke("simulate", run["net"], "--input", tmp_path / "stream.npy", "--output", tmp_path / "o.npz",
-            "--steps", stream_steps(n, p, layers), "--reset-interval", p)
-    with np.load(tmp_path / "o.npz") as f:
-        got = output_windows(f["spikes"], n, p, layers)
+    net = read_netx(run["net"])
+    layers = len(net.neuron_layers)
+    streams = [x[i:i + 1] for i in range(n)] if is_recurrent(net) else [x[:n]]
+    got = []
+    for k, xs in enumerate(streams):
+        np.save(tmp_path / f"stream{k}.npy", sample_stream(xs))
+        _invoke("simulate", run["net"], "--input", tmp_path / f"stream{k}.npy", "--output",
+                tmp_path / f"o{k}.npz", "--steps", stream_steps(len(xs), p, layers), "--reset-interval", p)
+        with np.load(tmp_path / f"o{k}.npz") as f:
+            got.append(output_windows(f["spikes"], len(xs), p, layers))
+    got = np.concatenate(got)
     assert got.shape == lava[:n].shape
     assert np.array_equal(got, lava[:n])
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,10 +103,51 @@ def _pipeline(tmp_path, name, *extra):
     return json.loads((tmp_path / name / "metrics.json").read_text()), done.stdout
 
 
+def _descendants(pid: int) -> list:
+    """Every live descendant of ``pid`` (from /proc), children first found first."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _killed_after_first_epoch(tmp_path, name, *extra):
+    """Start the pipeline and SIGKILL its whole process group (launcher and ranks) as
+    soon as the first float checkpoint is in place."""
+    import signal
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "neurodeploy", "pipeline", str(tmp_path / "cfg.yaml"),
+           "--out", str(tmp_path / name), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    first = tmp_path / name / "checkpoints" / "float_epoch_001.pt"
+    deadline = time.monotonic() + 600
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in _descendants(proc.pid) + [proc.pid]:  # torch's launcher starts ranks in sessions of their own
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    assert first.exists() and not first.with_name("float_epoch_002.pt").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.lava
 def test_two_process_digits_pipeline_resumed_matches_one_process_and_lava(tmp_path):
-    """`pipeline --nproc 2` (torch's launcher, gloo), stopped after one epoch and resumed:
+    """`pipeline --nproc 2` (torch's launcher, gloo), killed after one epoch and resumed:
     the same training history and float / bit-exact accuracy as one uninterrupted
     process, spike-exact against Lava, world size recorded, rank 0 alone reporting."""
     pytest.importorskip("lava.lib.dl")
@@ -119,7 +161,7 @@ def test_two_process_digits_pipeline_resumed_matches_one_process_and_lava(tmp_pa
                   "hardware_aware_epochs": 1},
         "lava": {"samples": 30}, "hardware": {"config": None}}))
     one, _ = _pipeline(tmp_path, "one")
-    _pipeline(tmp_path, "two", "--nproc", "2", "--epochs", "1", "--lava-samples", "0")
+    _killed_after_first_epoch(tmp_path, "two", "--nproc", "2")
     two, out = _pipeline(tmp_path, "two", "--nproc", "2", "--resume")
     assert "resumed float training from float_epoch_001.pt" in out
     assert out.count("== neurodeploy pipeline") == 1  # rank 0 alone reports

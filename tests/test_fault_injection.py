@@ -39,13 +39,13 @@ RUNNER = r"""
 import os, signal, sys, threading
 kind, arg = os.environ.get("FAULT", "none:0").split(":")
 die = lambda: os.killpg(os.getpgid(0), signal.SIGKILL)
-if kind == "checkpoint":  # the arg-th checkpoint write stops halfway through its file
-    import torch
+if kind == "checkpoint":  # the arg-th checkpoint write (or the first of a phase named arg)
+    import torch             # stops halfway through its file
     real_save, calls = torch.save, [0]
     def save(obj, f, *a, **k):
         calls[0] += 1
         real_save(obj, f, *a, **k)
-        if calls[0] == int(arg):
+        if (calls[0] == int(arg)) if arg.isdigit() else os.path.basename(str(f)).startswith(arg):
             size = os.path.getsize(f)
             with open(f, "r+b") as fh:
                 fh.truncate(size // 2)
@@ -140,9 +140,9 @@ def test_killed_runs_resume_to_the_uninterrupted_model(tmp_path):
     steps = [
         # (what is interrupted, how, arguments)
         ("a checkpoint write (float epoch 2, half written)", "fault", ["checkpoint:2"], []),
-        ("training, at a random moment of the last float epoch or fine-tuning", "line",
-         ["float epoch 2/3", rng.uniform(0.0, 1.5)], ["--resume"]),
-        ("the fine-tuning checkpoint write", "fault", ["checkpoint:1"], ["--resume"]),
+        ("the fine-tuning checkpoint write", "fault", ["checkpoint:hardware"], ["--resume"]),
+        ("training, at a random moment of the fine-tuning epoch or after", "line",
+         ["resumed float training", rng.uniform(0.0, 1.5)], ["--resume"]),
         ("export (model.net written, not yet in place)", "fault", ["export:0"], ["--resume"]),
     ]
     if LAVA:

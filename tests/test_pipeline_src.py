@@ -39,8 +39,9 @@ def test_tiny_src_pipeline_agrees_with_lava_and_the_training_forward(tmp_path):
     assert m["agreement"]["lava_vs_training_forward"] == 1.0
     assert np.abs(np.load(out / "lava_output.npz")["spikes"]).max() > 0
     net = read_netx(out / "model.net")
-    assert [b.neuron.output for b in net.layers] == ["graded", "current"]
-    assert all(isinstance(b.neuron, SrcNeuron) for b in net.layers)
+    blocks = [b for _, b in net.neuron_layers]  # after the neuron-less input block
+    assert [b.neuron.output for b in blocks] == ["graded", "current"]
+    assert all(isinstance(b.neuron, SrcNeuron) for b in blocks)
     src = m["hardware"]["src_resources"]
     assert [r["layer"] for r in src] == [0, 1] and all(r["estimate"] for r in src)
 

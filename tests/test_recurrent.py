@@ -134,9 +134,11 @@ def test_recurrent_network_writes_dense_rec_and_reads_back(tmp_path):
     net = quantize_model(_network(4))
     path = write_netx(net, tmp_path / "rec.net")
     with h5py.File(path, "r") as f:
-        assert f["layer/0/type"][0] == b"dense_rec" and f["layer/2/type"][0] == b"dense"
+        assert f["layer/0/type"][0] == b"input"  # the file names its input shape
+        assert f["layer/1/type"][0] == b"dense_rec" and f["layer/3/type"][0] == b"dense"
     back = read_netx(path)
-    for a, b in zip(net.layers, back.layers):
+    assert back.layers[0].neuron is None  # the neuron-less input block naming the input shape
+    for a, b in zip(net.layers, back.layers[1:]):
         np.testing.assert_array_equal(a.weight, b.weight)
         assert (a.weight_rec is None) == (b.weight_rec is None)
         if a.weight_rec is not None:
@@ -178,7 +180,7 @@ def test_recurrent_pipeline_is_spike_exact_on_lava(tmp_path):
     })
     m = run_pipeline(cfg, tmp_path / "run", log=lambda s: None).metrics
     with h5py.File(tmp_path / "run" / "model.net", "r") as f:
-        assert f["layer/0/type"][0] == b"dense_rec"
+        assert f["layer/1/type"][0] == b"dense_rec"  # layer/0: the input block
     ag = m["agreement"]
     assert ag["samples"] == 16 and ag["output_spikes"] > 0
     assert ag["lava_vs_quantized"] == 1.0, ag["first_mismatch"]

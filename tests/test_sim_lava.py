@@ -89,7 +89,7 @@ def test_random_dense_networks_match_lava(tmp_path_factory, seed, sign, odd, ext
                Dense(weight=(w2 // 2) * 2, neuron=_neuron(rng, False))]
     path = tmp_path_factory.mktemp("d") / "net.net"
     write_netx(Network(layers=tuple(layers), input_shape=(n_in,)), path)
-    k = 1 if input_layer else 0
+    k = 1  # layer/0: the input block, with neurons or (written for every file) without
     _write_raw_weights(path, {k: w1, k + 1: w2})
     T = 12
     if input_layer:  # graded input into a_in, large enough to wrap u / saturate v
@@ -231,7 +231,7 @@ def test_lava_conv_sums_past_float32_are_exact_and_past_int32_are_not(tmp_path):
     lava = lava_adapter.run_netx(path, x, steps=3, input_message_bits=16).spikes
     assert np.array_equal(ours, lava) and np.array_equal(ours[:, 0, 0, 1], fx.wrap_signed(torch.from_numpy(sums), 24).numpy())
     x[2, 0, 0, 0] = 1 << 30  # 2**25 + 3 * 2**30 > 2**31
-    with pytest.warns(LavaConvOverflowWarning, match="layer 0 \\(conv\\).*int32"):
+    with pytest.warns(LavaConvOverflowWarning, match="layer 1 \\(conv\\).*int32"):
         ours = simulate(net, x, steps=3).spikes
     lava = lava_adapter.run_netx(path, x, steps=3, input_message_bits=16).spikes
     assert lava[1, 0, 0, 1] == 0 and ours[1, 0, 0, 1] != 0

@@ -149,11 +149,12 @@ def test_netx_extension_block_round_trips(tmp_path):
     path = write_netx(net, tmp_path / "src.net")
     import h5py
     with h5py.File(path) as f:
-        assert f["layer/0/neuron/type"][()].decode() == "SRC"
-        assert f["layer/0/neuron/hTable"].shape == (256,)
-        assert int(f["layer/0/neuron/messageBits"][()]) == 7
+        assert f["layer/1/neuron/type"][()].decode() == "SRC"
+        assert f["layer/1/neuron/hTable"].shape == (256,)
+        assert int(f["layer/1/neuron/messageBits"][()]) == 7
     back = read_netx(path)
-    for a, b in zip(net.layers, back.layers):
+    assert back.layers[0].neuron is None  # the neuron-less input block naming the input shape
+    for a, b in zip(net.layers, back.layers[1:]):
         assert a.neuron == b.neuron
         assert np.array_equal(a.weight, b.weight)
         assert (a.bias is None and b.bias is None) or np.array_equal(a.bias, b.bias)
