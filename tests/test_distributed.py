@@ -51,8 +51,13 @@ def _gradients_worker(rank: int, world: int, init_file: str, out: str) -> None:
             grads[backward] = {n: p.grad for n, p in model.named_parameters()}
         if rank == 0:
             torch.save(grads, out)
+        torch.distributed.barrier()  # no rank tears gloo down while the other still uses it
     finally:
         torch.distributed.destroy_process_group()
+    # leave without the interpreter's teardown: a spawned child's native thread pools can
+    # abort there ("terminate called without an active exception") after the work is done
+    sys.stdout.flush()
+    os._exit(0)
 
 
 BACKWARDS = ("dense", "sparse")

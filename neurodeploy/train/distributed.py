@@ -113,6 +113,10 @@ def setup(device: str) -> tuple[Context, str, bool]:
 def teardown(joined_here: bool) -> None:
     global _CPU_GROUP
     if joined_here and dist.is_initialized():
+        try:  # no rank tears gloo down while another still uses it (gloo aborts then)
+            dist.barrier(group=_CPU_GROUP)
+        except RuntimeError:  # a rank already gone: nothing left to wait for
+            pass
         dist.destroy_process_group()
         _CPU_GROUP = None
 
