@@ -23,15 +23,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
+from neurodeploy.machine import cpu_model as _cpu_model  # noqa: E402
 
 def _time(cmd, repeats: int) -> dict:
     """Wall times of ``repeats`` fresh runs (one warm-up run first, not counted)."""

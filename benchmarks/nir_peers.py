@@ -31,15 +31,7 @@ from neurodeploy.sim.samples import simulated_outputs  # noqa: E402
 from neurodeploy.train.imported import FloatImportedNetwork  # noqa: E402
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
+from neurodeploy.machine import cpu_model as _cpu_model  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -273,14 +273,8 @@ def worker(args) -> dict:
 
 # ------------------------------------------------------------------------------ the driver
 def machine(device: str) -> dict:
-    cpu = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from neurodeploy.machine import cpu_model
+    cpu = cpu_model()
     m = {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
          "python": platform.python_version()}
     try:

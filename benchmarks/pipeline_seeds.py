@@ -24,15 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
+from neurodeploy.machine import cpu_model  # noqa: E402
 
 def machine() -> dict:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),

@@ -119,7 +119,8 @@ def predictions(spikes: np.ndarray) -> np.ndarray:
 
 
 def machine_description() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    from neurodeploy.machine import cpu_model
+    return {"platform": platform.platform(), "processor": cpu_model(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
