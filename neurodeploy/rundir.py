@@ -10,9 +10,7 @@ run id. So:
 - ``resume`` is refused when the configuration (CLI overrides included) or the
   data differ from the run's, naming each difference, or when a checkpoint
   belongs to another run. The one change it accepts is more epochs
-  (``train.epochs``, ``train.hardware_aware_epochs``): training continues; more
-  float epochs once fine-tuning has started are refused (fine-tuning would stay
-  built on the shorter-trained weights).
+  (``train.epochs``, ``train.hardware_aware_epochs``): training continues.
 
 numpy and yaml only.
 """
@@ -165,12 +163,6 @@ def open_run_dir(out_dir, config: dict, resume: bool = False, force: bool = Fals
         log(f"resume: nothing to resume in {out_dir}; starting the run")
     if record is not None:
         longer = _longer_training(record.config, config)
-        if any(change.startswith("train.epochs:") for change in longer) and \
-                any((out_dir / CHECKPOINT_DIR).glob("hardware_epoch_*.pt")):
-            raise OutputDirError(f"--resume {out_dir}: more float epochs ({'; '.join(longer)}), but "
-                                 "hardware-aware fine-tuning has already started from the float "
-                                 "weights it had; it would not be redone on the longer-trained ones: "
-                                 "start a fresh run (another --out, or --force)")
         if longer:
             log(f"resume: {'; '.join(longer)}: training continues from the last checkpoint")
             record = RunRecord(record.run_id, config, record.data_fingerprint, record.created)

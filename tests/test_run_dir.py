@@ -161,21 +161,6 @@ def test_more_epochs_on_resume_continue_training(tmp_path):
         run_pipeline(parse_config(fewer), tmp_path / "r", resume=True, log=quiet)
 
 
-def test_more_float_epochs_after_fine_tuning_started_are_refused(tmp_path):
-    """Fine-tuning starts from the float weights of the last float epoch: adding float
-    epochs afterwards would leave it built on the older ones, so resume refuses; more
-    fine-tuning epochs are accepted."""
-    tuned = dict(TINY, train={**TINY["train"], "hardware_aware_epochs": 1})
-    run_pipeline(parse_config(tuned), tmp_path / "r", log=quiet)
-    more_float = dict(tuned, train={**tuned["train"], "epochs": 2})
-    with pytest.raises(OutputDirError, match="fine-tuning has already started"):
-        run_pipeline(parse_config(more_float), tmp_path / "r", resume=True, log=quiet)
-    more_tuning = dict(tuned, train={**tuned["train"], "hardware_aware_epochs": 2})
-    logs = []
-    run_pipeline(parse_config(more_tuning), tmp_path / "r", resume=True, log=logs.append)
-    assert any("train.hardware_aware_epochs: 1 -> 2" in line for line in logs)
-
-
 def test_config_differences_name_keys_and_both_values():
     assert config_differences({"a": {"b": 1, "c": [1]}}, {"a": {"b": 2, "c": [1]}, "d": None}) == [
         "a.b: 1 -> 2", "d: (absent) -> null"]
