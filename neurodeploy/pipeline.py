@@ -303,7 +303,9 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, log, devic
             metrics["agreement"] = {"lava_vs_quantized": float(same.mean()), "sim_vs_lava": float(same.mean()),
                                     "samples": int(n),
                                     "first_mismatch": first_mismatch(q_out[:n], l_out),
-                                    "output_spikes": int(l_out.sum())}
+                                    # messages sent by the output layer: spikes, or graded
+                                    # values of a readout (whose sum would mean nothing)
+                                    "output_spikes": int(np.count_nonzero(l_out))}
             if cotrained_acc is not None:
                 train_out = training_forward_outputs(model, test_set, n, network)
                 metrics["agreement"]["lava_vs_training_forward"] = float(np.mean(
