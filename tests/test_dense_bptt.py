@@ -1,10 +1,14 @@
 """The dense BPTT time loop against autograd through per-step indexing (the textbook
-loop, written out here): the same spikes and the same gradients, bit for bit."""
+loop, written out here): the same spikes and, for the autograd loops (the reference
+and the recurrent layer), the same gradients bit for bit; the fused scan of a
+feed-forward layer sums its adjoint in another order, so its gradients agree to
+float rounding."""
 import pytest
 import torch
 
 from neurodeploy.train.neuron import (
-    CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_sequence, cuba_float_step,
+    CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_sequence,
+    cuba_float_sequence_reference, cuba_float_step,
 )
 from neurodeploy.train.sparse import cuba_layer
 
@@ -40,13 +44,21 @@ def test_dense_layer_equals_per_step_indexing_autograd(band, recurrent):
         assert 0 < float(out.mean()) < 1  # some neurons fire, some do not
         return torch.autograd.grad((out * probe).sum(), weights, retain_graph=True)
 
+    def same(a, b, exact):
+        if exact:
+            assert torch.equal(a, b)
+        else:
+            assert a.abs().max() > 0
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
     ref = indexed_loop(x @ w.T, p, sg, bias, w_rec)
     ours = cuba_layer(x, w, bias, p, sg, weight_rec=w_rec, backward="dense")
     assert torch.equal(ours, ref)
     for a, b in zip(grads(ours), grads(ref)):
-        assert torch.equal(a, b)
+        same(a, b, exact=recurrent)
     if not recurrent:
-        seq = cuba_float_sequence(x @ w.T, p, sg, bias)
-        assert torch.equal(seq, ref)
-        for a, b in zip(grads(seq), grads(ref)):
-            assert torch.equal(a, b)
+        for fn, exact in ((cuba_float_sequence_reference, True), (cuba_float_sequence, False)):
+            seq = fn(x @ w.T, p, sg, bias)
+            assert torch.equal(seq, ref)
+            for a, b in zip(grads(seq), grads(ref)):
+                same(a, b, exact)

@@ -105,9 +105,19 @@ def cuba_float_step(x: torch.Tensor, state: CubaFloatState, p: CubaFloatParamete
 
 def cuba_float_sequence(x: torch.Tensor, p: CubaFloatParameters, surrogate: SurrogateParameters,
                         bias=None) -> torch.Tensor:
+    """Spikes (batch, time, neurons) of :func:`cuba_float_step` run over time for input
+    currents ``x`` (batch, time, neurons) from a fresh state, with the dense BPTT
+    gradient of :func:`cuba_float_sequence_reference` computed as one autograd node
+    (:mod:`neurodeploy.train.scan`)."""
+    from neurodeploy.train.scan import cuba_scan
+    return cuba_scan(x, p, surrogate, bias)
+
+
+def cuba_float_sequence_reference(x: torch.Tensor, p: CubaFloatParameters,
+                                  surrogate: SurrogateParameters, bias=None) -> torch.Tensor:
     """Run :func:`cuba_float_step` over time for input currents ``x`` (batch, time,
-    neurons) from a fresh state; dense BPTT through autograd. Returns spikes
-    (batch, time, neurons).
+    neurons) from a fresh state; dense BPTT through autograd: the reference the fused
+    scan is tested against. Returns spikes (batch, time, neurons).
 
     The steps' inputs are taken with one ``unbind`` (whose backward stacks the steps'
     gradients once) rather than by indexing step by step, whose backward would write

@@ -69,7 +69,7 @@ from typing import Optional
 import torch
 
 from neurodeploy.train.neuron import (
-    CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_step,
+    CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_sequence, cuba_float_step,
     in_band, surrogate_derivative,
 )
 
@@ -217,8 +217,11 @@ def _uint8_spikes_of(x_in: torch.Tensor) -> Optional[torch.Tensor]:
 
 
 def _dense_layer(x_in, weight, bias, p, surrogate, weight_rec):
-    """Dense autograd reference: the time loop of neuron.cuba_float_step."""
+    """Dense BPTT: the time loop of neuron.cuba_float_step (as one fused autograd node
+    without recurrent weights, through autograd step by step with them)."""
     current = x_in @ weight.T
+    if weight_rec is None:
+        return cuba_float_sequence(current, p, surrogate, bias)
     b, t, n = current.shape
     state = CubaFloatState(current.new_zeros(b, n), current.new_zeros(b, n))
     s = current.new_zeros(b, n)
