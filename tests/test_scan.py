@@ -71,3 +71,28 @@ def test_scan_on_cuda_equals_reference():
     x = (torch.randn(8, 60, 70, generator=g) * 0.6 + 0.2).cuda()
     bias = (torch.randn(70, generator=g) * 0.1).cuda()
     _compare(x, CubaFloatParameters(0.25, 0.1, 1.0), SurrogateParameters(3.0, 1.0, 0.5), bias)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("values", ["spikes", "graded"])
+def test_event_products_equal_the_gemm(dtype, values):
+    """input_current by events (sparse CPU inputs) against x @ W^T and its autograd
+    gradients; a dense input takes the GEMM itself."""
+    from neurodeploy.train import events
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(3, 50, 70, generator=g) < 0.05
+    x = (mask * (1.0 if values == "spikes" else torch.randn(3, 50, 70, generator=g))).to(dtype)
+    w = torch.randn(23, 70, generator=g, dtype=dtype)
+    probe = torch.randn(3, 50, 23, generator=g, dtype=dtype)
+    assert events._events_apply(x) and not events._events_apply(torch.ones_like(x))
+    xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+    got = events.input_current(xs, ws)
+    assert got.grad_fn is not None and "EventCurrent" in type(got.grad_fn).__name__
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    ref = xr @ wr.T
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, ref, **tol)
+    for a, b in zip(torch.autograd.grad((got * probe).sum(), [xs, ws]),
+                    torch.autograd.grad((ref * probe).sum(), [xr, wr])):
+        assert b.abs().max() > 0
+        torch.testing.assert_close(a, b, **tol)

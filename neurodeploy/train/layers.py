@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
+from neurodeploy.train.events import input_current
 from neurodeploy.train.neuron import (
     CubaFloatParameters, SurrogateParameters, cuba_float_sequence,
 )
@@ -89,7 +90,7 @@ class CubaDense(nn.Module):
             return cuba_layer(x, self.weight, None, self.neuron, self.surrogate, weight_rec=self.weight_rec,
                               backward=self.backward,
                               stats=self.active_counts if self.training and self.backward == "sparse" else None)
-        current = x @ self.weight.T
+        current = input_current(x, self.weight)
         if self.norm is not None:
             b, t, n = current.shape
             current = self.norm(current.reshape(b * t, n)).reshape(b, t, n)

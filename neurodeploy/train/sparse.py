@@ -68,6 +68,7 @@ from typing import Optional
 
 import torch
 
+from neurodeploy.train.events import input_current
 from neurodeploy.train.neuron import (
     CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_sequence, cuba_float_step,
     in_band, surrogate_derivative,
@@ -219,7 +220,7 @@ def _uint8_spikes_of(x_in: torch.Tensor) -> Optional[torch.Tensor]:
 def _dense_layer(x_in, weight, bias, p, surrogate, weight_rec):
     """Dense BPTT: the time loop of neuron.cuba_float_step (as one fused autograd node
     without recurrent weights, through autograd step by step with them)."""
-    current = x_in @ weight.T
+    current = input_current(x_in, weight)
     if weight_rec is None:
         return cuba_float_sequence(current, p, surrogate, bias)
     b, t, n = current.shape
@@ -248,7 +249,7 @@ def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
 def forward_active_entries(x_in, weight, bias, weight_rec, p, surrogate):
     """:func:`forward_active` with the active entries as (step, sample, neuron) index
     tensors, sorted in (T, B, N) order."""
-    current = x_in @ weight.T
+    current = input_current(x_in, weight)
     b, t, n = current.shape
     u = current.new_zeros(b, n)
     v = current.new_zeros(b, n)

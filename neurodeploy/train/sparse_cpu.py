@@ -340,10 +340,11 @@ def forward_active(x_in: torch.Tensor, weight: torch.Tensor, bias, p, surrogate,
     without numba."""
     if numba is None:
         return None
+    from neurodeploy.train.events import input_current
     from neurodeploy.train.neuron import in_band, surrogate_derivative
     dt = x_in.dtype
     np_dt = np.float64 if dt == torch.float64 else np.float32
-    current = (x_in @ weight.T).contiguous()
+    current = input_current(x_in, weight).contiguous()
     b, t, n = current.shape
     spikes = torch.empty_like(current)
     v_minus_threshold = torch.empty((t, b, n), dtype=dt)
