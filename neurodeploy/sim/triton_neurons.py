@@ -38,7 +38,9 @@ BLOCK = 512
 SD_HIDDEN, SD_INPUT, SD_SIGMA_OUTPUT = fx.SD_HIDDEN, fx.SD_INPUT, fx.SD_SIGMA_OUTPUT
 
 
-@triton.jit
+# sizes and thresholds are not specialised on (1, multiples of 16): one compiled
+# kernel per combination of the constexpr flags
+@triton.jit(do_not_specialize=["m", "nb", "steps", "n"])
 def _cuba_kernel(a_ptr, first_ptr, reset_ptr, cf_ptr, vf_ptr, th_ptr, m, bias_ptr, nb,
                  u_ptr, v_ptr, s_ptr, u_rec_ptr, v_rec_ptr, steps, n,
                  DELAYED: tl.constexpr, HAS_BIAS: tl.constexpr, RECORD: tl.constexpr,
@@ -91,7 +93,7 @@ def _wrap32(x):
     return x.to(tl.int32).to(tl.int64)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["th", "nb", "steps", "n"])
 def _sigma_delta_kernel(a_ptr, first_ptr, th, bias_ptr, nb, sigma_ptr, act_ptr, residue_ptr,
                         out_ptr, sigma_rec_ptr, steps, n, KIND: tl.constexpr, DELAYED: tl.constexpr,
                         HAS_BIAS: tl.constexpr, RECORD: tl.constexpr, BLOCK: tl.constexpr):
