@@ -99,10 +99,25 @@ class _DeviceSynapse(cpu._Synapse):
             if self.int8 and rows.shape[0] > 16:  # cuBLASLt's int8 GEMM takes more than 16 rows
                 if self.k_pad:
                     rows = torch.nn.functional.pad(rows, (0, self.k_pad))
-                y = torch._int_mm(rows, self.w8.t())
-                return (y if y.shape[1] == self.n_out else y[:, :self.n_out]).reshape(f, b, -1)
+                y = self._int8_product(rows)
+                if y is not None:
+                    return (y if y.shape[1] == self.n_out else y[:, :self.n_out]).reshape(f, b, -1)
             x = x.to(torch.float64)
         return self._exact(lambda d: d @ w.T, x.reshape(f, b, -1))
+
+    def _int8_product(self, rows: torch.Tensor) -> Optional[torch.Tensor]:
+        """rows (R, K) int8 @ the int8 weights -> int32 (R, N padded), or None when this
+        build of PyTorch takes neither weight layout (then float64 from here on)."""
+        for weights in (self.w8.t(), self.w8.t().contiguous()):  # column-major first (IMMA's)
+            try:
+                y = torch._int_mm(rows, weights)
+            except RuntimeError:
+                continue
+            if weights.is_contiguous():  # keep the layout that works
+                self.w8 = weights.t()
+            return y
+        self.int8 = False
+        return None
 
     def _exact(self, product, x: torch.Tensor) -> torch.Tensor:
         """``product(x)`` exactly: float64 within the bound, else over base-2**p digits
