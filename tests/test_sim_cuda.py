@@ -127,6 +127,9 @@ def _small_networks():
         Input(shape=(2, 9, 9), neuron=CubaNeuron(4096, 0, 0)),
         Conv(weight=w(4, 2, 3, 3), neuron=lif, shape=(4, 4, 4), stride=(2, 2)),
         Flatten(shape=(64,)), Dense(weight=w(5, 64), neuron=lif)), input_shape=(2, 9, 9)), 0.3, None
+    yield "grouped, dilated, padded conv", Network(layers=(
+        Conv(weight=w(4, 1, 3, 3), neuron=lif, shape=(4, 7, 7), padding=(1, 1), dilation=(2, 2), groups=2),
+        Flatten(shape=(196,)), Dense(weight=w(5, 196), neuron=lif)), input_shape=(2, 9, 9)), 0.3, None
     yield "recurrent", Network(layers=(
         Dense(weight=w(16, 30), weight_rec=w(16, 16) // 2, neuron=lif),
         Dense(weight=w(6, 16), neuron=lif)), input_shape=(30,)), 0.2, None

@@ -11,8 +11,8 @@ Products, each exact:
   bound is below 2**53 (every partial sum then an exact integer, in any order); else
   over the input's base-2**p digits, each digit's product below 2**53, recombined in
   int64 (the CPU's int64 product, modulo 2**64 alike). No float32 product, so no TF32;
-- convolutions without cuDNN (PyTorch's own im2col + GEMM), whose Winograd and FFT
-  algorithms round.
+- convolutions as the input's patches (unfold) times the weights in float64, not
+  cuDNN, whose Winograd and FFT algorithms round.
 
 Neurons: CUBA-LIF and sigma-delta layers run as Triton kernels
 (:mod:`neurodeploy.sim.triton_neurons`) over a chunk of steps; recurrent blocks a step
@@ -38,6 +38,10 @@ from neurodeploy.sim.simulator import SimResult, SimulationInputError
 DEVICE_CHUNK_ELEMENTS = 1 << 27
 #: largest integer below which every float64 sum of integers is exact
 FLOAT64_EXACT = 2 ** 53
+#: patch values (float64) unfolded at a time by a convolution
+UNFOLD_ELEMENTS = 1 << 28
+#: inputs of more bytes go to the GPU through pinned buffers of this many bytes
+STAGE_BYTES = 1 << 26
 
 
 def device_for(name: str) -> torch.device:
@@ -79,6 +83,10 @@ class _DeviceSynapse(cpu._Synapse):
         self.dtype = torch.float64 if exact else torch.int64
         self.digit_bits = 0 if exact else int(math.floor(math.log2(FLOAT64_EXACT / row_sum)))
         self.weights = [(d, w.to(device)) for d, w in weights]
+        if self.conv:  # the output's (H', W'), as torch's conv2d gives it
+            (_, h, w_in), (kh, kw) = self.in_shape, weights[0][1].shape[2:]
+            (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+            self.out_hw = ((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w_in + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
         self.int8 = bool(host.int8)
         if self.int8:  # (N, K) int8, zero-padded; passed transposed (column-major), as cuBLASLt's IMMA wants
             w8 = host.w_int8.T
@@ -104,6 +112,27 @@ class _DeviceSynapse(cpu._Synapse):
                     return (y if y.shape[1] == self.n_out else y[:, :self.n_out]).reshape(f, b, -1)
             x = x.to(torch.float64)
         return self._exact(lambda d: d @ w.T, x.reshape(f, b, -1))
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Exact conv of integer-valued float64 x (N, C, H, W) -> (N, O, H', W') (a
+        channels-last view): the input's patches (unfold) times the weights, one batched
+        GEMM per slice of at most UNFOLD_ELEMENTS patch values (PyTorch's own CUDA conv
+        without cuDNN runs one image at a time)."""
+        n = x.shape[0]
+        o, cg, kh, kw = w.shape
+        g = self.groups
+        oh, ow = self.out_hw
+        per_image = cg * g * kh * kw * oh * ow
+        wg = w.reshape(g, o // g, cg * kh * kw).transpose(1, 2)  # (g, K, O/g)
+        out = torch.empty((n, oh * ow, o), dtype=torch.float64, device=x.device)
+        step = max(1, UNFOLD_ELEMENTS // per_image)
+        for i in range(0, n, step):
+            cols = torch.nn.functional.unfold(x[i:i + step], (kh, kw), dilation=self.dilation,
+                                              padding=self.padding, stride=self.stride)
+            m = cols.shape[0]
+            y = torch.matmul(cols.reshape(m, g, cg * kh * kw, oh * ow).transpose(2, 3), wg)  # (m, g, L, O/g)
+            out[i:i + m] = y.permute(0, 2, 1, 3).reshape(m, oh * ow, o)
+        return out.reshape(n, oh, ow, o).permute(0, 3, 1, 2)
 
     def _int8_product(self, rows: torch.Tensor) -> Optional[torch.Tensor]:
         """rows (R, K) int8 @ the int8 weights -> int32 (R, N padded), or None when this
@@ -195,7 +224,7 @@ def _device_inputs(network: Network, inputs, feed_shape, device: torch.device):
             f"({', '.join(map(str, netx))}, T) in netx order; got {shape}")
     if t.shape[-1] < 1:
         raise SimulationInputError("inputs need at least one time step")
-    t = t.to(device, non_blocking=True)
+    t = _to_device(t, device)
     if t.is_floating_point():
         if not bool(torch.isfinite(t).all()) or not bool((torch.round(t) == t).all()):
             raise SimulationInputError("inputs must hold integers (Loihi fixed point); got non-integer values")
@@ -210,6 +239,31 @@ def _device_inputs(network: Network, inputs, feed_shape, device: torch.device):
         t = t.to(torch.int64)
     t = t.reshape(t.shape[0], -1, t.shape[-1])
     return _DeviceFrames(t, netx, tuple(feed_shape), binary), single, bound
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor to a CUDA device through two pinned buffers (the host copy of one
+    piece overlaps the transfer of the other: pageable memory goes over at a fraction
+    of the bus's rate); small tensors, other devices and tensors already there as is."""
+    if t.device == device or device.type != "cuda" or t.device.type != "cpu" \
+            or t.numel() * t.element_size() <= 2 * STAGE_BYTES:
+        return t.to(device)
+    src = t.contiguous().reshape(-1)
+    out = torch.empty(src.shape, dtype=src.dtype, device=device)
+    piece = STAGE_BYTES // src.element_size()
+    buffers = [torch.empty(piece, dtype=src.dtype, pin_memory=True) for _ in range(2)]
+    done = [None, None]
+    for i, start in enumerate(range(0, src.numel(), piece)):
+        k = min(piece, src.numel() - start)
+        buf = buffers[i % 2]
+        if done[i % 2] is not None:
+            done[i % 2].synchronize()  # its last transfer has left the buffer
+        buf[:k].copy_(src[start:start + k])
+        out[start:start + k].copy_(buf[:k], non_blocking=True)
+        done[i % 2] = torch.cuda.Event()
+        done[i % 2].record()
+    torch.cuda.current_stream(device).synchronize()
+    return out.reshape(t.shape)
 
 
 def _state(layer, batch: int, device: torch.device) -> dict:
@@ -235,9 +289,8 @@ def simulate_on(device: torch.device, network: Network, inputs, steps: Optional[
     (a checked CUDA device, see :func:`device_for`; a CPU device runs the same code on
     CPU tensors, with the kernels under Triton's interpreter). ``inputs`` may also be a
     torch tensor (a CUDA tensor stays where it is)."""
-    with torch.backends.cudnn.flags(enabled=False):
-        return _simulate(device, network, inputs, steps, reset_interval, reset_offset, record,
-                         input_bias, chunk_steps, progress)
+    return _simulate(device, network, inputs, steps, reset_interval, reset_offset, record,
+                     input_bias, chunk_steps, progress)
 
 
 def _simulate(device, network, inputs, steps, reset_interval, reset_offset, record, input_bias,
