@@ -28,7 +28,6 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from neurodeploy import fixedpoint as fx
 from neurodeploy.errors import InputError, MissingDependencyError
 from neurodeploy.network import CubaNeuron, Network, SrcNeuron
 from neurodeploy.sim import simulator as cpu
@@ -65,6 +64,15 @@ def device_for(name: str) -> torch.device:
         raise MissingDependencyError(f"--device {name}: the simulator's neuron kernels need Triton "
                                      "(pip install triton)") from None
     return dev
+
+
+def usable(name: str) -> bool:
+    """Whether the simulator can run on the device ``name`` (see :func:`device_for`)."""
+    try:
+        device_for(name)
+    except (InputError, MissingDependencyError):
+        return False
+    return True
 
 
 class _DeviceSynapse(cpu._Synapse):
