@@ -37,6 +37,8 @@ from neurodeploy.sim.simulator import SimResult, SimulationInputError
 DEVICE_CHUNK_ELEMENTS = 1 << 27
 #: largest integer below which every float64 sum of integers is exact
 FLOAT64_EXACT = 2 ** 53
+#: outputs of at most this many values are gathered on the device, copied back once
+DEVICE_OUTPUT_ELEMENTS = 1 << 28
 #: patch values (float64) unfolded at a time by a convolution
 UNFOLD_ELEMENTS = 1 << 28
 #: inputs of more bytes go to the GPU through pinned buffers of this many bytes
@@ -329,7 +331,11 @@ def _simulate(device, network, inputs, steps, reset_interval, reset_offset, reco
              for s in synapses]
     out_layer = layers[-1]
     netx_out = cpu._netx_shape(out_layer.shape)
-    spikes_t = torch.empty((batch,) + netx_out + (steps,), dtype=torch.int32)
+    # the output stays on the device until the end when it is small (a copy to the host
+    # per chunk would wait for the GPU each time)
+    out_elements = batch * int(np.prod(netx_out)) * steps
+    spikes_t = torch.empty((batch,) + netx_out + (steps,), dtype=torch.int32,
+                           device=device if out_elements <= DEVICE_OUTPUT_ELEMENTS else "cpu")
     rec: Dict[str, List[torch.Tensor]] = {}
     leads: List[Optional[torch.Tensor]] = [None] * len(layers)
     bar = None
@@ -367,7 +373,7 @@ def _simulate(device, network, inputs, steps, reset_interval, reset_offset, reco
             bar.update(c)
     if bar is not None:
         bar.close()
-    spikes = spikes_t.numpy()
+    spikes = spikes_t.cpu().numpy()
     records = {}
     if record:
         for key, frames in rec.items():
@@ -392,14 +398,18 @@ def _run_neurons(layer, rec_syn, a: torch.Tensor, st: dict, start: int, reset_in
     phase = None
     if reset_interval and isinstance(neuron, (CubaNeuron, SrcNeuron)):
         phase = (reset_offset + 1 + layer.neuron_index) % reset_interval
-    reset_np = cpu._reset_mask(start, c, reset_interval, phase)
     if isinstance(neuron, SrcNeuron):
         from neurodeploy.sim.src import run_src_neurons
         if layer.rec is not None:
             raise NotImplementedError(f"layer {layer.index}: recurrent SRC blocks are not simulated")
-        out = run_src_neurons(layer, a.cpu(), st, reset_np, rec, None if lead is None else lead.cpu())
+        out = run_src_neurons(layer, a.cpu(), st, cpu._reset_mask(start, c, reset_interval, phase), rec,
+                              None if lead is None else lead.cpu())
         return out.to(device)
-    reset = torch.from_numpy(reset_np.astype(np.int8)).to(device)
+    # made on the device: a host-to-device copy of pageable memory would wait for the GPU
+    if phase is None:
+        reset = torch.zeros(c, dtype=torch.int8, device=device)
+    else:
+        reset = ((torch.arange(start + 1, start + c + 1, device=device) % reset_interval) == phase).to(torch.int8)
     n = a[0].numel()
     if a.dtype == torch.bool:
         a = a.view(torch.int8)
