@@ -92,7 +92,7 @@ def build_snntorch(variant, weights, device):
     import snntorch
     import torch
 
-    cells = [snntorch.Leaky(beta=1 - VOLTAGE_DECAY, threshold=THRESHOLD, reset_mechanism="zero")
+    cells = [snntorch.Leaky(beta=1 - VOLTAGE_DECAY, threshold=THRESHOLD, reset_mechanism="zero").to(device)
              for _ in weights]
 
     def run(x):

@@ -6,6 +6,14 @@ by Lava's marginal rate instead (one more Lava run of steps // 5 steps, the buil
 excluded), the figure for long runs. JSON to benchmarks/results/.
 
     python benchmarks/sim_speed.py [--steps 1000] [--batch 256] [--out FILE]
+
+With ``--device cuda`` the simulator runs on the GPU (no Lava: the CPU simulator is the
+reference there): per network the best of three runs from numpy inputs (the transfer
+to the GPU and the input checks included) and from inputs already on the GPU, and
+whether the spikes of the first ``--check-batch`` samples are identical to the CPU
+simulator's.
+
+    python benchmarks/sim_speed.py --device cuda --batch 4096 --out benchmarks/results/sim_speed_cuda_h200.json
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ import torch
 
 from neurodeploy.export.netx import read_netx, write_netx
 from neurodeploy.lava_adapter import lava_dl_test_data, run_netx
+from neurodeploy.machine import describe
 from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network
 from neurodeploy.sim.simulator import LavaConvOverflowWarning, simulate
 
@@ -100,6 +109,77 @@ def bench_sim(path, x, steps, repeats=3):
     return out, best, overflow
 
 
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_device(path, x, steps, device, check_batch, repeats=3) -> dict:
+    """GPU simulator: best of ``repeats`` from numpy inputs and from inputs already on
+    the device (synchronised), and spikes against the CPU simulator on the first
+    ``check_batch`` samples."""
+    model = read_netx(path)
+    simulate(model, x[:32], steps=5, device=device)  # warm-up: kernels compiled
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LavaConvOverflowWarning)
+        best_np, out = float("inf"), None
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            out = simulate(model, x, steps=steps, device=device).spikes
+            best_np = min(best_np, time.perf_counter() - t)
+        xd = torch.from_numpy(x).to(device)
+        best_dev = float("inf")
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            out_dev = simulate(model, xd, steps=steps, device=device).spikes
+            best_dev = min(best_dev, time.perf_counter() - t)
+        del xd
+        k = min(check_batch, x.shape[0])
+        t = time.perf_counter()
+        ref = simulate(model, x[:k], steps=steps).spikes
+        t_cpu = time.perf_counter() - t
+    overflow = sorted({str(w.message).split(":")[0] for w in caught
+                       if issubclass(w.category, LavaConvOverflowWarning)})
+    return {"sim_seconds": best_np, "sim_sample_steps_per_s": x.shape[0] * steps / best_np,
+            "sim_seconds_input_on_device": best_dev,
+            "sim_sample_steps_per_s_input_on_device": x.shape[0] * steps / best_dev,
+            "checked_samples": k, "spikes_identical_to_cpu_simulator":
+                bool(np.array_equal(ref, out[:k])) and bool(np.array_equal(out, out_dev)),
+            "cpu_simulator_seconds_checked_samples": t_cpu,
+            "cpu_simulator_sample_steps_per_s_here": k * steps / t_cpu,
+            "output_spikes": int(out.sum()), "lava_conv_overflow_layers": overflow}
+
+
+def main_device(a, nets) -> None:
+    rng = np.random.default_rng(1)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = []
+        gen = torch.Generator(a.device).manual_seed(0)
+        for net in nets:
+            density = 0.03 if "sparse" in net.name else 0.2
+            path = write_netx(net, Path(tmp) / f"{abs(hash(net.name))}.net")
+            shape = (a.batch,) + tuple(net.input_shape[::-1]) + (a.steps,)
+            # drawn on the GPU: numpy takes minutes for billions of draws
+            x = (torch.rand(shape, generator=gen, device=a.device) < density).to(torch.int8).cpu().numpy()
+            runs.append((net.name, path, x, density))
+        pilotnet = pilotnet_sdnn(rng)
+        if pilotnet is not None:
+            runs.append(("PilotNet SDNN (lava-dl gts)",) + pilotnet + ("graded",))
+        for name, path, x, density in runs:
+            r = {"network": name, "input_density": density, "steps": a.steps, "batch": x.shape[0],
+                 "device": a.device, **bench_device(path, x, a.steps, a.device, a.check_batch)}
+            print(json.dumps(r), flush=True)
+            results.append(r)
+    machine = {**describe(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+               "gpu": torch.cuda.get_device_name(a.device) if torch.cuda.is_available() else None, "cuda": torch.version.cuda, "note": a.note}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    print(f"wrote {a.out}")
+
+
 def bench_lava(path, x, steps, lava_samples, ours):
     identical = True
     t = time.perf_counter()
@@ -130,10 +210,15 @@ def main():
                     help="samples run on Lava (its time includes building and compiling the network)")
     ap.add_argument("--out", default="benchmarks/results/sim_speed.json")
     ap.add_argument("--note", default="")
+    ap.add_argument("--device", default="cpu", help="cpu (against Lava), or cuda (against the CPU simulator)")
+    ap.add_argument("--check-batch", type=int, default=256,
+                    help="with --device cuda: samples also run on the CPU simulator")
     a = ap.parse_args()
     rng = np.random.default_rng(0)
     nets = [dense_net([100, 50, 10], rng), dense_net([784, 512, 512, 10], rng), conv_net(rng),
             sparse_net(rng), recurrent_net(rng)]
+    if a.device != "cpu":
+        return main_device(a, nets)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         # all simulator timings first: Lava's runtime leaves processes behind that

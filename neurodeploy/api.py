@@ -136,17 +136,18 @@ def _torch_order(y: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(y.transpose(axes))
 
 
-def simulate(network, inputs, batch_size: int = 512) -> np.ndarray:
+def simulate(network, inputs, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
     """Bit-accurate output spikes of ``network`` for independent samples.
 
     inputs: (N, T, *input_shape), torch order (a tensor or array of spikes or graded
     integers). Returns (N, T, *output_shape) uint8 spikes, torch order: what Lava's
     processes and the chip produce for each sample from a fresh state, and what a
-    hardware-aware model's own forward gives (``model(x)[-1]`` for a SpikingNetwork)."""
+    hardware-aware model's own forward gives (``model(x)[-1]`` for a SpikingNetwork).
+    device: ``cpu``, or ``cuda`` / ``cuda:N`` (the same spikes, computed on a GPU)."""
     from neurodeploy.sim.samples import simulated_outputs
 
     x = _check_samples(network, _as_array(inputs, "simulate inputs"), "simulate inputs")
-    out = simulated_outputs(network, _netx_order(x), batch_size=batch_size)
+    out = simulated_outputs(network, _netx_order(x), batch_size=batch_size, device=device)
     return _torch_order(np.asarray(out)).astype(np.uint8)
 
 

@@ -208,9 +208,15 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, log, devic
         enc = test_set.encode(indices)
         return netx_samples(enc.reshape(*enc.shape[:2], *model.input_shape), network)
 
+    # the bit-accurate evaluation runs where training ran (identical results on a GPU)
+    from neurodeploy.sim.cuda import usable
+    sim_device = str(device) if str(device).startswith("cuda") and usable(str(device)) else "cpu"
+    if sim_device != str(device):
+        log(f"simulator on the CPU: {device} cannot run it (no Triton)")
+
     def test_outputs(network):  # each rank simulates its slice of the test set
         def outputs(indices):
-            return np.concatenate([quantized_outputs(network, test_samples(network, idx))
+            return np.concatenate([quantized_outputs(network, test_samples(network, idx), device=sim_device)
                                    for idx in np.array_split(indices, max(1, -(-len(indices) // EVAL_BATCH)))])
         return distributed.sharded_map(outputs, np.arange(len(test_set)), ctx)
 

@@ -32,7 +32,8 @@ TIMELINES = ("samples", "raw")
 
 def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: int = 4,
              steps: Optional[int] = None, batch_size: int = 256, metrics_path=None,
-             timeline: str = "samples", inputs_name: str = "inputs", labels_name: str = "labels") -> dict:
+             timeline: str = "samples", inputs_name: str = "inputs", labels_name: str = "labels",
+             device: str = "cpu") -> dict:
     """Run the whole test set on the simulator and the first ``lava_samples``
     samples on Lava (``Loihi2SimCfg(fixed_pt)``) -> metrics dict with
     ``accuracy.sim`` and ``agreement.sim_vs_lava`` (fraction of the Lava samples
@@ -46,7 +47,8 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
     fed into a fresh network and its output as a Lava sink records it, one step later
     per synapse. With ``metrics_path`` the result is merged into that JSON file. Inputs
     and labels are checked first (:mod:`neurodeploy.checks`: integers, shape, count, labels
-    in the output's classes); errors name ``inputs_name`` / ``labels_name``."""
+    in the output's classes); errors name ``inputs_name`` / ``labels_name``. ``device``:
+    where the simulator runs (``cpu``, ``cuda``; the same results)."""
     from neurodeploy.sim.simulator import simulate
 
     if timeline not in TIMELINES:
@@ -56,6 +58,9 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
                          "sample's own T steps)")
     if steps is not None and steps < 1:
         raise InputError(f"--steps {steps}: expected >= 1")
+    if device != "cpu":
+        from neurodeploy.sim.cuda import device_for
+        device_for(device)
     net = checks.load_network(model_path)
     # a memory map stays one: batches are read as they run
     inputs = checks.check_inputs(inputs, net.input_shape, inputs_name, order="netx")
@@ -69,9 +74,9 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
         batch = np.asarray(inputs[s:s + batch_size])
         if timeline == "samples":
             check_samples(batch, net, "inputs", allow_single=False)
-            out = simulated_outputs(net, batch)
+            out = simulated_outputs(net, batch, device=device)
         else:
-            out = simulate(net, batch, steps=steps).spikes
+            out = simulate(net, batch, steps=steps, device=device).spikes
         preds.append(classify(out))
         sim_out.extend(out[:max(0, n_lava - s)])
     preds = np.concatenate(preds)
@@ -140,8 +145,10 @@ def _npz_bytes(**arrays) -> bytes:
 @click.option("--input-message-bits", type=click.IntRange(0, 32), default=None,
               help="Bits of the messages fed to the first synapse (netx's input_message_bits; "
                    "0: spikes). Default: 0, or the skipped blocks' output message bits.")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, or cuda / cuda:N: the same simulation on a GPU (identical results).")
 def simulate_command(model, input_path, output_path, record, steps, bias_path, reset_interval,
-                     reset_offset, skip_layers, input_message_bits):
+                     reset_offset, skip_layers, input_message_bits, device):
     """Run MODEL.net on the bit-accurate simulator (same spikes as Lava fixed_pt)."""
     from neurodeploy.sim.simulator import SimulationInputError, simulate
 
@@ -151,6 +158,9 @@ def simulate_command(model, input_path, output_path, record, steps, bias_path, r
     if input_path is None and steps is None:
         raise click.UsageError("--bias without --input needs --steps (the number of time steps to run)")
     checks.check_output_file(output_path, "--output")
+    if device != "cpu":
+        from neurodeploy.sim.cuda import device_for
+        device_for(device)
     net = checks.load_network(model, skip_layers=skip_layers)
     if input_message_bits is not None:
         net = dataclasses.replace(net, input_message_bits=input_message_bits)
@@ -162,7 +172,7 @@ def simulate_command(model, input_path, output_path, record, steps, bias_path, r
         x = np.zeros(tuple(net.input_shape_netx) + (1,), dtype=np.int8)
     try:
         r = simulate(net, x, steps=steps, reset_interval=reset_interval, reset_offset=reset_offset,
-                     record=record == "all", input_bias=bias, progress=True)
+                     record=record == "all", input_bias=bias, progress=True, device=device)
     except ValueError as e:  # the simulator's checks of the inputs against this network
         if isinstance(e, InputError):
             raise
@@ -185,7 +195,9 @@ def simulate_command(model, input_path, output_path, record, steps, bias_path, r
 @click.option("--steps", type=int, default=None, help="With --timeline raw: steps per sample.")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False), default=None,
               help="Also merge the result into this JSON file (default: print it only).")
-def validate_command(model, input_path, labels_path, lava_samples, timeline, steps, metrics_path):
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, or cuda / cuda:N: the simulator on a GPU (identical results).")
+def validate_command(model, input_path, labels_path, lava_samples, timeline, steps, metrics_path, device):
     """Accuracy of MODEL.net on the simulator and its agreement with Lava.
 
     The result is printed as JSON; with --metrics FILE it is also merged into FILE."""
@@ -195,5 +207,6 @@ def validate_command(model, input_path, labels_path, lava_samples, timeline, ste
     x = checks.load_array(input_path, "--input", mmap=True)
     y = checks.load_array(labels_path, "--labels")
     m = validate(model, x, y, lava_samples=lava_samples, steps=steps, metrics_path=metrics_path,
-                 timeline=timeline, inputs_name=f"--input {input_path}", labels_name=f"--labels {labels_path}")
+                 timeline=timeline, inputs_name=f"--input {input_path}", labels_name=f"--labels {labels_path}",
+                 device=device)
     click.echo(json.dumps(m, indent=2))

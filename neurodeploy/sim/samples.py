@@ -50,10 +50,11 @@ def output_windows(output: np.ndarray, num_samples: int, sample_steps: int,
     return np.moveaxis(output[..., idx], -2, 0)
 
 
-def simulated_outputs(network, samples: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def simulated_outputs(network, samples: np.ndarray, batch_size: int = 512,
+                      device: str = "cpu") -> np.ndarray:
     """Bit-accurate output spikes (N, *out_shape, P) of independent samples
     (N, *input_shape, P): each sample its own stream on Lava's timeline (as on Lava
-    and the chip), a batch of streams per simulator call."""
+    and the chip), a batch of streams per simulator call (on ``device``: cpu or cuda)."""
     from neurodeploy.sim.simulator import simulate
 
     n, p = samples.shape[0], samples.shape[-1]
@@ -62,7 +63,7 @@ def simulated_outputs(network, samples: np.ndarray, batch_size: int = 512) -> np
     for start in range(0, n, batch_size):
         chunk = np.asarray(samples[start:start + batch_size])
         streams = np.stack([sample_stream(x[None]) for x in chunk])
-        res = simulate(network, streams, steps=stream_steps(1, p, layers), reset_interval=p)
+        res = simulate(network, streams, steps=stream_steps(1, p, layers), reset_interval=p, device=device)
         outs.append(np.stack([output_windows(o, 1, p, layers)[0] for o in res.spikes]))
     return np.concatenate(outs) if outs else np.zeros((0, *network.output_shape, p))
 

@@ -766,7 +766,8 @@ def _compiled_blocks8():
 def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
              reset_interval: Optional[int] = None, reset_offset: int = 0,
              record: bool = False, input_bias: Optional[np.ndarray] = None,
-             chunk_steps: Optional[int] = None, progress: bool = False) -> SimResult:
+             chunk_steps: Optional[int] = None, progress: bool = False,
+             device: str = "cpu") -> SimResult:
     """Run ``network`` on ``inputs`` of shape (batch, *input_shape, T) or
     (*input_shape, T), netx order, integers (spikes or graded values).
 
@@ -776,9 +777,15 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
     input_bias: bias mantissa of the input layer's neurons (netx order, one
     sample: shared by the batch), the way lava-dl's examples inject images.
     progress: a progress bar over the steps (tqdm, on a terminal only).
+    device: ``cpu``, or ``cuda`` / ``cuda:N`` for the same simulation on a GPU
+    (:mod:`neurodeploy.sim.cuda`; identical results).
     Returns the output layer's messages at every step exactly as a Lava
     RingBuffer sink on the network's output port records them.
     """
+    if device != "cpu":
+        from neurodeploy.sim.cuda import device_for, simulate_on
+        return simulate_on(device_for(device), network, inputs, steps, reset_interval, reset_offset,
+                           record, input_bias, chunk_steps, progress)
     layers, feed_shape, _ = _plan(network, input_bias, 1.0)
     x, single, in_bound = _check_inputs(network, inputs, feed_shape)
     if in_bound > 1:  # re-plan with the real input bound (graded inputs into a synapse)
