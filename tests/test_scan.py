@@ -96,3 +96,13 @@ def test_event_products_equal_the_gemm(dtype, values):
                     torch.autograd.grad((ref * probe).sum(), [xr, wr])):
         assert b.abs().max() > 0
         torch.testing.assert_close(a, b, **tol)
+
+
+def test_event_weight_gradient_equals_the_gemm():
+    from neurodeploy.train import events
+    g = torch.Generator().manual_seed(2)
+    x = (torch.rand(4, 30, 90, generator=g) < 0.04).float()
+    du = torch.randn(4, 30, 17, generator=g)
+    got = events.weight_gradient(x, du)
+    assert events._events_apply(x) and got.shape == (17, 90) and got.abs().max() > 0
+    torch.testing.assert_close(got, du.reshape(-1, 17).T @ x.reshape(-1, 90), rtol=1e-5, atol=1e-5)

@@ -103,6 +103,15 @@ class EventCurrent(torch.autograd.Function):
         return d_x, d_w
 
 
+def weight_gradient(x: torch.Tensor, grad_current: torch.Tensor) -> torch.Tensor:
+    """``dL/dW = grad_current^T x`` (out, in) over all (sample, step) rows, by events
+    when x is sparse on CPU."""
+    x2, g2 = _rows(x), grad_current.reshape(-1, grad_current.shape[-1]).contiguous()
+    if g2.dtype in (torch.float32, torch.float64) and _events_apply(x2):
+        return _weight_grad_by_events(x2, g2)
+    return g2.T @ x2.to(g2.dtype)
+
+
 def input_current(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T`` (x: (..., in), weight: (out, in)), by events when x is sparse
     on CPU; differentiable in both."""

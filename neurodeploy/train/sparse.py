@@ -68,7 +68,7 @@ from typing import Optional
 
 import torch
 
-from neurodeploy.train.events import input_current
+from neurodeploy.train.events import input_current, weight_gradient
 from neurodeploy.train.neuron import (
     CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_sequence, cuba_float_step,
     in_band, surrogate_derivative,
@@ -515,7 +515,7 @@ def _fused_cpu_backward(ctx, x_in, weight, weight_rec, spikes, active, sg, grad_
         if out is None:
             return None
         du = out[0]
-        d_w = du.reshape(-1, du.shape[2]).T @ x_in.reshape(-1, x_in.shape[2]).to(du.dtype)
+        d_w = weight_gradient(x_in, du)
         return (du @ weight if need_dx else None, d_w, None, None, None, None) + (None,) * ctx.n_extra
     out = _cpu_kernels().fused_layer_backward(
         x_in, spikes, grad_spikes, active, sg, 1.0 - p.current_decay, 1.0 - p.voltage_decay,
