@@ -423,7 +423,8 @@ def test_bundle_contents_and_checksums(small_model, tmp_path, loihi2):
     out = write_bundle(path, tmp_path / "b", inputs=x, labels=labels,
                        hardware=map_network(net, loihi2).to_dict(), encoding={"encoder": "rate"})
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["encoding.json", "inputs.npz", "manifest.json", "model.net", "run.py", "run.sh"]
+    assert names == ["encoding.json", "inputs.npz", "manifest.json", "model.net", "run.py", "run.sh",
+                     "samples.py"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["files"]) == set(names) - {"manifest.json"}
     for name, entry in manifest["files"].items():
@@ -472,7 +473,7 @@ def test_bundle_run_script_checks_itself_without_neurodeploy(small_model, tmp_pa
     assert res.exit_code == 0, res.output
     run = subprocess.run([sys.executable, "run.py", "--check"], cwd=tmp_path / "b", capture_output=True,
                          text=True, timeout=60)
-    assert run.returncode == 0 and "4 files match" in run.stdout  # no inputs.npz
+    assert run.returncode == 0 and "5 files match" in run.stdout  # no inputs.npz
     (tmp_path / "b" / "encoding.json").write_text("{}")
     run = subprocess.run([sys.executable, "run.py", "--check"], cwd=tmp_path / "b", capture_output=True,
                          text=True, timeout=60)
