@@ -13,7 +13,7 @@ from typing import Optional
 import click
 import numpy as np
 
-from neurodeploy.errors import InputError, NeurodeployError, OutputError
+from neurodeploy.errors import InputError, OutputError
 
 PROGRESS_FROM = 1 << 20  # spikes: runs this long show a progress bar
 
@@ -160,11 +160,6 @@ def sparseprop_command(model, n, k, spikes, seed, out, save_network, plot, J0, t
 
     O(log N) per spike; connectivity regenerated from the seed (O(N + K) memory).
     """
-    try:
-        run(model, n, k, spikes, seed, Path(out), J0=J0, tau=tau, rate=rate, drive=drive,
-            save_network=save_network, plot=None if plot is None else Path(plot),
-            rebase_every=rebase_every, log=click.echo)
-    except NeurodeployError as e:
-        err = click.ClickException(str(e))
-        err.exit_code = e.exit_code
-        raise err from None
+    run(model, n, k, spikes, seed, Path(out), J0=J0, tau=tau, rate=rate, drive=drive,
+        save_network=save_network, plot=None if plot is None else Path(plot),
+        rebase_every=rebase_every, log=click.echo)
