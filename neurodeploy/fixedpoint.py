@@ -387,12 +387,12 @@ def netx_dense_weights(weight: np.ndarray, apply_exponent: bool = True):
     if mn >= 0 and mx > 255 or mx <= 0 and mn < -256:
         raise BitWidthError(f"weights must lie in [-256, 255], found [{mn}, {mx}]")
     # netx's sign mode: inhibitory only when all weights are < 0
-    if mx < 0:
-        mode, signed, scale = "inhibitory", 0, -256 / mn
-    elif mn >= 0:
-        mode, signed, scale = "excitatory", 0, 255 / mx
-    else:
-        mode, signed = "mixed", 1
+    if mx < 0:  # inhibitory only
+        signed, scale = 0, -256 / mn
+    elif mn >= 0:  # excitatory only
+        signed, scale = 0, 255 / mx
+    else:  # mixed signs
+        signed = 1
         scale = min(127 / mx, -128 / mn)
     scale_bits = int(np.floor(np.log2(scale))) + signed
     # n: largest power of two (<= 8) dividing every weight (netx's rounding-error loop)

@@ -25,7 +25,7 @@ from neurodeploy.config import RunConfig
 from neurodeploy.export.netx import write_netx
 from neurodeploy.export.quantize import quantize_model
 from neurodeploy.layout import encoded_to_netx
-from neurodeploy.network import Dense, Network
+from neurodeploy.network import Network
 from neurodeploy.rundir import CHECKPOINT_DIR, check_data, data_fingerprint, open_run_dir
 from neurodeploy.sim.samples import lava_outputs
 from neurodeploy.sim.samples import simulated_outputs as quantized_outputs
@@ -345,11 +345,12 @@ def summary(m: dict, out_dir: Path) -> str:
                      f"hardware-aware fine-tuned {fmt(acc['cotrained'])}")
     if ag["samples"]:
         status = "spike-exact" if ag["lava_vs_quantized"] == 1.0 else "MISMATCH"
-        lines.append(f" agreement    lava vs quantized {ag['lava_vs_quantized']:.3f} over {ag['samples']} samples ({status})")
+        lines.append(f" agreement    lava vs quantized {ag['lava_vs_quantized']:.3f} over {ag['samples']} samples "
+                     f"({status})")
         if ag.get("first_mismatch"):
             fm = ag["first_mismatch"]
-            lines.append(f"              first difference: sample {fm['sample']}, neuron {fm['neuron']}, step {fm['step']} "
-                         f"(quantized {fm['quantized']}, lava {fm['lava']})")
+            lines.append(f"              first difference: sample {fm['sample']}, neuron {fm['neuron']}, "
+                         f"step {fm['step']} (quantized {fm['quantized']}, lava {fm['lava']})")
     hw = m.get("hardware")
     if hw:
         if hw.get("fits"):

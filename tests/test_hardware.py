@@ -22,8 +22,8 @@ from neurodeploy.hardware.config import (
     HW_CONFIG_DIR, HardwareConfigError, load_hardware_config,
 )
 from neurodeploy.hardware.mapper import (
-    MappingError, conv_input_axons, estimate_activity, estimate_energy, hardware_metrics, map_network, network_fan_outs, neuron_updates,
-    spikes_from_simulation, synaptic_ops, weight_bits_needed,
+    MappingError, conv_input_axons, estimate_activity, estimate_energy, hardware_metrics, map_network, network_fan_outs,
+    neuron_updates, spikes_from_simulation, synaptic_ops, weight_bits_needed,
 )
 from neurodeploy.network import Conv, CubaNeuron, Dense, Input, Network, SigmaDeltaNeuron
 from neurodeploy.sim.samples import sample_stream, stream_steps
@@ -225,7 +225,8 @@ def test_map_cli_writes_json_and_fails_with_exit_code(tmp_path):
     write_netx(dense_net([10, 5000, 3]), big)
     res = CliRunner().invoke(main, ["map", str(big), "--hw", str(HW_CONFIG_DIR / "loihi1.yaml")])
     assert res.exit_code == 4
-    assert "layer 2 (dense)" in res.output and "input_axons_per_core" in res.output  # the file's block index (layer 0: input shape)
+    # the file's block index (layer 0: input shape)
+    assert "layer 2 (dense)" in res.output and "input_axons_per_core" in res.output
 
 
 # --- activity -> ops -> energy --------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from neurodeploy.errors import InputError, OutputError
+from neurodeploy.errors import InputError
 from neurodeploy.hardware import runner
 from neurodeploy.hardware.runner import MANIFEST, sha256
 from neurodeploy.sim import samples

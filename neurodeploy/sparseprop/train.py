@@ -249,7 +249,8 @@ def train(net: Trainable, loss: LossFn, steps: int, *, n_spikes: int,
             g = grads[k]
             m[k] = beta1 * m[k] + (1 - beta1) * g
             v[k] = beta2 * v[k] + (1 - beta2) * g * g
-            upd = lr / (1.0 + step / lr_halflife) * (m[k] / (1 - beta1 ** step)) / (np.sqrt(v[k] / (1 - beta2 ** step)) + eps)
+            rate = lr / (1.0 + step / lr_halflife)
+            upd = rate * (m[k] / (1 - beta1 ** step)) / (np.sqrt(v[k] / (1 - beta2 ** step)) + eps)
             if k == "weights":
                 net.csr = net.csr.with_weights(net.csr.weights - upd)
             else:
