@@ -490,7 +490,7 @@ def sigma_delta_run(a: np.ndarray, kind: int, threshold: int, bias: Optional[np.
 #: the torch forms of this arithmetic (:mod:`neurodeploy.train.fixedpoint`), reachable
 #: as attributes of this module; torch is imported on first use only
 TENSOR_FORMS = (
-    "shift_left", "shift_left_", "shift_right_floor", "decay", "wrap_current", "saturate_voltage",
+    "shift_left", "shift_right_floor", "decay", "wrap_current", "saturate_voltage",
     "CubaState", "cuba_initial_state", "cuba_subthreshold", "cuba_step", "cuba_step_",
     "synaptic_input", "quantize_weight_tensor", "shift_exponent", "graded_dense_input",
     "graded_delay_dense_input", "wrap_signed", "SigmaDeltaState", "wrap_int32", "delta_encode",
