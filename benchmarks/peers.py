@@ -46,8 +46,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD, VOLTAGE_DECAY = 1.0, 0.1  # tau_mem = 10 steps
 TARGET_RATE = 0.05
@@ -161,7 +159,6 @@ def build_slayer(variant, weights, device):
 
 
 def build_spikingjelly(variant, weights, device):
-    import torch
     from spikingjelly.activation_based import neuron
 
     import inspect

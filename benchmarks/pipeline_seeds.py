@@ -1,4 +1,4 @@
-"""The README's default-pipeline numbers over seeds, as a user runs them:
+"""The default-pipeline numbers over seeds (README results table, docs/benchmarks.md), as a user runs them:
 
     uv run python benchmarks/pipeline_seeds.py --seeds 0 1 2 --out /tmp/seeds \
         --json benchmarks/results/pipeline_digits_seeds.json

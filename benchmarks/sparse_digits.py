@@ -124,7 +124,8 @@ def main(argv=None):
                                                    - run["dense"]["test_accuracy"])
         print(seed, run["dense"]["test_accuracy"], run["sparse"]["test_accuracy"], flush=True)
         res["runs"].append(run)
-    mean = lambda key: sum(r[key]["test_accuracy"] for r in res["runs"]) / len(res["runs"])
+    def mean(key):
+        return sum(r[key]["test_accuracy"] for r in res["runs"]) / len(res["runs"])
     res["dense_mean_accuracy"], res["sparse_mean_accuracy"] = mean("dense"), mean("sparse")
     res["mean_accuracy_difference_points"] = 100 * (res["sparse_mean_accuracy"] - res["dense_mean_accuracy"])
     args.json.parent.mkdir(parents=True, exist_ok=True)

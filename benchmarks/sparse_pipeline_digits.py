@@ -38,7 +38,7 @@ def one_run(base, seed: int, band, out: Path) -> dict:
     d["lava"]["enabled"] = False
     d["hardware"]["config"] = None  # no resource report
     cfg = type(base).model_validate(d)
-    m = run_pipeline(cfg, out, log=lambda s: None).metrics
+    m = run_pipeline(cfg, out).metrics
     h = m["history"]
     float_epochs = [s for s, p in zip(h["seconds"], h["phase"]) if p == "float"]
     active = [a for a, p in zip(h.get("active_fraction", []), h["phase"]) if p == "float" and a is not None]

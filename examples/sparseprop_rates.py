@@ -11,6 +11,7 @@ recorded event sequence. No time step anywhere: every spike time is exact.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 
 import numpy as np
@@ -32,11 +33,11 @@ def build(n: int = 100, k: int = 10, seed: int = 0):
 
 
 def main(steps: int = 200, n: int = 100, k: int = 10, duration: float = 2.0,
-         lr: float = 0.02, lr_halflife: float = 20.0, seed: int = 0, log=print):
+         lr: float = 0.02, lr_halflife: float = 20.0, seed: int = 0):
     """Train; returns (network, target rates, loss history)."""
     net, target = build(n, k, seed)
     hist: History = train(net, rate_loss(target), steps, n_spikes=10**8, t_stop=duration,
-                          lr=lr, lr_halflife=lr_halflife, log=log)
+                          lr=lr, lr_halflife=lr_halflife)
     return net, target, hist
 
 
@@ -46,6 +47,9 @@ if __name__ == "__main__":
     ap.add_argument("--neurons", type=int, default=100)
     ap.add_argument("--synapses", type=int, default=10)
     args = ap.parse_args()
+    # each training step's loss (DEBUG lines of the neurodeploy.sparseprop.train logger)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("neurodeploy.sparseprop.train").setLevel(logging.DEBUG)
     net, target, hist = main(args.steps, args.neurons, args.synapses)
     print(f"loss {hist.loss[0]:.4g} -> {hist.loss[-1]:.4g} (rms relative rate error "
           f"{math.sqrt(hist.loss[0]):.3f} -> {math.sqrt(hist.loss[-1]):.3f})")

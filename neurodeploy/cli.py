@@ -7,6 +7,7 @@ click alone, and no command imports torch unless it trains or simulates.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 
 import click
@@ -22,6 +23,17 @@ def one_line(message: str) -> str:
     return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
+class EchoHandler(logging.Handler):
+    """Log records of the ``neurodeploy`` logger as the command's output lines:
+    the message alone, on stdout (click.echo), as the library logged it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(record.getMessage())
+        except Exception:  # a closed stdout: logging's own error report
+            self.handleError(record)
+
+
 class Commands(click.Group):
     """The command group: the one place that turns errors into exit codes.
 
@@ -29,9 +41,17 @@ class Commands(click.Group):
     stderr (``error: ...``) and its ``exit_code`` (docs/cli.md). Click's own
     usage errors keep click's handling (exit 2). Anything else is a bug: one line
     that says so, exit 1 (the traceback with NEURODEPLOY_TRACEBACK=1).
+
+    While a command runs, the library's log lines (logger ``neurodeploy``, INFO and
+    above) are printed as the command's output.
     """
 
     def invoke(self, ctx):
+        package = logging.getLogger("neurodeploy")
+        handler, level, propagate = EchoHandler(), package.level, package.propagate
+        package.addHandler(handler)
+        package.setLevel(logging.INFO)
+        package.propagate = False  # printed once, whatever handlers other libraries set up
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -49,7 +69,10 @@ class Commands(click.Group):
                        f"this is a bug, please report it (set {TRACEBACK_ENV}=1 for the traceback)",
                        err=True)
             ctx.exit(1)
-
+        finally:
+            package.removeHandler(handler)
+            package.setLevel(level)
+            package.propagate = propagate
 
 
 class LazyGroup(Commands):
@@ -183,4 +206,4 @@ def pipeline(config, out_dir, resume, force, data_dir, epochs, limit, lava_sampl
                                 "lava.samples": None if skip_lava else lava_samples,
                                 "lava.enabled": False if skip_lava else None})
     out = Path(out_dir) if out_dir else Path("runs") / cfg.name
-    run_pipeline(cfg, out, resume=resume, force=force, log=click.echo)
+    run_pipeline(cfg, out, resume=resume, force=force)

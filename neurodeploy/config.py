@@ -26,7 +26,7 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    name: Literal["digits", "fashion_mnist", "nmnist", "shd"] = "digits"
+    name: Literal["digits", "fashion_mnist", "nmnist", "shd"] = "digits"  # digits ships with scikit-learn
     dir: Optional[str] = None  # local directory with the published files
     encoding: Literal["rate", "latency"] = "rate"  # images only
     steps: int = Field(20, ge=1, le=100_000)  # time steps per sample
@@ -45,7 +45,7 @@ class NeuronConfig(_Strict):
 
 class SurrogateConfig(_Strict):
     scale: float = Field(3.0, gt=0)  # dS/dV = height / (scale |v - threshold| + 1)^2
-    height: float = Field(1.0, gt=0)
+    height: float = Field(1.0, gt=0)  # the surrogate's peak, at v = threshold
     # Truncate the surrogate to |v - threshold| < band (None: no truncation). The sparse
     # backward needs a band; with dense BPTT a band lets silent neurons die (no gradient).
     band: Optional[float] = Field(None, gt=0)
@@ -54,10 +54,10 @@ class SurrogateConfig(_Strict):
 
 
 class ConvConfig(_Strict):
-    channels: int = Field(ge=1)
-    kernel: int = Field(ge=1)
-    stride: int = Field(1, ge=1)
-    padding: int = Field(0, ge=0)
+    channels: int = Field(ge=1)  # output channels
+    kernel: int = Field(ge=1)  # square kernel size
+    stride: int = Field(1, ge=1)  # in both directions
+    padding: int = Field(0, ge=0)  # zeros on each side
 
 
 class SrcConfig(_Strict):
@@ -69,8 +69,8 @@ class SrcConfig(_Strict):
     z: float = Field(0.0, ge=0, lt=1)  # update gate of h
     z_hyp: float = Field(0.9, ge=0, lt=1)  # keep factor of h_s while h <= gate_threshold
     z_dep: float = Field(0.0, ge=0, lt=1)  # keep factor of h_s while h > gate_threshold
-    gate_threshold: float = Field(0.5, ge=-1, le=1)
-    bias_init: float = Field(-6.0, ge=-64, le=63)
+    gate_threshold: float = Field(0.5, ge=-1, le=1)  # h above it switches h_s to z_dep
+    bias_init: float = Field(-6.0, ge=-64, le=63)  # initial bias b_h of every SRC neuron
     bias_max: float = Field(-4.0, ge=-64, le=63)  # b_h is clamped to <= bias_max
     detach_recurrence: bool = True  # no gradient through h, h_s across steps
     initial_state: float = Field(0.0, ge=-1, le=1)  # h and h_s at each sample's start (docs/src.md)
@@ -83,7 +83,7 @@ class ModelConfig(_Strict):
     # Reshape each input sample to this shape (e.g. [1, 8, 8] to run digits through conv layers).
     input_shape: Optional[List[int]] = None
     conv: List[ConvConfig] = Field(default_factory=list)  # conv layers before the dense ones
-    hidden: List[int] = Field(default_factory=lambda: [128])
+    hidden: List[int] = Field(default_factory=lambda: [128])  # hidden dense layers' widths
     batch_norm: bool = False  # on input currents; folded at export (needs current_decay 1.0)
     # every hidden dense layer recurrent: W_rec feeds its previous step's spikes back (netx dense_rec)
     recurrent: bool = False
@@ -92,20 +92,20 @@ class ModelConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(15, ge=0)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    epochs: int = Field(15, ge=0)  # float training epochs
+    batch_size: int = Field(32, ge=1)  # global batch (all processes together)
+    lr: float = Field(3e-3, gt=0)  # Adam's learning rate
     logit_scale: float = Field(0.3, gt=0)  # cross-entropy over output spike counts x this
-    backward: Literal["dense", "sparse"] = "dense"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    backward: Literal["dense", "sparse"] = "dense"  # BPTT, or the sparse backward (needs surrogate.band)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     hardware_aware_epochs: int = Field(0, ge=0)  # fine-tuning epochs with the chip's forward
-    hardware_aware_lr: float = Field(5e-4, gt=0)
+    hardware_aware_lr: float = Field(5e-4, gt=0)  # Adam's learning rate while fine-tuning
     # also train these neuron parameters during hardware-aware fine-tuning (default: fixed)
     hardware_aware_learn: List[Literal["threshold", "decays"]] = Field(default_factory=list)
 
 
 class LavaConfig(_Strict):
-    enabled: bool = True
+    enabled: bool = True  # run the test samples on Lava's CPU models (needs CPython 3.10)
     samples: Optional[int] = Field(None, ge=1)  # test samples run on Lava (None: the whole test set)
 
 
@@ -116,8 +116,8 @@ class HardwareConfigRef(_Strict):
 
 
 class RunConfig(_Strict):
-    name: str = "run"
-    seed: int = 0
+    name: str = "run"  # the run directory's name: runs/<name>/
+    seed: int = 0  # initialisation, shuffling and encoding (the same seed gives the same run)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()

@@ -387,12 +387,12 @@ def netx_dense_weights(weight: np.ndarray, apply_exponent: bool = True):
     if mn >= 0 and mx > 255 or mx <= 0 and mn < -256:
         raise BitWidthError(f"weights must lie in [-256, 255], found [{mn}, {mx}]")
     # netx's sign mode: inhibitory only when all weights are < 0
-    if mx < 0:
-        mode, signed, scale = "inhibitory", 0, -256 / mn
-    elif mn >= 0:
-        mode, signed, scale = "excitatory", 0, 255 / mx
-    else:
-        mode, signed = "mixed", 1
+    if mx < 0:  # inhibitory only
+        signed, scale = 0, -256 / mn
+    elif mn >= 0:  # excitatory only
+        signed, scale = 0, 255 / mx
+    else:  # mixed signs
+        signed = 1
         scale = min(127 / mx, -128 / mn)
     scale_bits = int(np.floor(np.log2(scale))) + signed
     # n: largest power of two (<= 8) dividing every weight (netx's rounding-error loop)
@@ -490,7 +490,7 @@ def sigma_delta_run(a: np.ndarray, kind: int, threshold: int, bias: Optional[np.
 #: the torch forms of this arithmetic (:mod:`neurodeploy.train.fixedpoint`), reachable
 #: as attributes of this module; torch is imported on first use only
 TENSOR_FORMS = (
-    "shift_left", "shift_left_", "shift_right_floor", "decay", "wrap_current", "saturate_voltage",
+    "shift_left", "shift_right_floor", "decay", "wrap_current", "saturate_voltage",
     "CubaState", "cuba_initial_state", "cuba_subthreshold", "cuba_step", "cuba_step_",
     "synaptic_input", "quantize_weight_tensor", "shift_exponent", "graded_dense_input",
     "graded_delay_dense_input", "wrap_signed", "SigmaDeltaState", "wrap_int32", "delta_encode",

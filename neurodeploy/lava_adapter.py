@@ -17,6 +17,9 @@ from typing import Dict, Iterable, Optional, Union
 import numpy as np
 
 from neurodeploy.errors import ChipUnreachableError, MissingDependencyError
+from neurodeploy.hardware import runner
+# the lava-loihi and SLURM probes a deployment bundle's run.py makes, defined once there
+from neurodeploy.hardware.runner import loihi_extension_status, slurm_controller_available  # noqa: F401
 
 
 class LavaUnavailableError(MissingDependencyError):
@@ -99,21 +102,16 @@ def _wire(netx, io, path, stream: np.ndarray, steps: int, reset_interval, reset_
     ``input_bias`` sets the input layer's bias mantissa (as lava-dl's examples inject images)."""
     net = _build_network(netx, path, stream, reset_interval, reset_offset, num_layers,
                          skip_layers, input_message_bits)
-    has_input_layer = type(net.layers[0]).__name__ == "Input"
-    target = net.layers[0].neuron.a_in if has_input_layer else net.inp
+    target = runner.input_port(net)
     if tuple(stream.shape[:-1]) != tuple(target.shape):
         raise ValueError(f"input stream shape {stream.shape[:-1]} does not match the network's "
                          f"input port shape {tuple(target.shape)} (netx order, time last)")
     if input_bias is not None:
-        if not has_input_layer:
+        if target is net.inp:
             raise ValueError(f"{path}: input_bias needs an input layer with neurons")
         net.in_layer.neuron.bias_mant.init = np.asarray(input_bias).astype(np.int32).reshape(
             net.in_layer.neuron.bias_mant.shape)
-    source = io.source.RingBuffer(data=np.asarray(stream).astype(np.int32))
-    sink = io.sink.RingBuffer(shape=net.out.shape, buffer=steps)
-    source.s_out.connect(target)
-    net.out.connect(sink.a_in)
-    return net, sink
+    return net, runner.connect_ring_buffers(io, net, target, stream, steps)
 
 
 def run_netx(
@@ -262,36 +260,6 @@ class LoihiUnavailableError(ChipUnreachableError):
     """No Loihi 2 run is possible here: lava-loihi missing or no system reachable."""
 
 
-def loihi_extension_status():
-    """(installed, reason): whether Intel's lava-loihi extension can be used, via
-    ``lava.utils.loihi.is_installed()`` (it looks for ``lava.utils.loihi2_profiler``).
-    Never constructs ``Loihi2HwCfg`` (that crashes without the extension)."""
-    try:
-        from lava.utils import loihi
-    except Exception as e:  # lava-nc missing or not importable on this Python
-        import sys
-        return False, (f"Lava is not importable on Python {sys.version.split()[0]} ({e}); "
-                       "lava-nc 0.10.0 needs CPython 3.10")
-    if not loihi.is_installed():
-        return False, ("Intel's lava-loihi extension is not installed "
-                       "(lava.utils.loihi.is_installed() is False); it is distributed to INRC members")
-    return True, "lava-loihi is installed"
-
-
-def slurm_controller_available() -> bool:
-    """True when a SLURM controller answers ``sinfo``. (Lava's own
-    ``lava.utils.slurm.is_available`` raises FileNotFoundError when ``sinfo`` is
-    not installed, so the command is checked here first.)"""
-    import shutil
-    import subprocess
-    if shutil.which("sinfo") is None:
-        return False
-    try:
-        return subprocess.run(["sinfo"], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 def connect_loihi(kind: str, partition: Optional[str] = None, board: Optional[str] = None,
                   host: Optional[str] = None, loihi_gen: str = "N3B3") -> None:
     """Point Lava at a Loihi 2 system: ``kind`` 'slurm' (use_slurm_host, with a
@@ -344,16 +312,10 @@ def run_netx_on_loihi(path: os.PathLike, stream: np.ndarray, steps: Optional[int
 
     steps = int(stream.shape[-1] if steps is None else steps)
     notes = []
-    callbacks = []
-    power = runtime = None
+    callbacks, power, runtime = [], None, None
     if profile:
-        try:
-            from lava.utils import loihi2_profiler
-            power = loihi2_profiler.Loihi2Power(num_steps=steps)
-            runtime = loihi2_profiler.Loihi2ExecutionTime()
-            callbacks = [power, runtime]
-        except Exception as e:  # profiler API differs between lava-loihi releases
-            notes.append(f"lava-loihi profiler unavailable ({e}); no time/energy measured")
+        callbacks, power, runtime, note = runner.profiler_callbacks(steps)
+        notes += [note] if note else []
     net, sink = _wire(netx, io, path, stream, steps, reset_interval, reset_offset)
     try:
         net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2HwCfg(callback_fxs=callbacks))
@@ -362,11 +324,8 @@ def run_netx_on_loihi(path: os.PathLike, stream: np.ndarray, steps: Optional[int
         net.stop()
     result = LoihiRun(spikes=np.asarray(out), notes=tuple(notes))
     try:
-        if runtime is not None:
-            result.time_per_step_us = float(np.mean(runtime.avg_time_per_step))
-        if power is not None:
-            result.total_power_w = float(np.mean(power.total_power))
-            result.static_power_w = float(np.mean(power.static_total_power))
+        for key, value in runner.profiler_readings(power, runtime).items():
+            setattr(result, key, value)
         if result.time_per_step_us is not None and result.total_power_w is not None:
             result.energy_per_step_uj = result.total_power_w * result.time_per_step_us
             if result.static_power_w is not None:

@@ -97,4 +97,5 @@ def check_samples(x: np.ndarray, network, what: str = "inputs", allow_single: bo
     if netx != shape_torch and x.ndim == len(netx) + 2 and tuple(x.shape[1:-1]) == shape_torch:
         hint = (f"; this is torch order {shape_torch}: samples are in netx (Lava port) order, "
                 "convert with neurodeploy.layout.torch_to_netx")
-    raise InputError(f"{what}: shape {x.shape} is not {expected} (netx order{', ' + network.input_layout[::-1] + ' axes' if len(netx) > 1 else ''}, time last){hint}")
+    axes = f", {network.input_layout[::-1]} axes" if len(netx) > 1 else ""
+    raise InputError(f"{what}: shape {x.shape} is not {expected} (netx order{axes}, time last){hint}")

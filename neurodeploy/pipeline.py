@@ -7,14 +7,16 @@ configuration, data fingerprint: :mod:`neurodeploy.rundir`), ``config.yaml`` (re
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import os
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from neurodeploy.config import RunConfig
 from neurodeploy.export.netx import write_netx
 from neurodeploy.export.quantize import quantize_model
 from neurodeploy.layout import encoded_to_netx
-from neurodeploy.network import Dense, Network
+from neurodeploy.network import Network
 from neurodeploy.rundir import CHECKPOINT_DIR, check_data, data_fingerprint, open_run_dir
 from neurodeploy.sim.samples import lava_outputs
 from neurodeploy.sim.samples import simulated_outputs as quantized_outputs
@@ -33,6 +35,8 @@ from neurodeploy.train.layers import SpikingNetwork
 from neurodeploy.train.loop import evaluate, fit, latest_checkpoint
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
 
+
+logger = logging.getLogger(__name__)
 
 DEPLOY_SAMPLES = 512  # encoded test samples written to test_data.npz
 EVAL_BATCH = 256  # test samples encoded and simulated at a time
@@ -131,7 +135,7 @@ class PipelineResult:
     out_dir: Path
 
 
-def _write_model_nir(network, path, log) -> None:
+def _write_model_nir(network, path) -> None:
     """The network as a NIR graph next to model.net (time constants in steps, dt = 1);
     a network NIR cannot express is reported, not fatal."""
     from neurodeploy.errors import InputError
@@ -140,33 +144,51 @@ def _write_model_nir(network, path, log) -> None:
     try:
         write_nir(network, path, dt=1.0)
     except InputError as e:
-        log(f"model.nir not written: {e}")
+        logger.warning(f"model.nir not written: {e}")
 
 
-def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = False,
-                 log: Callable[[str], None] = print) -> PipelineResult:
+def run_pipeline(cfg: RunConfig, out_dir, resume: bool = False, force: bool = False) -> PipelineResult:
     """Run ``cfg`` into ``out_dir``. A non-empty ``out_dir`` needs ``resume`` (same
     configuration and data, checkpoints of the same run) or ``force`` (cleared
     first); see :mod:`neurodeploy.rundir`. Under torchrun / srun every rank trains
-    (:mod:`neurodeploy.train.distributed`) and rank 0 alone writes files."""
+    (:mod:`neurodeploy.train.distributed`) and rank 0 alone writes files.
+
+    Progress lines go to the ``neurodeploy`` logger (INFO; what could not be done,
+    such as a skipped Lava run, at WARNING): ``logging.basicConfig(level=logging.INFO)``
+    shows them, ``logging.getLogger("neurodeploy").setLevel(logging.WARNING)`` silences them."""
     from neurodeploy.train import distributed
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.train.device == "auto" else cfg.train.device
     ctx, device, joined = distributed.setup(device)  # a no-op outside torchrun / srun
     try:
-        return _run_pipeline(cfg, out_dir, resume, force, log if ctx.is_main else (lambda _: None),
-                             device, ctx)
+        with _logs_on_main_rank_only(ctx.is_main):
+            return _run_pipeline(cfg, out_dir, resume, force, device, ctx)
     finally:
         distributed.teardown(joined)
 
 
-def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, log, device: str,
+@contextlib.contextmanager
+def _logs_on_main_rank_only(is_main: bool) -> Iterator[None]:
+    """Log lines from rank 0 alone (other ranks: errors only), as files are written by rank 0 alone."""
+    if is_main:
+        yield
+        return
+    package = logging.getLogger("neurodeploy")
+    level = package.level
+    package.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        package.setLevel(level)
+
+
+def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: str,
                   ctx) -> PipelineResult:
     from neurodeploy.rundir import read_record
     from neurodeploy.train import distributed
 
     out_dir = Path(out_dir)
-    record = (open_run_dir(out_dir, cfg.resolved(), resume=resume, force=force, log=log)
+    record = (open_run_dir(out_dir, cfg.resolved(), resume=resume, force=force)
               if ctx.is_main else None)
     distributed.barrier(ctx)
     if record is None:  # the other ranks take the run id rank 0 recorded
@@ -181,7 +203,7 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, log, devic
     timings["data"] = time.perf_counter() - t0
     if ctx.is_main:
         record = check_data(out_dir, record, data_fingerprint(train_set, test_set))
-    log(f"data: {cfg.data.name}, {len(train_set)} train / {len(test_set)} test samples, "
+    logger.info(f"data: {cfg.data.name}, {len(train_set)} train / {len(test_set)} test samples, "
         f"input {tuple(train_set.input_shape)}, {cfg.data.steps} steps")
 
     model = build_model(cfg, train_set.input_shape, train_set.num_classes)
@@ -189,14 +211,14 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, log, devic
         from neurodeploy.train.depth import tune_surrogate_heights
         x, _ = next(iter(train_set.batches(cfg.train.batch_size, shuffle=True, seed=cfg.seed)))
         heights = tune_surrogate_heights(model, x)
-        log("surrogate heights tuned per layer: " + ", ".join(f"{h:.3g}" for h in heights))
+        logger.info("surrogate heights tuned per layer: " + ", ".join(f"{h:.3g}" for h in heights))
     ckpt_dir = out_dir / CHECKPOINT_DIR
     last_float = latest_checkpoint(ckpt_dir, "float") if resume else None
     float_done = int(last_float.stem.rsplit("_", 1)[-1]) if last_float is not None else 0
     t0 = time.perf_counter()
     history = fit(model, train_set, test_set, epochs=cfg.train.epochs, lr=cfg.train.lr,
                   batch_size=cfg.train.batch_size, seed=cfg.seed, logit_scale=cfg.train.logit_scale,
-                  checkpoint_dir=ckpt_dir, resume=resume, device=device, log=log,
+                  checkpoint_dir=ckpt_dir, resume=resume, device=device,
                   run_id=record.run_id)
     timings["train"] = time.perf_counter() - t0
     model.cpu()
@@ -243,7 +265,7 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, log, devic
                       lr=cfg.train.hardware_aware_lr, batch_size=cfg.train.batch_size,
                       seed=cfg.seed + 10_000, logit_scale=cfg.train.logit_scale,
                       checkpoint_dir=ckpt_dir, resume=hw_resume, device="cpu",
-                      phase="hardware", history=history, log=log, run_id=record.run_id)
+                      phase="hardware", history=history, run_id=record.run_id)
         timings["hardware_aware_train"] = time.perf_counter() - t0
         distributed.broadcast_model(model, ctx)
         cotrained_acc = evaluate(model, test_set)  # the chip-exact training forward
@@ -255,7 +277,7 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, log, devic
     net_path = None
     if ctx.is_main:
         net_path = write_netx(network, out_dir / "model.net")
-        _write_model_nir(network, out_dir / "model.nir", log)
+        _write_model_nir(network, out_dir / "model.nir")
     timings["export"] = time.perf_counter() - t0
     q_out = test_outputs(network)
     if not ctx.is_main:  # rank 0 alone writes the artifacts and runs Lava
@@ -290,16 +312,16 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, log, devic
             metrics["hardware"] = hardware_metrics(network, hw, first_samples[:cfg.hardware.activity_samples])
         except MappingError as e:
             metrics["hardware"] = {"fits": False, "error": str(e)}
-            log(f"hardware: does not fit {cfg.hardware.config}: {e}")
+            logger.warning(f"hardware: does not fit {cfg.hardware.config}: {e}")
 
     if cfg.lava.enabled:
         from neurodeploy.lava_adapter import lava_available
         if not lava_available():
-            log("lava: not importable on this interpreter (needs CPython 3.10); skipped")
+            logger.warning("lava: not importable on this interpreter (needs CPython 3.10); skipped")
             metrics["lava_skipped"] = "lava-nc / lava-dl not importable"
         else:
             n = len(test_set) if cfg.lava.samples is None else min(cfg.lava.samples, len(test_set))
-            log(f"lava: running {n} test samples on Loihi2SimCfg(fixed_pt) ...")
+            logger.info(f"lava: running {n} test samples on Loihi2SimCfg(fixed_pt) ...")
             t0 = time.perf_counter()
             l_out = lava_outputs(net_path, network, test_samples(network, np.arange(n)))
             timings["lava"] = time.perf_counter() - t0
@@ -327,8 +349,8 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, log, devic
         plots.training_curve(history, out_dir / "training.png")
         plots.raster(network, first_samples[0], int(labels[0]), out_dir / "raster.png")
     except Exception as e:  # plots must never lose a finished run
-        log(f"plots: failed ({e})")
-    log(summary(metrics, out_dir))
+        logger.warning(f"plots: failed ({e})")
+    logger.info(summary(metrics, out_dir))
     return PipelineResult(metrics, out_dir)
 
 
@@ -353,11 +375,12 @@ def summary(m: dict, out_dir: Path) -> str:
                      f"hardware-aware fine-tuned {fmt(acc['cotrained'])}")
     if ag["samples"]:
         status = "spike-exact" if ag["lava_vs_quantized"] == 1.0 else "MISMATCH"
-        lines.append(f" agreement    lava vs quantized {ag['lava_vs_quantized']:.3f} over {ag['samples']} samples ({status})")
+        lines.append(f" agreement    lava vs quantized {ag['lava_vs_quantized']:.3f} over {ag['samples']} samples "
+                     f"({status})")
         if ag.get("first_mismatch"):
             fm = ag["first_mismatch"]
-            lines.append(f"              first difference: sample {fm['sample']}, neuron {fm['neuron']}, step {fm['step']} "
-                         f"(quantized {fm['quantized']}, lava {fm['lava']})")
+            lines.append(f"              first difference: sample {fm['sample']}, neuron {fm['neuron']}, "
+                         f"step {fm['step']} (quantized {fm['quantized']}, lava {fm['lava']})")
     hw = m.get("hardware")
     if hw:
         if hw.get("fits"):

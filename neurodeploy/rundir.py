@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import yaml
 
 from neurodeploy.checks import OutputDirError, atomic_write_text, check_output_dir
+
+logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -142,8 +145,7 @@ def _clear(out_dir: Path) -> None:
             p.unlink()
 
 
-def open_run_dir(out_dir, config: dict, resume: bool = False, force: bool = False,
-                 log: Callable[[str], None] = print) -> RunRecord:
+def open_run_dir(out_dir, config: dict, resume: bool = False, force: bool = False) -> RunRecord:
     """Prepare ``out_dir`` for a run of ``config`` (the resolved configuration) and
     return its record; refuses (OutputDirError) everything that could mix runs.
     Writes ``config.yaml`` and ``run.json`` (without the data fingerprint, which
@@ -160,11 +162,11 @@ def open_run_dir(out_dir, config: dict, resume: bool = False, force: bool = Fals
         if others:
             raise OutputDirError(f"--resume {out_dir}: no {RUN_FILE}, so not a run that can be resumed "
                                  f"(holds {', '.join(others[:5])}): use --force or another --out")
-        log(f"resume: nothing to resume in {out_dir}; starting the run")
+        logger.info(f"resume: nothing to resume in {out_dir}; starting the run")
     if record is not None:
         longer = _longer_training(record.config, config)
         if longer:
-            log(f"resume: {'; '.join(longer)}: training continues from the last checkpoint")
+            logger.info(f"resume: {'; '.join(longer)}: training continues from the last checkpoint")
             record = RunRecord(record.run_id, config, record.data_fingerprint, record.created)
             atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
             write_record(out_dir, record)
@@ -179,7 +181,7 @@ def open_run_dir(out_dir, config: dict, resume: bool = False, force: bool = Fals
                 raise OutputDirError(f"--out {out_dir}: not empty (holds {', '.join(_entries(out_dir)[:5])}); "
                                      "use --resume to continue that run, --force to clear it, or another --out")
             _clear(out_dir)
-            log(f"--force: cleared {out_dir}")
+            logger.info(f"--force: cleared {out_dir}")
     if record is None:
         record = RunRecord(run_id=uuid.uuid4().hex, config=config, created=now)
         atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))

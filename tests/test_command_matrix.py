@@ -12,7 +12,6 @@ kind's artifacts from ``tmp_path_factory``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -20,7 +20,9 @@ def _trained_bn_model():
     opt = torch.optim.SGD(m.parameters(), lr=0.05)
     for _ in range(3):  # move running statistics and BN affine parameters off their defaults
         loss = -m.scores(x).sum()  # push activity up: agreement on silent layers proves nothing
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     with torch.no_grad():
         for layer in m.layers:
             if layer.norm is not None:

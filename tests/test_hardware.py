@@ -22,8 +22,8 @@ from neurodeploy.hardware.config import (
     HW_CONFIG_DIR, HardwareConfigError, load_hardware_config,
 )
 from neurodeploy.hardware.mapper import (
-    MappingError, conv_input_axons, estimate_activity, estimate_energy, hardware_metrics, map_network, network_fan_outs, neuron_updates,
-    spikes_from_simulation, synaptic_ops, weight_bits_needed,
+    MappingError, conv_input_axons, estimate_activity, estimate_energy, hardware_metrics, map_network, network_fan_outs,
+    neuron_updates, spikes_from_simulation, synaptic_ops, weight_bits_needed,
 )
 from neurodeploy.network import Conv, CubaNeuron, Dense, Input, Network, SigmaDeltaNeuron
 from neurodeploy.sim.samples import sample_stream, stream_steps
@@ -225,7 +225,8 @@ def test_map_cli_writes_json_and_fails_with_exit_code(tmp_path):
     write_netx(dense_net([10, 5000, 3]), big)
     res = CliRunner().invoke(main, ["map", str(big), "--hw", str(HW_CONFIG_DIR / "loihi1.yaml")])
     assert res.exit_code == 4
-    assert "layer 2 (dense)" in res.output and "input_axons_per_core" in res.output  # the file's block index (layer 0: input shape)
+    # the file's block index (layer 0: input shape)
+    assert "layer 2 (dense)" in res.output and "input_axons_per_core" in res.output
 
 
 # --- activity -> ops -> energy --------------------------------------------------
@@ -423,7 +424,8 @@ def test_bundle_contents_and_checksums(small_model, tmp_path, loihi2):
     out = write_bundle(path, tmp_path / "b", inputs=x, labels=labels,
                        hardware=map_network(net, loihi2).to_dict(), encoding={"encoder": "rate"})
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["encoding.json", "inputs.npz", "manifest.json", "model.net", "run.py", "run.sh"]
+    assert names == ["encoding.json", "inputs.npz", "manifest.json", "model.net", "run.py", "run.sh",
+                     "samples.py"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["files"]) == set(names) - {"manifest.json"}
     for name, entry in manifest["files"].items():
@@ -472,7 +474,7 @@ def test_bundle_run_script_checks_itself_without_neurodeploy(small_model, tmp_pa
     assert res.exit_code == 0, res.output
     run = subprocess.run([sys.executable, "run.py", "--check"], cwd=tmp_path / "b", capture_output=True,
                          text=True, timeout=60)
-    assert run.returncode == 0 and "4 files match" in run.stdout  # no inputs.npz
+    assert run.returncode == 0 and "5 files match" in run.stdout  # no inputs.npz
     (tmp_path / "b" / "encoding.json").write_text("{}")
     run = subprocess.run([sys.executable, "run.py", "--check"], cwd=tmp_path / "b", capture_output=True,
                          text=True, timeout=60)

@@ -55,7 +55,9 @@ def test_fine_tuning_changes_spikes_and_stays_exact():
     before = m(x)[-1].detach().clone()
     for _ in range(5):
         loss = torch.nn.functional.cross_entropy(m.scores(x) * 0.3, y)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     with torch.no_grad():
         after = m(x)[-1]
     assert not torch.equal(before, after)
@@ -93,7 +95,9 @@ def test_learned_threshold_and_decays_train_and_export_exactly():
     opt = torch.optim.Adam(m.parameters(), lr=0.02)
     for _ in range(6):
         loss = torch.nn.functional.cross_entropy(m.scores(x) * 0.3, y)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     after = [(float(l.learned["threshold"]), float(l.learned["current_decay"])) for l in m.layers]
     assert all(a[0] != b[0] and a[1] != b[1] for a, b in zip(after, before))
     with torch.no_grad():
@@ -145,5 +149,7 @@ def test_batch_norm_hardware_forward_equals_the_exported_network():
         assert train_out.sum() > 0
         assert np.array_equal(train_out, sim_out), f"step {step}"
         loss = torch.nn.functional.cross_entropy(m.scores(x) * 0.3, y)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     assert not torch.equal(gamma, m.layers[0].norm.weight.detach())

@@ -13,7 +13,7 @@ from neurodeploy import fixedpoint as fx
 from neurodeploy import layout
 from neurodeploy.errors import InputError
 from neurodeploy.export.netx import read_netx, write_netx
-from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network
+from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Network
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
@@ -142,8 +142,9 @@ def test_per_neuron_fields_in_the_torch_fallback_equal_the_compiled_loop(monkeyp
     against Lava in test_netx_kinds_lava)."""
     from neurodeploy.sim import simulator
     rng = np.random.default_rng(4)
-    net = Network((Conv(2 * rng.integers(-60, 60, (3, 2, 3, 3)), CubaNeuron((1, 2048, 4096), (0, 100, 4095), (5, 40, 9)),
-                        shape=(3, 2, 2), stride=(2, 2)), Flatten(shape=(3, 2, 2)),
+    net = Network((Conv(2 * rng.integers(-60, 60, (3, 2, 3, 3)),
+                        CubaNeuron((1, 2048, 4096), (0, 100, 4095), (5, 40, 9)), shape=(3, 2, 2), stride=(2, 2)),
+                   Flatten(shape=(3, 2, 2)),
                    Dense(2 * rng.integers(-80, 80, (5, 12)), CubaNeuron(rng.integers(1, 4097, 5), 7,
                                                                         rng.integers(0, 50, 5)))), (2, 6, 6))
     x = (rng.random((3, 6, 6, 2, 20)) < 0.5).astype(np.int64)

@@ -1,6 +1,7 @@
 """The whole path on a tiny config: config validation, output dir, resume, and
 spike-exact agreement between the hardware-exact evaluation and Lava."""
 import json
+import logging
 import os
 
 import pytest
@@ -46,7 +47,7 @@ def test_default_sparse_training_reaches_dense_accuracy(tmp_path):
         d["seed"] = seed
         d["lava"]["enabled"], d["hardware"]["config"] = False, None
         d["train"]["hardware_aware_epochs"] = 0
-        m = run_pipeline(type(cfg).model_validate(d), tmp_path / f"{name}{seed}", log=lambda s: None).metrics
+        m = run_pipeline(type(cfg).model_validate(d), tmp_path / f"{name}{seed}").metrics
         return m["accuracy"]["float"], m["history"]["active_fraction"]
 
     sparse, dense = [], []
@@ -116,7 +117,7 @@ def test_output_dir_that_is_a_file_fails_before_training(tmp_path, monkeypatch):
         run_pipeline(parse_config(TINY), target / "run")
 
 
-def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
+def test_interrupted_run_resumes_from_last_checkpoint(tmp_path, caplog):
     from neurodeploy.data import load_dataset
     from neurodeploy.pipeline import build_model, data_spec
     from neurodeploy.train.loop import fit
@@ -125,13 +126,15 @@ def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
     train, test = load_dataset(data_spec(cfg))
     ck = tmp_path / "ck"
     model = build_model(cfg, train.input_shape, train.num_classes)
-    fit(model, train, test, epochs=1, lr=0.01, batch_size=32, seed=0, checkpoint_dir=ck, log=lambda s: None)
+    fit(model, train, test, epochs=1, lr=0.01, batch_size=32, seed=0, checkpoint_dir=ck)
     assert [p.name for p in sorted(ck.glob("*.pt"))] == ["float_epoch_001.pt"]
     # "killed" after epoch 1: a new process resumes and only runs epoch 2
-    logs = []
     model2 = build_model(cfg, train.input_shape, train.num_classes)
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="neurodeploy")
     hist = fit(model2, train, test, epochs=2, lr=0.01, batch_size=32, seed=0, checkpoint_dir=ck,
-               resume=True, log=logs.append)
+               resume=True)
+    logs = caplog.messages
     assert hist.epoch == [1, 2]
     assert any("resumed float training from float_epoch_001.pt" in line for line in logs)
     assert sum("float epoch" in line for line in logs) == 1  # epoch 1 was not redone
@@ -142,7 +145,7 @@ def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_tiny_pipeline_is_spike_exact_on_lava(tmp_path):
     out = tmp_path / "run"
-    result = run_pipeline(parse_config(TINY), out, log=lambda s: None)
+    result = run_pipeline(parse_config(TINY), out)
     m = json.loads((out / "metrics.json").read_text())
     assert m == json.loads(json.dumps(result.metrics))
     assert m["agreement"]["samples"] == 24
@@ -172,20 +175,23 @@ def test_sparse_backward_without_band_is_a_config_error():
         parse_config(dict(TINY, train={**TINY["train"], "backward": "sparse"}))
 
 
-def test_resume_with_more_float_epochs_redoes_fine_tuning(tmp_path):
+def test_resume_with_more_float_epochs_redoes_fine_tuning(tmp_path, caplog):
     cfg = dict(TINY, train={**TINY["train"], "epochs": 1, "hardware_aware_epochs": 1},
                lava={"enabled": False}, hardware={"config": None})
     out = tmp_path / "run"
-    run_pipeline(parse_config(cfg), out, log=lambda s: None)
-    logs = []
+    run_pipeline(parse_config(cfg), out)
     cfg["train"]["epochs"] = 2
-    run_pipeline(parse_config(cfg), out, resume=True, log=logs.append)
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="neurodeploy")
+    run_pipeline(parse_config(cfg), out, resume=True)
+    logs = caplog.messages
     assert any("resumed float training from float_epoch_001.pt" in line for line in logs)
     # the old fine-tuning was on top of the 1-epoch float model: it must be redone, not resumed
     assert not any("resumed hardware training" in line for line in logs)
     assert any("hardware epoch 1/1" in line for line in logs)
-    logs.clear()
-    run_pipeline(parse_config(cfg), out, resume=True, log=logs.append)  # nothing left to train
+    caplog.clear()
+    run_pipeline(parse_config(cfg), out, resume=True)  # nothing left to train
+    logs = caplog.messages
     assert any("resumed hardware training from hardware_epoch_001.pt" in line for line in logs)
     assert not any("epoch 1/1:" in line or "epoch 2/2:" in line for line in logs)
 
@@ -199,11 +205,11 @@ def test_resume_from_a_checkpoint_of_another_model_is_a_clear_error(tmp_path):
     train, test = load_dataset(data_spec(cfg))
     ck = tmp_path / "ck"
     fit(build_model(cfg, train.input_shape, 10), train, test, epochs=1, lr=0.01, batch_size=32, seed=0,
-        checkpoint_dir=ck, log=lambda s: None)
+        checkpoint_dir=ck)
     other = build_model(parse_config(dict(TINY, model={"hidden": [7]})), train.input_shape, 10)
     with pytest.raises(OutputDirError, match="cannot resume from .*float_epoch_001.pt"):
         fit(other, train, test, epochs=2, lr=0.01, batch_size=32, seed=0, checkpoint_dir=ck,
-            resume=True, log=lambda s: None)
+            resume=True)
 
 
 @pytest.mark.parametrize("model, message", [
@@ -215,7 +221,7 @@ def test_sparse_backward_on_unsupported_layers_is_a_config_error(model, message)
         parse_config(dict(TINY, model=model, train={**TINY["train"], "backward": "sparse"}))
 
 
-def test_sparse_training_reports_the_active_fraction(tmp_path):
+def test_sparse_training_reports_the_active_fraction(tmp_path, caplog):
     from neurodeploy.data import load_dataset
     from neurodeploy.pipeline import build_model, data_spec
     from neurodeploy.train.loop import fit
@@ -225,9 +231,10 @@ def test_sparse_training_reports_the_active_fraction(tmp_path):
                             train={**TINY["train"], "backward": "sparse"}))
     train, test = load_dataset(data_spec(cfg))
     model = build_model(cfg, train.input_shape, train.num_classes)
-    logs = []
+    caplog.set_level(logging.INFO, logger="neurodeploy")
     hist = fit(model, train, test, epochs=2, lr=0.01, batch_size=32, seed=0,
-               checkpoint_dir=tmp_path / "ck", log=logs.append)
+               checkpoint_dir=tmp_path / "ck")
+    logs = caplog.messages
     assert len(hist.active_fraction) == 2 and all(0 < a < 1 for a in hist.active_fraction)
     assert all(" active " in line and "%" in line for line in logs if "float epoch" in line)
     # the count is forward_active's, summed over the layers and batches of the epoch
@@ -255,5 +262,5 @@ def test_dense_training_records_no_active_fraction(tmp_path):
     train, test = load_dataset(data_spec(cfg))
     model = build_model(cfg, train.input_shape, train.num_classes)
     hist = fit(model, train, test, epochs=1, lr=0.01, batch_size=32, seed=0,
-               checkpoint_dir=tmp_path / "ck", log=lambda s: None)
+               checkpoint_dir=tmp_path / "ck")
     assert hist.active_fraction == [None]

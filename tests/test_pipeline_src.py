@@ -32,7 +32,7 @@ def test_tiny_src_pipeline_agrees_with_lava_and_the_training_forward(tmp_path):
     from neurodeploy.pipeline import run_pipeline
 
     out = tmp_path / "run"
-    run_pipeline(parse_config(TINY_SRC), out, log=lambda s: None)
+    run_pipeline(parse_config(TINY_SRC), out)
     m = json.loads((out / "metrics.json").read_text())
     assert m["agreement"]["samples"] == 6
     assert m["agreement"]["lava_vs_quantized"] == 1.0, m["agreement"]["first_mismatch"]

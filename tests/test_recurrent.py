@@ -178,7 +178,7 @@ def test_recurrent_pipeline_is_spike_exact_on_lava(tmp_path):
                   "hardware_aware_epochs": 1},
         "lava": {"samples": 16}, "hardware": {"config": None},
     })
-    m = run_pipeline(cfg, tmp_path / "run", log=lambda s: None).metrics
+    m = run_pipeline(cfg, tmp_path / "run").metrics
     with h5py.File(tmp_path / "run" / "model.net", "r") as f:
         assert f["layer/1/type"][0] == b"dense_rec"  # layer/0: the input block
     ag = m["agreement"]

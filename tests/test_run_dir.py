@@ -5,6 +5,7 @@ atomically."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -22,7 +23,6 @@ from neurodeploy.pipeline import run_pipeline
 TINY = {"name": "tiny", "seed": 1, "data": {"name": "digits", "steps": 6, "limit": 40},
         "model": {"hidden": [8]}, "train": {"epochs": 1, "batch_size": 32, "lr": 0.01},
         "lava": {"enabled": False}, "hardware": {"config": None}}
-quiet = lambda s: None  # noqa: E731
 
 
 def cli(*args):
@@ -89,13 +89,13 @@ def test_the_issue_case_mixed_checkpoints_cannot_happen(tmp_path):
     checkpoints and kept others, and --resume built a model from both) is refused;
     with --force the old checkpoints are gone."""
     cfg = dict(TINY, train={**TINY["train"], "epochs": 2, "hardware_aware_epochs": 1})
-    run_pipeline(parse_config(cfg), tmp_path / "run", log=quiet)
+    run_pipeline(parse_config(cfg), tmp_path / "run")
     other = dict(cfg, seed=7, train={**cfg["train"], "epochs": 1})
     with pytest.raises(OutputDirError, match="not empty"):
-        run_pipeline(parse_config(other), tmp_path / "run", log=quiet)
+        run_pipeline(parse_config(other), tmp_path / "run")
     with pytest.raises(OutputDirError, match=r"seed: 1 -> 7"):
-        run_pipeline(parse_config(other), tmp_path / "run", resume=True, log=quiet)
-    run_pipeline(parse_config(other), tmp_path / "run", force=True, log=quiet)
+        run_pipeline(parse_config(other), tmp_path / "run", resume=True)
+    run_pipeline(parse_config(other), tmp_path / "run", force=True)
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     # the first run's second float epoch is gone; its fine-tuning checkpoint was replaced
     assert ckpts == ["float_epoch_001.pt", "hardware_epoch_001.pt"]
@@ -110,7 +110,7 @@ def test_force_clears_only_a_run_directory(tmp_path):
     precious.mkdir()
     (precious / "thesis.tex").write_text("keep")
     with pytest.raises(OutputDirError, match="not a neurodeploy run directory"):
-        open_run_dir(precious, {"a": 1}, force=True, log=quiet)
+        open_run_dir(precious, {"a": 1}, force=True)
     assert (precious / "thesis.tex").read_text() == "keep"
     res = cli("pipeline", "--out", precious, "--resume", "--force")
     assert res.exit_code == 2 and "give one of them" in res.output
@@ -120,17 +120,17 @@ def test_resume_refuses_checkpoints_of_another_run(tmp_path):
     """Checkpoints copied in from another run (same configuration, different run id)."""
     a, b = tmp_path / "a", tmp_path / "b"
     cfg = parse_config(TINY)
-    run_pipeline(cfg, a, log=quiet)
-    run_pipeline(cfg, b, log=quiet)
+    run_pipeline(cfg, a)
+    run_pipeline(cfg, b)
     os.replace(a / "checkpoints" / "float_epoch_001.pt", b / "checkpoints" / "float_epoch_001.pt")
     with pytest.raises(OutputDirError, match="checkpoint of another run"):
-        run_pipeline(cfg, b, resume=True, log=quiet)
+        run_pipeline(cfg, b, resume=True)
 
 
 def test_resume_refuses_changed_data(tmp_path):
-    rec = open_run_dir(tmp_path / "r", {"x": 1}, log=quiet)
+    rec = open_run_dir(tmp_path / "r", {"x": 1})
     rec = check_data(tmp_path / "r", rec, "a" * 64)
-    again = open_run_dir(tmp_path / "r", {"x": 1}, resume=True, log=quiet)
+    again = open_run_dir(tmp_path / "r", {"x": 1}, resume=True)
     assert again.run_id == rec.run_id and again.data_fingerprint == "a" * 64
     with pytest.raises(OutputDirError, match="data differ"):
         check_data(tmp_path / "r", again, "b" * 64)
@@ -149,16 +149,18 @@ def test_data_fingerprint_changes_with_the_data():
     assert base != fp({**TINY, "data": {**TINY["data"], "encoding": "latency"}})
 
 
-def test_more_epochs_on_resume_continue_training(tmp_path):
-    run_pipeline(parse_config(TINY), tmp_path / "r", log=quiet)
-    logs = []
+def test_more_epochs_on_resume_continue_training(tmp_path, caplog):
+    run_pipeline(parse_config(TINY), tmp_path / "r")
     more = dict(TINY, train={**TINY["train"], "epochs": 2})
-    run_pipeline(parse_config(more), tmp_path / "r", resume=True, log=logs.append)
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="neurodeploy")
+    run_pipeline(parse_config(more), tmp_path / "r", resume=True)
+    logs = caplog.messages
     assert any("train.epochs: 1 -> 2" in line for line in logs)
     assert json.loads((tmp_path / "r" / RUN_FILE).read_text())["config"]["train"]["epochs"] == 2
     fewer = dict(TINY, train={**TINY["train"], "epochs": 1})
     with pytest.raises(OutputDirError, match="train.epochs: 2 -> 1"):
-        run_pipeline(parse_config(fewer), tmp_path / "r", resume=True, log=quiet)
+        run_pipeline(parse_config(fewer), tmp_path / "r", resume=True)
 
 
 def test_config_differences_name_keys_and_both_values():

@@ -142,7 +142,7 @@ def resimulate_from_voltages(npz, n_spikes):
 def test_saved_network_resimulated_from_voltage_form_gives_same_spikes(tmp_path, model, n_spikes):
     from neurodeploy.sparseprop.commands import run
     out = tmp_path / "net.npz"
-    run(model, 200, 20, n_spikes, 5, out, save_network=True, log=lambda s: None)
+    run(model, 200, 20, n_spikes, 5, out, save_network=True)
     npz = np.load(out)
     prm = json.loads(str(npz["params"]))
     assert {"model", "tau", "drive", "J0", "K", "threshold", "reset"} <= set(prm)
@@ -260,7 +260,7 @@ def test_rate_training_example_converges():
         from sparseprop_rates import main
     finally:
         sys.path.pop(0)
-    net, target, hist = main(steps=60, n=40, k=8, log=None)
+    net, target, hist = main(steps=60, n=40, k=8)
     assert min(hist.loss[-5:]) < 0.25 * hist.loss[0], hist.loss
 
 

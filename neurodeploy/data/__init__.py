@@ -170,11 +170,6 @@ def encode_images(images: np.ndarray, idx: np.ndarray, spec: DataSpec, split: in
     raise ValueError(f"unknown encoding {spec.encoding!r} ({', '.join(ENCODINGS)})")
 
 
-def limit_split(n: int, limit: Optional[int]) -> np.ndarray:
-    """The first ``limit`` positions of ``n`` (all when limit is None)."""
-    return np.arange(n if limit is None else min(n, limit))
-
-
 def select_limit(labels: np.ndarray, limit: Optional[int]) -> np.ndarray:
     """Indices of a class-balanced subset of ``limit`` samples, deterministic: classes
     taken round-robin, each in file order (all indices when ``limit`` is None or >= n).

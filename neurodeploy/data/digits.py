@@ -43,6 +43,3 @@ def load_splits(spec: DataSpec):
         splits.append(SpikeDataset(encode, labels[idx], INPUT_SHAPE, NUM_CLASSES, spec.steps,
                                    name=f"digits/{'train' if split == TRAIN else 'test'}"))
     return tuple(splits)
-
-
-load_digits_splits = load_splits

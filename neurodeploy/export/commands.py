@@ -1,12 +1,11 @@
 """``neurodeploy convert``: netx ``.net`` <-> NIR ``.nir``, chosen by extension."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from neurodeploy.errors import InputError, NeurodeployError, OutputError
+from neurodeploy.errors import InputError, OutputError
 
 FORMATS = {".net": "netx", ".nir": "nir"}
 
@@ -75,9 +74,5 @@ def convert_command(src, dst, dt, input_shape, current_input):
     A .nir is read as its forward-Euler discretisation at --dt and quantised with
     the training quantiser (8-bit weights, 12-bit decays); docs/nir.md has the mapping.
     """
-    try:
-        out = convert(src, dst, dt=dt, input_shape=input_shape, current_input=current_input)
-    except NeurodeployError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
+    out = convert(src, dst, dt=dt, input_shape=input_shape, current_input=current_input)
     click.echo(f"wrote {out}")

@@ -26,7 +26,6 @@ from neurodeploy.errors import InputError
 from neurodeploy.network import (
     Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, SrcNeuron,
 )
-from neurodeploy.errors import InputError
 
 SUPPORTED_BLOCKS = ("input", "dense", "dense_rec", "conv", "flatten")
 KNOWN_BLOCKS = SUPPORTED_BLOCKS + ("pool", "average", "convT", "unpool")

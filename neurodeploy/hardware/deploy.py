@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Mapping, Optional, Tuple
 
 import numpy as np
@@ -20,8 +19,8 @@ import numpy as np
 # bit-accurate outputs of independent samples, laid out on Lava's timeline as on the chip
 from neurodeploy.sim.samples import simulated_outputs
 from neurodeploy.errors import ChipUnreachableError, InputError
+from neurodeploy.hardware.runner import DEFAULT_LOIHI_GEN
 
-DEFAULT_LOIHI_GEN = "N3B3"  # lava.utils.loihi: most INRC Loihi 2 systems are N3B3
 LOIHI_GENS = ("N2A2", "N3B2", "N3B3", "N3C1", "N3D1")  # lava.utils.loihi.ChipGeneration
 
 

@@ -24,7 +24,8 @@ def run_src_neurons(layer, a: torch.Tensor, st: dict, reset: np.ndarray, rec: Op
                     lead: Optional[torch.Tensor] = None) -> torch.Tensor:
     """a: (c, B, N) synaptic input of the chunk (with ``lead``, step k gets ``lead`` for
     k = 0 and ``a[k - 1]`` after) -> messages (c, B, N) int64. ``reset[k]``: zero i, h,
-    h_s before step k (Lava's reset phase): i to 0, h and h_s to ``reset_state``. Records i, h, h_s and s when ``rec``."""
+    h_s before step k (Lava's reset phase): i to 0, h and h_s to ``reset_state``. Records i, h, h_s
+    and s when ``rec``."""
     p = layer.neuron.parameters()
     tables = p.tables()
     bias = None if layer.bias is None else np.asarray(layer.bias, np.int64)

@@ -3,6 +3,7 @@ its spikes (and optionally the network) to an ``.npz`` file."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -13,7 +14,9 @@ from typing import Optional
 import click
 import numpy as np
 
-from neurodeploy.errors import InputError, NeurodeployError, OutputError
+from neurodeploy.errors import InputError, OutputError
+
+logger = logging.getLogger(__name__)
 
 PROGRESS_FROM = 1 << 20  # spikes: runs this long show a progress bar
 
@@ -21,10 +24,9 @@ PROGRESS_FROM = 1 << 20  # spikes: runs this long show a progress bar
 def run(model: str, n: int, k: int, spikes: int, seed: int, out: Path, *,
         J0: float = 1.0, tau: float = 0.01, rate: float = 1.0, drive: Optional[float] = None,
         save_network: bool = False, plot: Optional[Path] = None,
-        rebase_every: Optional[int] = None, progress: Optional[bool] = None,
-        log=print) -> dict:
+        rebase_every: Optional[int] = None, progress: Optional[bool] = None) -> dict:
     """Build the network, simulate ``spikes`` spikes with the heap simulator, write
-    ``out`` (and ``plot``); returns a summary dict."""
+    ``out`` (and ``plot``); returns a summary dict (also logged, INFO)."""
     from neurodeploy.sparseprop.models import ModelParams, balanced_drive
     from neurodeploy.sparseprop.network import Network
     from neurodeploy.sparseprop.simulate import HeapSimulator, initial_voltages
@@ -72,14 +74,14 @@ def run(model: str, n: int, k: int, spikes: int, seed: int, out: Path, *,
     summary = {"spikes": len(result), "simulated_s": float(result.times[-1]),
                "wall_s": wall, "spikes_per_s": len(result) / wall if wall > 0 else math.inf,
                "mean_rate_hz": len(result) / (n * float(result.times[-1])), "drive": I}
-    log(f"{len(result)} spikes of {n} {model.upper()} neurons (K = {k}) in "
-        f"{summary['simulated_s']:.4g} s simulated, {wall:.3g} s wall "
-        f"({summary['spikes_per_s']:.3g} spikes/s); mean rate {summary['mean_rate_hz']:.3g} Hz")
-    log(f"wrote {out}")
+    logger.info(f"{len(result)} spikes of {n} {model.upper()} neurons (K = {k}) in "
+                f"{summary['simulated_s']:.4g} s simulated, {wall:.3g} s wall "
+                f"({summary['spikes_per_s']:.3g} spikes/s); mean rate {summary['mean_rate_hz']:.3g} Hz")
+    logger.info(f"wrote {out}")
     if plot is not None:
         raster_and_rates(result.times, result.neurons, n, Path(plot),
                          title=f"{model.upper()}, N = {n}, K = {k}, J0 = {J0:g}")
-        log(f"wrote {plot}")
+        logger.info(f"wrote {plot}")
     return summary
 
 
@@ -160,11 +162,6 @@ def sparseprop_command(model, n, k, spikes, seed, out, save_network, plot, J0, t
 
     O(log N) per spike; connectivity regenerated from the seed (O(N + K) memory).
     """
-    try:
-        run(model, n, k, spikes, seed, Path(out), J0=J0, tau=tau, rate=rate, drive=drive,
-            save_network=save_network, plot=None if plot is None else Path(plot),
-            rebase_every=rebase_every, log=click.echo)
-    except NeurodeployError as e:
-        err = click.ClickException(str(e))
-        err.exit_code = e.exit_code
-        raise err from None
+    run(model, n, k, spikes, seed, Path(out), J0=J0, tau=tau, rate=rate, drive=drive,
+        save_network=save_network, plot=None if plot is None else Path(plot),
+        rebase_every=rebase_every)

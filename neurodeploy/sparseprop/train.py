@@ -22,6 +22,7 @@ O(K) per spike, as the forward pass. The derivation is in docs/sparseprop.md.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
@@ -32,6 +33,8 @@ import numpy as np
 from neurodeploy.sparseprop import models as _m
 from neurodeploy.sparseprop.network import CSR
 from neurodeploy.sparseprop.simulate import HeapSimulator, Spikes
+
+logger = logging.getLogger(__name__)
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -229,11 +232,11 @@ class History:
 
 def train(net: Trainable, loss: LossFn, steps: int, *, n_spikes: int,
           t_stop: float = math.inf, lr: float = 1e-2, lr_halflife: float = math.inf,
-          learn_weights: bool = True, learn_drive: bool = True,
-          log: Optional[Callable[[str], None]] = None) -> History:
+          learn_weights: bool = True, learn_drive: bool = True) -> History:
     """Adam on weights and drives (in place on ``net``), step size
     ``lr / (1 + step / lr_halflife)``. Drives stay above the model's minimum (LIF 1,
-    QIF 0) by a margin of 1e-3; weights are unconstrained."""
+    QIF 0) by a margin of 1e-3; weights are unconstrained. Each step's loss is logged
+    at DEBUG (logger ``neurodeploy.sparseprop.train``)."""
     low = (1.0 if net.params.model == "lif" else 0.0) + 1e-3
     names = [k for k, on in (("weights", learn_weights), ("drive", learn_drive)) if on]
     m = {k: 0.0 for k in names}
@@ -243,13 +246,13 @@ def train(net: Trainable, loss: LossFn, steps: int, *, n_spikes: int,
     for step in range(1, steps + 1):
         value, grads, _ = loss_and_grad(net, loss, n_spikes, t_stop)
         hist.loss.append(value)
-        if log is not None:
-            log(f"step {step:4d}  loss {value:.6g}")
+        logger.debug(f"step {step:4d}  loss {value:.6g}")
         for k in names:
             g = grads[k]
             m[k] = beta1 * m[k] + (1 - beta1) * g
             v[k] = beta2 * v[k] + (1 - beta2) * g * g
-            upd = lr / (1.0 + step / lr_halflife) * (m[k] / (1 - beta1 ** step)) / (np.sqrt(v[k] / (1 - beta2 ** step)) + eps)
+            rate = lr / (1.0 + step / lr_halflife)
+            upd = rate * (m[k] / (1 - beta1 ** step)) / (np.sqrt(v[k] / (1 - beta2 ** step)) + eps)
             if k == "weights":
                 net.csr = net.csr.with_weights(net.csr.weights - upd)
             else:

@@ -37,11 +37,6 @@ def shift_left(x: torch.Tensor, bits: int) -> torch.Tensor:
     return x * (1 << bits)
 
 
-def shift_left_(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """In-place :func:`shift_left` (float tensors holding integers, or int64)."""
-    return x.mul_(1 << bits)
-
-
 def shift_right_floor(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Arithmetic ``x >> bits`` (rounds toward -inf), as numpy's right_shift; integer
     tensors shift (several times faster than a floor division), integer-valued float

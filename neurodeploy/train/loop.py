@@ -6,11 +6,12 @@ atomically after every epoch, so a killed run resumes from its last finished epo
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from neurodeploy.checks import OutputDirError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -114,23 +117,21 @@ def _save(path: Path, state: dict) -> None:
 def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, seed: int,
         logit_scale: float = 1.0,
         checkpoint_dir: Path, resume: bool = False, device="cpu", phase: str = "float",
-        history: Optional[History] = None, log: Callable[[str], None] = print,
-        run_id: Optional[str] = None) -> History:
+        history: Optional[History] = None, run_id: Optional[str] = None) -> History:
     """Train ``model`` for ``epochs`` epochs (continuing from the last checkpoint of
     this ``phase`` when ``resume``). Returns the history (all phases so far).
 
     ``run_id``: written into every checkpoint; resuming from a checkpoint of
     another run id is refused (:class:`~neurodeploy.checks.OutputDirError`).
     Under torch.distributed (:mod:`neurodeploy.train.distributed`) each rank trains
-    on its slice of every global batch of ``batch_size``; rank 0 writes checkpoints."""
+    on its slice of every global batch of ``batch_size``; rank 0 writes checkpoints and
+    logs a line per epoch (logger ``neurodeploy.train.loop``, level INFO)."""
     from neurodeploy.train import distributed
 
     ctx = distributed.current()
     checkpoint_dir = Path(checkpoint_dir)
     if ctx.is_main:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    if not ctx.is_main:
-        log = lambda _: None  # noqa: E731
     history = history if history is not None else History()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     start = 0
@@ -150,7 +151,8 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
                                      "use another output directory or run without --resume") from None
             history.__dict__.update(state["history"])
             start = state["epoch"]
-            log(f"resumed {phase} training from {ckpt.name} (epoch {start}/{epochs})")
+            if ctx.is_main:
+                logger.info(f"resumed {phase} training from {ckpt.name} (epoch {start}/{epochs})")
     model.to(device).train()
     trained = distributed.wrap(model, ctx, device)
     counted = [m.active_counts for m in model.modules() if hasattr(m, "active_counts")]
@@ -193,8 +195,9 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
             _save(checkpoint_dir / f"{phase}_epoch_{epoch + 1:03d}.pt",
                   {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                    "epoch": epoch + 1, "history": history.as_dict(), "run_id": run_id})
-        log(f"{phase} epoch {epoch + 1}/{epochs}: loss {history.loss[-1]:.4f} "
-            f"train {history.train_accuracy[-1]:.3f} test {test_acc:.3f} "
-            + (f"active {100 * active:.1f} % " if active is not None else "")
-            + f"({history.seconds[-1]:.1f} s)")
+        if ctx.is_main:
+            logger.info(f"{phase} epoch {epoch + 1}/{epochs}: loss {history.loss[-1]:.4f} "
+                        f"train {history.train_accuracy[-1]:.3f} test {test_acc:.3f} "
+                        + (f"active {100 * active:.1f} % " if active is not None else "")
+                        + f"({history.seconds[-1]:.1f} s)")
     return history

@@ -47,8 +47,6 @@ import functools
 
 import torch
 
-from neurodeploy.train import sparse as _torch_impl
-
 
 @functools.lru_cache(maxsize=None)
 def _kernels():
