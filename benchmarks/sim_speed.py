@@ -174,7 +174,8 @@ def main_device(a, nets) -> None:
             print(json.dumps(r), flush=True)
             results.append(r)
     machine = {**describe(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-               "gpu": torch.cuda.get_device_name(a.device) if torch.cuda.is_available() else None, "cuda": torch.version.cuda, "note": a.note}
+               "gpu": torch.cuda.get_device_name(a.device) if torch.cuda.is_available() else None,
+               "cuda": torch.version.cuda, "note": a.note}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({"machine": machine, "results": results}, indent=2))
     print(f"wrote {a.out}")

@@ -234,7 +234,7 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: st
     from neurodeploy.sim.cuda import usable
     sim_device = str(device) if str(device).startswith("cuda") and usable(str(device)) else "cpu"
     if sim_device != str(device):
-        log(f"simulator on the CPU: {device} cannot run it (no Triton)")
+        logger.warning(f"simulator on the CPU: {device} cannot run it (no Triton)")
 
     def test_outputs(network):  # each rank simulates its slice of the test set
         def outputs(indices):
