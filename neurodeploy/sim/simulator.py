@@ -48,6 +48,7 @@ import torch
 from neurodeploy import fixedpoint as fx
 from neurodeploy._numba import parallel, prange as _prange
 from neurodeploy.layout import netx_shape
+from neurodeploy.sim.samples import reset_phase
 from neurodeploy.network import (
     Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, SrcNeuron,
 )
@@ -901,10 +902,10 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
         if layer.rec is not None:
             raise NotImplementedError(f"layer {layer.index}: recurrent SRC blocks are not simulated")
         if reset_interval:
-            phase = (reset_offset + 1 + layer.neuron_index) % reset_interval
+            phase = reset_phase(layer.neuron_index, reset_interval, reset_offset)
         return run_src_neurons(layer, a, st, _reset_mask(start, c, reset_interval, phase), rec, lead)
     if reset_interval and isinstance(neuron, CubaNeuron):
-        phase = (reset_offset + 1 + layer.neuron_index) % reset_interval
+        phase = reset_phase(layer.neuron_index, reset_interval, reset_offset)
     out = torch.empty(a.shape, dtype=torch.bool if isinstance(neuron, CubaNeuron) else torch.int64)
     if rec is not None:
         us, vs = [], []
