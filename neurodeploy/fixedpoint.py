@@ -35,7 +35,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from neurodeploy._numba import parallel, prange as _prange
-from neurodeploy.errors import InputError
+from neurodeploy.errors import InputError, MissingDependencyError
 
 # --- Loihi constants -------------------------------------------------------
 DECAY_SHIFT = 12
@@ -270,9 +270,12 @@ def quantize_threshold(threshold: float, exponent: int) -> int:
 
 
 # --- compiled CUBA-LIF layer (the simulator's hot loop) -----------------------
-# The same step as ``neurodeploy.train.fixedpoint.cuba_step``, written per neuron over scalars so numba can
-# compile it into one loop over (neuron, time) with the state in registers. Both
-# forms are checked against Lava's PyLifModelBitAcc by the test suite.
+# The compiled twin of the one CUBA-LIF step, ``neurodeploy.train.fixedpoint.cuba_step``
+# (the equations of this module's docstring on tensors): the same step written per
+# neuron over scalars, so that numba compiles it into one loop over (neuron, time) with
+# the state in registers. The test suite holds it to ``cuba_step`` bit for bit (every
+# field, per-neuron fields, the wrap and the saturation, delayed and scaled input,
+# resets), and both to Lava's PyLifModelBitAcc.
 def _cuba_neuron_steps(a, a_first, scale, delayed, current_factors, voltage_factors, thresholds_eff,
                        per_neuron, bias, has_bias, reset, u_state, v_state, spikes, u_rec, v_rec,
                        record):  # pragma: no cover
@@ -324,14 +327,11 @@ def cuba_run(a: np.ndarray, p: CubaParameters, bias: Optional[np.ndarray], reset
     Lava synapse delivers it. Per-neuron fields of ``p`` (m values) repeat over the
     neurons (see :func:`field_array`). Returns (spikes (steps, neurons) uint8, (u, v)
     final state, u_rec, v_rec); ``spikes``, when given, is written in place."""
+    kernel = compiled_cuba_steps()
+    if kernel is None:
+        raise MissingDependencyError("the compiled CUBA-LIF loop needs numba, which is not installed "
+                                     "(pip install numba)")
     steps, n = a.shape
-    if a_first is not None or scale != 1:
-        if compiled_cuba_steps() is None:  # the fallback takes the delayed, scaled input
-            first = np.zeros(n, np.int64) if a_first is None else np.asarray(a_first, np.int64)
-            full = np.asarray(a, np.int64) * scale
-            if a_first is not None:
-                full = np.concatenate([first[None] * scale, full[:-1]])
-            return cuba_run(full, p, bias, reset, state, record, spikes=spikes)
     u = np.zeros(n, np.int64) if state is None else state[0]
     v = np.zeros(n, np.int64) if state is None else state[1]
     # the bias mantissa per neuron, shifted in the loop (no per-call n-sized array when
@@ -346,10 +346,6 @@ def cuba_run(a: np.ndarray, p: CubaParameters, bias: Optional[np.ndarray], reset
         raise ValueError(f"spikes buffer must be uint8 of shape {(steps, n)}, got {spikes.dtype} {spikes.shape}")
     u_rec = np.empty((steps, n), np.int64) if record else np.empty((1, 1), np.int64)
     v_rec = np.empty((steps, n), np.int64) if record else np.empty((1, 1), np.int64)
-    kernel = compiled_cuba_steps()
-    if kernel is None:  # the torch form of the same step (neurodeploy.train.fixedpoint)
-        from neurodeploy.train import fixedpoint as tfx
-        return tfx.cuba_run_steps(a, p, bias, reset, u, v, spikes, u_rec, v_rec, record)
     delayed = a_first is not None
     first = np.ascontiguousarray(a_first if delayed else np.zeros(1, a.dtype), dtype=a.dtype)
     per_neuron = p.per_neuron is not None
@@ -491,7 +487,7 @@ def sigma_delta_run(a: np.ndarray, kind: int, threshold: int, bias: Optional[np.
 #: as attributes of this module; torch is imported on first use only
 TENSOR_FORMS = (
     "shift_left", "shift_right_floor", "decay", "wrap_current", "saturate_voltage",
-    "CubaState", "cuba_initial_state", "cuba_subthreshold", "cuba_step", "cuba_step_",
+    "CubaState", "cuba_initial_state", "cuba_subthreshold", "cuba_step",
     "synaptic_input", "quantize_weight_tensor", "shift_exponent", "graded_dense_input",
     "graded_delay_dense_input", "wrap_signed", "SigmaDeltaState", "wrap_int32", "delta_encode",
     "sigma_delta_step", "delta_input_step",

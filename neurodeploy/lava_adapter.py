@@ -369,6 +369,7 @@ def run_src_networks(networks, stream: np.ndarray, steps: Optional[int] = None,
 
     from neurodeploy.lava_src.process import SRC
     from neurodeploy.network import Dense, Input, SrcNeuron
+    from neurodeploy.sim.samples import reset_phase
 
     steps = int(stream.shape[-1] if steps is None else steps)
     stream = np.asarray(stream)
@@ -397,7 +398,7 @@ def run_src_networks(networks, stream: np.ndarray, steps: Optional[int] = None,
             syn = LavaDense(weights=np.asarray(w).astype(np.int32), weight_exp=int(weight_exp),
                             num_weight_bits=int(num_weight_bits), num_message_bits=bits)
             p = block.neuron
-            offset = (reset_offset + 1 + j) % reset_interval if reset_interval else 0
+            offset = reset_phase(j, reset_interval, reset_offset) if reset_interval else 0
             bias = np.zeros(block.num_neurons, np.int64) if block.bias is None else block.bias
             cell = SRC(shape=(block.num_neurons,), bias=bias, x_table=np.asarray(p.x_table),
                        h_table=np.asarray(p.h_table), input_decay=p.input_decay,

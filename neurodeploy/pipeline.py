@@ -29,7 +29,7 @@ from neurodeploy.export.quantize import quantize_model
 from neurodeploy.layout import encoded_to_netx
 from neurodeploy.network import Network
 from neurodeploy.rundir import CHECKPOINT_DIR, check_data, data_fingerprint, open_run_dir
-from neurodeploy.sim.samples import lava_outputs
+from neurodeploy.sim.samples import classify, lava_outputs
 from neurodeploy.sim.samples import simulated_outputs as quantized_outputs
 from neurodeploy.train.layers import SpikingNetwork
 from neurodeploy.train.loop import evaluate, fit, latest_checkpoint
@@ -115,11 +115,6 @@ def first_mismatch(a: np.ndarray, b: np.ndarray) -> Optional[dict]:
     return {"sample": k, "neuron": j, "step": t,
             "quantized": int(a.reshape(a.shape[0], -1, a.shape[-1])[k, j, t]),
             "lava": int(b.reshape(b.shape[0], -1, b.shape[-1])[k, j, t])}
-
-
-def predictions(spikes: np.ndarray) -> np.ndarray:
-    """Class = output neuron with most spikes (ties -> lowest index), as in training."""
-    return spikes.reshape(spikes.shape[0], -1, spikes.shape[-1]).sum(-1).argmax(1)
 
 
 def machine_description() -> dict:
@@ -244,7 +239,7 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: st
 
     # post-training quantisation of the float model, evaluated bit-exactly
     t0 = time.perf_counter()
-    ptq_acc = float((predictions(test_outputs(quantize_any(model))) == labels).mean())
+    ptq_acc = float((classify(test_outputs(quantize_any(model))) == labels).mean())
     timings["quantized_eval"] = time.perf_counter() - t0
 
     cotrained_acc = None
@@ -282,7 +277,7 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: st
     q_out = test_outputs(network)
     if not ctx.is_main:  # rank 0 alone writes the artifacts and runs Lava
         return PipelineResult({}, out_dir)
-    q_acc = float((predictions(q_out) == labels).mean())
+    q_acc = float((classify(q_out) == labels).mean())
     # encoded test samples in the Lava port's order, for `neurodeploy deploy/bundle --data`
     keep = np.arange(min(len(test_set), DEPLOY_SAMPLES))
     first_samples = test_samples(network, keep)
@@ -326,8 +321,8 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: st
             l_out = lava_outputs(net_path, network, test_samples(network, np.arange(n)))
             timings["lava"] = time.perf_counter() - t0
             same = np.array([np.array_equal(a, b) for a, b in zip(q_out[:n], l_out)])
-            metrics["accuracy"]["lava"] = float((predictions(l_out) == labels[:n]).mean())
-            metrics["accuracy"]["quantized_on_lava_samples"] = float((predictions(q_out[:n]) == labels[:n]).mean())
+            metrics["accuracy"]["lava"] = float((classify(l_out) == labels[:n]).mean())
+            metrics["accuracy"]["quantized_on_lava_samples"] = float((classify(q_out[:n]) == labels[:n]).mean())
             metrics["agreement"] = {"lava_vs_quantized": float(same.mean()), "sim_vs_lava": float(same.mean()),
                                     "samples": int(n),
                                     "first_mismatch": first_mismatch(q_out[:n], l_out),

@@ -358,7 +358,7 @@ def test_deploy_without_chip_errors_or_falls_back_to_sim(small_model):
     with pytest.raises(dep.ChipUnavailableError, match="lava-loihi missing.*--fallback sim"):
         dep.deploy(path, x, labels, availability=UNREACHABLE)
     r = dep.deploy(path, x, labels, fallback="sim", availability=UNREACHABLE)
-    expect = np.mean(dep.predictions(dep.simulated_outputs(net, x)) == labels)
+    expect = np.mean(dep.classify(dep.simulated_outputs(net, x)) == labels)
     assert r.target == "simulator" and r.accuracy == pytest.approx(expect)
     assert r.spike_agreement is None and r.time_per_step_us is None
 
@@ -391,7 +391,7 @@ def test_deploy_on_a_stubbed_chip_reports_agreement(small_model, monkeypatch):
     assert r.target == "loihi2" and r.spike_agreement == 1.0 and r.sample_agreement == 1.0
     assert r.prediction_agreement == 1.0
     assert r.time_per_step_us == 12.5 and r.energy_per_step_uj == 12.5
-    assert r.accuracy == pytest.approx(np.mean(dep.predictions(dep.simulated_outputs(net, x)) == labels))
+    assert r.accuracy == pytest.approx(np.mean(dep.classify(dep.simulated_outputs(net, x)) == labels))
 
     def faulty_chip(p, stream, steps=None, reset_interval=None, **kw):
         out = simulate(net, stream, steps=steps, reset_interval=reset_interval).spikes.copy()
@@ -495,6 +495,6 @@ def test_bundle_runs_on_lava_cpu_models_and_matches_the_simulator(small_model, t
     ref = simulate(net, sample_stream(x), steps=stream_steps(n, p, 2), reset_interval=p).spikes
     np.testing.assert_array_equal(lava_out, ref)
     result = json.loads((out / "results.json").read_text())
-    pred = dep.predictions(dep.simulated_outputs(net, x))
+    pred = dep.classify(dep.simulated_outputs(net, x))
     assert result["predictions"] == pred.tolist()
     assert result["accuracy"] == pytest.approx(np.mean(pred == labels))

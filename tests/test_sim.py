@@ -18,7 +18,10 @@ GTS = lava_dl_test_data()  # lava-dl's installed netx tests: networks and traces
 needs_gts = pytest.mark.skipif(GTS is None, reason="lava-dl's test data (gts/) is not installed")
 
 
-def test_inplace_cuba_step_equals_reference_step():
+def test_cuba_step_on_float64_held_integers_equals_int64_step():
+    """The step on float64 tensors holding the integers (the simulator's torch path
+    and hardware-aware training hold u, v so) gives the int64 step's spikes and state,
+    through the decays' rounding toward zero, u's wrap and v's saturation."""
     g = torch.Generator().manual_seed(0)
     for du, dv, vth in [(1, 0, 10), (4096, 4095, 0), (1234, 17, 131071), (0, 4096, 1 << 17)]:
         p = fx.CubaParameters(du, dv, vth)
@@ -27,8 +30,8 @@ def test_inplace_cuba_step_equals_reference_step():
         a = torch.randint(-(1 << 17), 1 << 17, (64,), generator=g)  # wraps u
         b = torch.randint(-4096, 4096, (64,), generator=g)
         s_ref, (u_ref, v_ref) = fx.cuba_step(a, fx.CubaState(u, v), p, b)
-        uf, vf = u.double(), v.double()
-        s = fx.cuba_step_(uf, vf, a, p, fx.shift_left(b, 6).double())
+        s, (uf, vf) = fx.cuba_step(a, fx.CubaState(u.double(), v.double()), p, b)
+        assert uf.dtype == vf.dtype == torch.float64
         assert torch.equal(s.bool(), s_ref) and torch.equal(uf.long(), u_ref) and torch.equal(vf.long(), v_ref)
 
 

@@ -240,3 +240,30 @@ def test_event_driven_product_sums_beyond_int16():
     assert expected[0, 0] == -128 * k and abs(expected).max() > 2 ** 15
     assert np.array_equal(out, expected)
     assert simulator._events_win(0.05, 784, 512) and not simulator._events_win(0.01, 512, 10)
+
+
+def test_classify_takes_the_neuron_with_most_spikes_ties_to_the_lowest_index():
+    """One decoding for every command: output messages (samples, *out_shape, T) summed
+    over time, argmax over the neurons of each sample, ties to the lowest index; uint8
+    spikes counted beyond 255, graded messages with their signs."""
+    from neurodeploy.sim.samples import classify
+    spikes = np.zeros((3, 2, 2, 300), np.uint8)
+    spikes[0, 1, 0, :] = 1          # neuron 2 of (2, 2) fires at every step
+    spikes[0, 0, 1, :256] = 1       # neuron 1 fires 256 times (255 + 1: no uint8 wrap)
+    spikes[1, 0, 1, :5] = 1         # tie between neurons 1 and 3
+    spikes[1, 1, 1, 10:15] = 1
+    assert classify(spikes).tolist() == [2, 1, 0]   # sample 2: all silent -> 0
+    graded = np.array([[[5, -9], [-1, 0], [2, 1]]])  # (1, 3 neurons, 2 steps)
+    assert classify(graded).tolist() == [2]
+
+
+def test_reset_phase_follows_netx_layer_offsets():
+    """Neuron layer i resets at Lava steps t (from 1) with t % R == (offset + 1 + i) % R:
+    with the sample stream's P - 1 leading zero steps, layer i starts sample k at step
+    (k + 1) P + 1 + i from a fresh state."""
+    from neurodeploy.sim.samples import reset_phase
+    p = 7
+    for i in range(4):
+        starts = [t for t in range(1, 40) if t % p == reset_phase(i, p)]
+        assert starts == [t for t in range(1, 40) if (t - 1 - i) % p == 0]
+    assert reset_phase(2, 5, reset_offset=3) == 1

@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Optional, Tuple
 import numpy as np
 
 # bit-accurate outputs of independent samples, laid out on Lava's timeline as on the chip
-from neurodeploy.sim.samples import simulated_outputs
+from neurodeploy.sim.samples import classify, simulated_outputs
 from neurodeploy.errors import ChipUnreachableError, InputError
 from neurodeploy.hardware.runner import DEFAULT_LOIHI_GEN
 
@@ -144,13 +144,6 @@ def load_samples(path: os.PathLike) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     return inputs, labels
 
 
-def predictions(spikes: np.ndarray) -> np.ndarray:
-    """Predicted class per sample: the output neuron with most spikes,
-    spikes (samples, *out_shape, steps)."""
-    s = np.asarray(spikes)
-    return s.reshape(s.shape[0], -1, s.shape[-1]).astype(np.int64).sum(-1).argmax(-1)
-
-
 def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarray] = None,
            fallback: Optional[str] = None, availability: Optional[Availability] = None,
            hw_config: str = "loihi2", **target_options) -> DeployResult:
@@ -194,7 +187,7 @@ def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarra
         out = np.asarray(chip.spikes)
         got = output_windows(out.reshape(*netx_shape(network.output_shape), out.shape[-1]), n, p, layers)
         ref = simulated_outputs(network, x)
-        pred_chip, pred_sim = predictions(got), predictions(ref)
+        pred_chip, pred_sim = classify(got), classify(ref)
         same = [np.array_equal(a, b) for a, b in zip(got, ref)]
         return DeployResult(
             target="loihi2", reason=availability.message, samples=n, steps_per_sample=p,
@@ -208,7 +201,7 @@ def deploy(net_path: os.PathLike, inputs: np.ndarray, labels: Optional[np.ndarra
     if fallback != "sim":
         raise ChipUnavailableError(availability.message + ". Use --fallback sim to run the bit-accurate "
                                    "simulator instead.")
-    pred = predictions(simulated_outputs(network, x))
+    pred = classify(simulated_outputs(network, x))
     return DeployResult(
         target="simulator", reason=availability.message + " -> ran the bit-accurate simulator (fallback)",
         samples=n, steps_per_sample=p,

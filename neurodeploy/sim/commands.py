@@ -14,17 +14,10 @@ from tqdm.auto import tqdm
 from neurodeploy import checks
 from neurodeploy.errors import InputError
 from neurodeploy.layout import check_samples
-from neurodeploy.sim.samples import lava_outputs, simulated_outputs
+from neurodeploy.sim.samples import classify, lava_outputs, simulated_outputs
 
 # the simulator (torch) is imported inside the functions that run it, so that
 # `neurodeploy --help` and reading a file do not import torch
-
-
-def classify(spikes: np.ndarray) -> np.ndarray:
-    """(batch, *out_shape, T) output messages -> predicted class per sample: the
-    output neuron with the most spikes (sum of messages), ties to the lowest index."""
-    b = spikes.shape[0]
-    return spikes.reshape(b, -1, spikes.shape[-1]).sum(-1).argmax(-1)
 
 
 TIMELINES = ("samples", "raw")

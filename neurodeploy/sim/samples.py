@@ -21,10 +21,33 @@ the last step of sample k - 1 into the first step of sample k. For them
 ``lava_adapter.run_netx_blocks``): sample k at block steps 0..P-1, the output
 window at steps ``lat .. lat + P - 1`` with ``lat`` the synapse hops from the input
 to the output layer, the whole network state zeroed between blocks.
+
+This module holds the layout (:func:`sample_stream`, :func:`stream_steps`,
+:func:`output_windows`), netx's reset schedule (:func:`reset_phase`) and the decoding
+of outputs into classes (:func:`classify`) for every command and runner; it imports
+numpy only at module level (the simulator and Lava inside the functions that run
+them), so a runner outside neurodeploy can take a copy of this file.
 """
 from __future__ import annotations
 
 import numpy as np
+
+
+def reset_phase(neuron_layer: int, reset_interval: int, reset_offset: int = 0) -> int:
+    """netx's reset schedule: neuron layer ``neuron_layer`` (0-based, counting the
+    layers that hold neurons) zeroes its state at the Lava steps t (time starts at 1)
+    with ``t % reset_interval == reset_phase(...)``, i.e. ``reset_offset + 1 + i``
+    modulo the interval (lava-dl netx's ``reset_offset`` per layer)."""
+    return (reset_offset + 1 + neuron_layer) % reset_interval
+
+
+def classify(outputs: np.ndarray) -> np.ndarray:
+    """(samples, *out_shape, T) output messages -> predicted class per sample (int64):
+    the output neuron with the most spikes (the largest sum of its messages over
+    time), ties to the lowest index; training's decoding of spike counts."""
+    x = np.asarray(outputs)
+    counts = x.reshape(x.shape[0], -1, x.shape[-1]).sum(-1, dtype=np.int64 if x.dtype.kind in "biu" else None)
+    return counts.argmax(-1)
 
 
 def sample_stream(samples: np.ndarray) -> np.ndarray:

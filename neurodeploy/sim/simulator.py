@@ -48,6 +48,7 @@ import torch
 from neurodeploy import fixedpoint as fx
 from neurodeploy._numba import parallel, prange as _prange
 from neurodeploy.layout import netx_shape
+from neurodeploy.sim.samples import reset_phase
 from neurodeploy.network import (
     Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, SrcNeuron,
 )
@@ -908,12 +909,11 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
         if layer.rec is not None:
             raise NotImplementedError(f"layer {layer.index}: recurrent SRC blocks are not simulated")
         if reset_interval:
-            phase = (reset_offset + 1 + layer.neuron_index) % reset_interval
+            phase = reset_phase(layer.neuron_index, reset_interval, reset_offset)
         return run_src_neurons(layer, a, st, _reset_mask(start, c, reset_interval, phase), rec, lead)
     if reset_interval and isinstance(neuron, CubaNeuron):
-        phase = (reset_offset + 1 + layer.neuron_index) % reset_interval
+        phase = reset_phase(layer.neuron_index, reset_interval, reset_offset)
     out = torch.empty(a.shape, dtype=torch.bool if isinstance(neuron, CubaNeuron) else torch.int64)
-    out_view = out.view(torch.int8) if out.dtype == torch.bool else out  # 0/1 written as int8
     if rec is not None:
         us, vs = [], []
     if isinstance(neuron, CubaNeuron) and fx.compiled_cuba_steps() is not None:
@@ -953,29 +953,27 @@ def _run_neurons(layer: _Layer, a: torch.Tensor, st: dict, start: int,
                     us.append(torch.from_numpy(u_rec).reshape(bsz, n))
                     vs.append(torch.from_numpy(v_rec).reshape(bsz, n))
             st["rec"] = last
-    elif isinstance(neuron, CubaNeuron):
+    elif isinstance(neuron, CubaNeuron):  # the step itself: fixedpoint.cuba_step
         p = neuron.parameters()
-        u, v = st["u"], st["v"]
+        state = fx.CubaState(st["u"], st["v"])
         if a.dtype == torch.bool:
             a = a.to(torch.int32)
-        bias64 = None if layer.bias is None else fx.shift_left(layer.bias, fx.BIAS_EXP).to(torch.float64)
         last = st["rec"]
         reset = _reset_mask(start, c, reset_interval, phase)
         for k in range(c):
             if reset[k]:
-                u.zero_()
-                v.zero_()
+                state = fx.cuba_initial_state(state.current.shape, state.current.dtype)
             ak = a[k] if lead is None else (lead if k == 0 else a[k - 1])
             if layer.rec is not None:
                 ak = ak + layer.rec(last[None], 1)[0]
-            spk = fx.cuba_step_(u, v, ak, p, bias64)
-            out_view[k] = spk
+            spk, state = fx.cuba_step(ak, state, p, layer.bias)
+            out[k] = spk
             if layer.rec is not None:
                 last = out[k].to(torch.int64)
             if rec is not None:
-                us.append(u.to(torch.int64))
-                vs.append(v.to(torch.int64))
-        st["rec"] = last
+                us.append(state.current.to(torch.int64))
+                vs.append(state.voltage.to(torch.int64))
+        st["u"], st["v"], st["rec"] = state.current, state.voltage, last
     elif layer.rec is None and fx.compiled_sigma_delta_steps() is not None:
         # compiled loop over (neuron, step): fixedpoint.sigma_delta_run, the same steps
         # as sigma_delta_step / delta_input_step; the state tensors updated in place

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-import numpy as np
 import torch
 
 from neurodeploy.fixedpoint import (
@@ -115,39 +114,6 @@ def cuba_step(
     spikes = v > shift_left(torch.as_tensor(_per_neuron(p.threshold, v)), THRESHOLD_SHIFT)
     v = torch.where(spikes, torch.zeros_like(v), v)
     return spikes, CubaState(u, v)
-
-
-def cuba_step_(current: torch.Tensor, voltage: torch.Tensor, synaptic_input: torch.Tensor,
-               p: CubaParameters, bias_x64: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """In-place :func:`cuba_step` for the simulator's inner loop -> spikes (0/1).
-
-    current, voltage: float64 (or int64) tensors holding the integers u, v; updated
-    in place. synaptic_input: ``a`` (any integer or integer-valued dtype; added
-    as ``a << 6``); bias_x64: ``bias << 6`` or None. Same arithmetic as :func:`cuba_step`
-    (float64 is exact here: |u * 4096| < 2**37), in as few tensor passes as
-    possible: decays skipped when they are identities, the once-only 24-bit wrap
-    of u only evaluated when some |u| leaves the range. Returns the spikes as
-    0/1 in the dtype of v.
-    """
-    u, v = current, voltage
-    cd, vd, th = (_per_neuron(f, v) for f in (p.current_decay, p.voltage_decay, p.threshold))
-    if p.per_neuron is not None or cd != 0:
-        u.mul_(DECAY_UNITY - cd).div_(DECAY_UNITY, rounding_mode="trunc")
-    u.add_(synaptic_input, alpha=1 << ACTIVATION_SHIFT)
-    lo, hi = torch.aminmax(u)
-    if hi > STATE_MAX or lo <= -STATE_MAX:
-        u.copy_(wrap_current(u))
-    if p.per_neuron is not None or vd != 0:
-        v.mul_(DECAY_UNITY - vd).div_(DECAY_UNITY, rounding_mode="trunc")
-    v.add_(u)
-    if bias_x64 is not None:
-        v.add_(bias_x64)
-    v.clamp_(-VOLTAGE_LIMIT, VOLTAGE_LIMIT)
-    # strict threshold on integers: v > th  <=>  clamp(v - th, 0, 1) == 1; reset
-    # v to 0 where it spiked (v -= v * s): cheaper than a bool mask and a fill
-    spikes = torch.sub(v, th * (1 << THRESHOLD_SHIFT)).clamp_(0, 1)
-    v.addcmul_(v, spikes, value=-1)
-    return spikes
 
 
 def synaptic_input(weight: torch.Tensor, spikes: torch.Tensor, weight_exp: int = 0) -> torch.Tensor:
@@ -269,22 +235,3 @@ def delta_input_step(a: torch.Tensor, state: SigmaDeltaState, threshold: int):
     act = wrap_int32(shift_left(a, SDNN_SCALE))
     s, residue = delta_encode(act, state.act, state.residue, threshold)
     return shift_right_floor(s, SDNN_STATE_EXP), SigmaDeltaState(state.sigma, act, residue)
-
-
-def cuba_run_steps(a: np.ndarray, p: CubaParameters, bias: Optional[np.ndarray], reset: np.ndarray,
-                   u: np.ndarray, v: np.ndarray, spikes: np.ndarray, u_rec: np.ndarray,
-                   v_rec: np.ndarray, record: bool):
-    """:func:`neurodeploy.fixedpoint.cuba_run` without numba: :func:`cuba_step` a
-    step at a time over (steps, n) input; same arguments and result."""
-    n = a.shape[1]
-    st = CubaState(torch.from_numpy(u), torch.from_numpy(v))
-    b = torch.from_numpy(np.broadcast_to(np.asarray(bias, np.int64), (n,)).copy()) if bias is not None else None
-    at = torch.from_numpy(np.ascontiguousarray(a, np.int64))
-    for k in range(a.shape[0]):
-        if reset[k]:
-            st = cuba_initial_state((n,))
-        s_k, st = cuba_step(at[k], st, p, b)
-        spikes[k] = s_k.numpy()
-        if record:
-            u_rec[k], v_rec[k] = st.current.numpy(), st.voltage.numpy()
-    return spikes, (st.current.numpy().copy(), st.voltage.numpy().copy()), u_rec, v_rec

@@ -12,8 +12,9 @@ each forward:
 - passes gradients straight through: rounding and truncation are treated as the
   identity, so the gradient is that of the float dynamics
   ``u = (1 - du/4096) u + 64 a``, ``v = (1 - dv/4096) v + u + 64 bias`` in the
-  integer units, with the surrogate evaluated at ``(v - vth*64) / (64 * 2**e)``
-  (the float model's units) and the reset detached.
+  integer units (:func:`neurodeploy.train.neuron.cuba_float_charge`, the float
+  step's own integration), with the surrogate evaluated at
+  ``(v - vth*64) / (64 * 2**e)`` (the float model's units) and the reset detached.
 
 Weights stay float and the quantisation is applied in every forward, so the
 network exported after fine-tuning is exactly the one trained. Threshold and
@@ -29,14 +30,14 @@ import torch
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.export.quantize import layer_exponent
-from neurodeploy.train.neuron import CubaFloatParameters, SpikeFunction
+from neurodeploy.train.neuron import CubaFloatParameters, SpikeFunction, cuba_float_charge, reset_fired
 
 LEARNABLE = ("threshold", "decays")
 
 
 def _straight_through(exact: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
-    """Value of ``exact``, gradient of ``smooth``."""
-    return smooth + (exact - smooth).detach()
+    """Value of ``exact`` (to the bit: ``smooth - smooth`` is 0), gradient of ``smooth``."""
+    return exact + (smooth - smooth.detach())
 
 
 def _neuron_tensors(layer):
@@ -109,10 +110,12 @@ def hardware_cuba_dense(layer, x: torch.Tensor) -> torch.Tensor:
             a_t = a_t + fx.synaptic_input(w_rec_q, s)
         exact = fx.cuba_subthreshold(a_t.detach(), fx.CubaState(u.detach(), v.detach()), params,
                                      None if bias_q is None else bias_q.detach())
-        u = _straight_through(exact.current, keep_u * u + fx.shift_left(a_t, fx.ACTIVATION_SHIFT))
-        v = _straight_through(exact.voltage, keep_v * v + u + (0.0 if bias_x64 is None else bias_x64))
+        smooth = cuba_float_charge(fx.shift_left(a_t, fx.ACTIVATION_SHIFT), u, v, keep_u, keep_v,
+                                   bias_x64)
+        u = _straight_through(exact.current, smooth[0])
+        v = _straight_through(exact.voltage, smooth[1])
         s = SpikeFunction.apply((v - vth) / unit, layer.surrogate)
-        v = v * (1.0 - s.detach())
+        v = reset_fired(v, s.detach())
         spikes.append(s)
     return torch.stack(spikes, dim=1).to(x.dtype)
 

@@ -91,16 +91,43 @@ class CubaFloatState(NamedTuple):
     voltage: torch.Tensor
 
 
-def cuba_float_step(x: torch.Tensor, state: CubaFloatState, p: CubaFloatParameters,
-                    surrogate: SurrogateParameters, bias=None):
-    """One float CUBA-LIF step -> ``(spikes, new_state)`` (equations: module docstring)."""
-    u = (1.0 - p.current_decay) * state.current + x
-    v = (1.0 - p.voltage_decay) * state.voltage + u
+def cuba_float_charge(x, current, voltage, keep_current, keep_voltage, bias=None):
+    """The leaky integration of one float CUBA-LIF step, before the threshold ->
+    ``(u, v)``::
+
+        u = keep_current * current + x
+        v = keep_voltage * voltage + u (+ bias)
+
+    with ``keep_current = 1 - current_decay``, ``keep_voltage = 1 - voltage_decay``.
+    Plain arithmetic in this order and nothing else, so that every implementation of
+    the training forward rounds alike: torch tensors here and in
+    :mod:`neurodeploy.train.sparse` and :mod:`neurodeploy.train.hardware`, numba
+    scalars in :mod:`neurodeploy.train.sparse_cpu` (which compiles this function).
+    The Triton kernels of :mod:`neurodeploy.train.sparse_triton` hold the one copy,
+    pinned to this function by the test suite."""
+    u = keep_current * current + x
+    v = keep_voltage * voltage + u
     if bias is not None:
         v = v + bias
+    return u, v
+
+
+def reset_fired(v, s):
+    """The reset: ``v`` where ``s`` is 0, 0 where the neuron fired (``s`` 0/1). Its
+    gradient path through ``s`` is cut (``s`` detached) by the callers that
+    differentiate."""
+    return v * (1.0 - s)
+
+
+def cuba_float_step(x: torch.Tensor, state: CubaFloatState, p: CubaFloatParameters,
+                    surrogate: SurrogateParameters, bias=None):
+    """One float CUBA-LIF step -> ``(spikes, new_state)`` (equations: module docstring):
+    :func:`cuba_float_charge`, the strict threshold ``v > threshold`` with the
+    surrogate gradient, :func:`reset_fired` with the reset detached."""
+    u, v = cuba_float_charge(x, state.current, state.voltage, 1.0 - p.current_decay,
+                             1.0 - p.voltage_decay, bias)
     s = SpikeFunction.apply(v - p.threshold, surrogate)
-    v = v * (1.0 - s.detach())
-    return s, CubaFloatState(u, v)
+    return s, CubaFloatState(u, reset_fired(v, s.detach()))
 
 
 def cuba_float_sequence(x: torch.Tensor, p: CubaFloatParameters, surrogate: SurrogateParameters,

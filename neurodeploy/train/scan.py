@@ -24,16 +24,21 @@ from typing import Optional
 import numpy as np
 import torch
 
-from neurodeploy import _numba
 from neurodeploy._numba import prange as _prange
-from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters, surrogate_derivative
+from neurodeploy.train.neuron import (
+    CubaFloatParameters, SurrogateParameters, cuba_float_charge, reset_fired, surrogate_derivative,
+)
+
+#: the step as the loops call it; _compiled puts numba-compiled versions in their place
+_charge, _reset = cuba_float_charge, reset_fired
 
 
 def _forward_loops(x, bias, has_bias, a, c, threshold, scale, height, band, one,
                    spikes, dsg):  # pragma: no cover - compiled
     """x (B, T, N) input currents -> spikes and surrogate derivatives, both (B, T, N);
     a, c: 1 - current_decay, 1 - voltage_decay; band <= 0: no truncation. Scalars
-    (one = 1) arrive in x's dtype, so every product rounds as torch's does."""
+    (one = 1) arrive in x's dtype, so every product rounds as torch's does. The step is
+    neuron.cuba_float_charge and neuron.reset_fired, compiled."""
     nb, nt, nn = x.shape
     zero = one - one
     for b in _prange(nb):
@@ -41,23 +46,20 @@ def _forward_loops(x, bias, has_bias, a, c, threshold, scale, height, band, one,
         v = np.zeros(nn, x.dtype)
         for t in range(nt):
             for j in range(nn):
-                uj = a * u[j] + x[b, t, j]
-                vj = c * v[j] + uj
                 if has_bias:
-                    vj = vj + bias[j]
+                    uj, vj = _charge(x[b, t, j], u[j], v[j], a, c, bias[j])
+                else:
+                    uj, vj = _charge(x[b, t, j], u[j], v[j], a, c)
                 vmt = vj - threshold
                 d = scale * abs(vmt) + one
                 g = height / (d * d)
                 if band > 0 and not abs(vmt) < band:
                     g = zero
                 dsg[b, t, j] = g
-                if vmt > 0:
-                    spikes[b, t, j] = one
-                    vj = vj * zero
-                else:
-                    spikes[b, t, j] = zero
+                s = one if vmt > 0 else zero
+                spikes[b, t, j] = s
                 u[j] = uj
-                v[j] = vj
+                v[j] = _reset(vj, s)
 
 
 def _backward_loops(grad_spikes, spikes, dsg, a, c, one, grad_x,
@@ -77,8 +79,24 @@ def _backward_loops(grad_spikes, spikes, dsg, a, c, one, grad_x,
                 grad_bias_parts[b, j] += gw
 
 
+_loops: dict = {}
+
+
 def _compiled(fn):
-    return _numba.parallel(fn)
+    """``fn`` compiled with numba (parallel, GIL released) calling the compiled
+    neuron.cuba_float_charge and reset_fired; None without numba. Not cached on disk:
+    numba's cache of a caller does not see a change in the functions it calls."""
+    if fn not in _loops:
+        try:
+            import numba
+        except ImportError:
+            _loops[fn] = None
+        else:
+            globals_ = dict(fn.__globals__, _prange=numba.prange,
+                            _charge=numba.njit(inline="always")(cuba_float_charge),
+                            _reset=numba.njit(inline="always")(reset_fired))
+            _loops[fn] = numba.njit(parallel=True, nogil=True)(type(fn)(fn.__code__, globals_))
+    return _loops[fn]
 
 
 def _scalars(p: CubaFloatParameters, dtype):
@@ -94,13 +112,10 @@ def _forward_torch(x, bias, p, surrogate):
     spikes = torch.empty_like(x)
     dsg = torch.empty_like(x)
     for k in range(t):
-        u = (1.0 - p.current_decay) * u + x[:, k]
-        v = (1.0 - p.voltage_decay) * v + u
-        if bias is not None:
-            v = v + bias
+        u, v = cuba_float_charge(x[:, k], u, v, 1.0 - p.current_decay, 1.0 - p.voltage_decay, bias)
         vmt = v - p.threshold
         s = (vmt > 0).to(vmt.dtype)
-        v = v * (1.0 - s)
+        v = reset_fired(v, s)
         spikes[:, k] = s
         dsg[:, k] = surrogate_derivative(vmt, surrogate)
     return spikes, dsg

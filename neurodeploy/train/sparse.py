@@ -70,8 +70,8 @@ import torch
 
 from neurodeploy.train.events import input_current, weight_gradient
 from neurodeploy.train.neuron import (
-    CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_sequence, cuba_float_step,
-    in_band, surrogate_derivative,
+    CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_charge, cuba_float_sequence,
+    cuba_float_step, in_band, reset_fired, surrogate_derivative,
 )
 
 BACKWARDS = ("dense", "sparse")
@@ -239,8 +239,10 @@ def _dense_layer(x_in, weight, bias, p, surrogate, weight_rec):
 
 def forward_active(x_in, weight, bias, weight_rec, p, surrogate):
     """Forward without autograd -> (spikes (B, T, N), active flat index in (T, B, N) order
-    (int64), surrogate derivative at the active entries). Same arithmetic, in the same
-    order, as neuron.cuba_float_step, so the spikes match the dense reference bit for bit."""
+    (int64), surrogate derivative at the active entries). The step of
+    neuron.cuba_float_step (its :func:`~neurodeploy.train.neuron.cuba_float_charge` and
+    :func:`~neurodeploy.train.neuron.reset_fired`), so the spikes match the dense
+    reference bit for bit."""
     spikes, (ti, bi, ji), sg = forward_active_entries(x_in, weight, bias, weight_rec, p, surrogate)
     b, _, n = spikes.shape
     return spikes, (ti * b + bi) * n + ji, sg
@@ -260,13 +262,10 @@ def forward_active_entries(x_in, weight, bias, weight_rec, p, surrogate):
         x = current[:, k]
         if wr_t is not None:
             x = x + s @ wr_t
-        u = (1.0 - p.current_decay) * u + x
-        v = (1.0 - p.voltage_decay) * v + u
-        if bias is not None:
-            v = v + bias
+        u, v = cuba_float_charge(x, u, v, 1.0 - p.current_decay, 1.0 - p.voltage_decay, bias)
         vmt = v - p.threshold
         s = (vmt > 0).to(vmt.dtype)
-        v = v * (1.0 - s)
+        v = reset_fired(v, s)
         spikes[:, k] = s
         current[:, k] = vmt   # step k's current is used: v - threshold takes its place
     vmt_tbn = current.transpose(0, 1)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from neurodeploy.train.neuron import cuba_float_charge
+
 try:
     import numba
 except ImportError:  # train.sparse falls back to its torch implementation
@@ -279,19 +281,23 @@ if numba is not None:
                 d_b_parts[0, j] += d_b_parts[part, j]
 
 if numba is not None:
+    # the training step's integration, compiled from its one definition (not cached on
+    # disk: numba's cache of a caller does not notice a change in another module)
+    _cuba_float_charge = numba.njit(inline="always")(cuba_float_charge)
+
     @numba.njit(inline="always")  # no fastmath: IEEE order, as torch
     def _cuba_float_update(u, v, x, keep_u, keep_v, bias_j, has_bias, threshold, zero, one):
-        # pragma: no cover - compiled; one neuron's step of neuron.cuba_float_step, op by
-        # op (as train.sparse.forward_active_entries) -> (u, v after reset, s, v - threshold)
-        u = keep_u * u + x
-        v = keep_v * v + u
+        # pragma: no cover - compiled; one neuron's step of neuron.cuba_float_step (as
+        # train.sparse.forward_active_entries) -> (u, v after reset, s, v - threshold)
         if has_bias:
-            v = v + bias_j
+            u, v = _cuba_float_charge(x, u, v, keep_u, keep_v, bias_j)
+        else:
+            u, v = _cuba_float_charge(x, u, v, keep_u, keep_v)
         m = v - threshold
         s = one if m > zero else zero
         return u, v * (one - s), s, m
 
-    @numba.njit(parallel=True, cache=True, nogil=True)  # no fastmath: IEEE order, as torch
+    @numba.njit(parallel=True, nogil=True)  # no fastmath: IEEE order, as torch
     def _forward_loop(current, bias, has_bias, keep_u, keep_v, threshold, spikes,
                       v_minus_threshold):
         # pragma: no cover - compiled; the time loop of train.sparse.forward_active
@@ -310,7 +316,7 @@ if numba is not None:
                         u[j], v[j], cur[j], keep_u, keep_v, bias[j if has_bias else 0],
                         has_bias, threshold, zero, one)
 
-    @numba.njit(cache=True, nogil=True)  # no fastmath: IEEE order, as torch
+    @numba.njit(nogil=True)  # no fastmath: IEEE order, as torch
     def _recurrent_step(current, k, rec, bias, has_bias, keep_u, keep_v, threshold, u, v, s,
                         spikes, v_minus_threshold):
         # pragma: no cover - compiled; step k of train.sparse.forward_active_entries with

@@ -8,8 +8,10 @@ import triton.language as tl
 
 @triton.jit
 def cuba_float_update(u, v, x, a, c, bias, th, HAS_BIAS: tl.constexpr):
-    # one step of neuron.cuba_float_step, op by op (the kernels are compiled without FMA
-    # contraction) -> (u, v after reset, s, v - threshold)
+    # one step of neuron.cuba_float_step (its cuba_float_charge, threshold and reset), op
+    # by op (the kernels are compiled without FMA contraction) -> (u, v after reset, s,
+    # v - threshold). Triton compiles only its own functions, so the step is written out
+    # here once; tests/test_step_definitions.py holds it to cuba_float_step bit for bit
     u = a * u + x
     v = c * v + u
     if HAS_BIAS:
