@@ -101,7 +101,7 @@ def test_classify_reads_each_samples_window_like_deploy(bundle):
     net, _, x, labels = bundle
     n, p = x.shape[0], x.shape[-1]
     out = simulate(net, sample_stream(x), steps=stream_steps(n, p, 2), reset_interval=p).spikes
-    expect = dep.predictions(dep.simulated_outputs(net, x))
+    expect = dep.classify(dep.simulated_outputs(net, x))
     assert len(set(expect.tolist())) > 1  # the windows matter: not one class for all
     got = runner.classify(out, n, p, 2, labels)
     assert got["predictions"] == expect.tolist()

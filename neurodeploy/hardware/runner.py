@@ -33,10 +33,10 @@ except ImportError:
              "or set PYTHON to an interpreter that has numpy and Lava" % sys.executable)
 
 if __package__:  # neurodeploy.hardware.runner
-    from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
+    from neurodeploy.sim.samples import classify as classify_outputs, output_windows, sample_stream, stream_steps
 else:  # run.py in a bundle, next to its copy of neurodeploy/sim/samples.py
     sys.dont_write_bytecode = True  # no __pycache__ in a checksummed directory
-    from samples import output_windows, sample_stream, stream_steps
+    from samples import classify as classify_outputs, output_windows, sample_stream, stream_steps
 
 MANIFEST = "manifest.json"
 #: files a bundle cannot run without
@@ -270,7 +270,7 @@ def classify(out, samples, sample_steps, layers, labels=None):
     """Predicted class per sample (the output neuron with most spikes in the
     sample's window of the stream, :mod:`samples`) and the accuracy with labels."""
     windows = output_windows(np.asarray(out), samples, sample_steps, layers)  # (N, *out, P)
-    pred = windows.reshape(samples, -1, sample_steps).astype(np.int64).sum(-1).argmax(-1)
+    pred = classify_outputs(windows)
     result = {"predictions": pred.tolist()}
     if labels is not None:
         result["accuracy"] = float(np.mean(pred == np.asarray(labels)))
