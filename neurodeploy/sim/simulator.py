@@ -778,7 +778,15 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
     progress: a progress bar over the steps (tqdm, on a terminal only).
     Returns the output layer's messages at every step exactly as a Lava
     RingBuffer sink on the network's output port records them.
+    A network with shortcuts runs in :mod:`neurodeploy.sim.residual`.
     """
+    if network.shortcuts:
+        if input_bias is not None:
+            raise SimulationInputError("an input bias needs an input layer with neurons; a residual "
+                                       "network has none")
+        from neurodeploy.sim.residual import simulate_residual
+        return simulate_residual(network, inputs, steps, reset_interval, reset_offset, record,
+                                 chunk_steps)
     layers, feed_shape, _ = _plan(network, input_bias, 1.0)
     x, single, in_bound = _check_inputs(network, inputs, feed_shape)
     if in_bound > 1:  # re-plan with the real input bound (graded inputs into a synapse)
