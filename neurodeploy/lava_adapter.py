@@ -274,7 +274,7 @@ def shortcut_matrix(network, shortcut) -> np.ndarray:
     if shortcut.conv:
         n = src.num_neurons
         basis = torch.eye(n, dtype=torch.float64).reshape(n, *src.shape)
-        y = torch.nn.functional.conv2d(basis, torch.as_tensor(shortcut.weight, dtype=torch.float64),
+        y = torch.nn.functional.conv2d(basis, torch.tensor(np.array(shortcut.weight), dtype=torch.float64),
                                        stride=shortcut.stride, padding=shortcut.padding)
         m = y.reshape(n, -1).T.numpy()  # (target torch order, source torch order)
     else:
