@@ -308,6 +308,17 @@ def run_residual_network(network, stream: np.ndarray, steps: Optional[int] = Non
     synapse. Input, timeline and probes as in :func:`run_netx`."""
     import tempfile
 
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _chain_file(network, tmp)
+        return run_netx(path, stream, steps=steps, reset_interval=reset_interval,
+                        reset_offset=reset_offset, probe=probe, probe_vars=probe_vars,
+                        _extend=_shortcut_builder(network))
+
+
+def _shortcut_builder(network):
+    """A function that adds every shortcut of ``network`` to a netx network built
+    from its chain (:func:`_chain_file`): a ``DelaySparse`` (``Sparse`` without a
+    delay) from the source block's ``s_out`` into the target block's ``a_in``."""
     from scipy.sparse import csr_matrix
 
     from neurodeploy.layout import netx_shape
@@ -340,10 +351,7 @@ def run_residual_network(network, stream: np.ndarray, steps: Optional[int] = Non
             procs.append(syn)
         return procs
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = _chain_file(network, tmp)
-        return run_netx(path, stream, steps=steps, reset_interval=reset_interval,
-                        reset_offset=reset_offset, probe=probe, probe_vars=probe_vars, _extend=attach)
+    return attach
 
 
 def run_residual_netx(path: os.PathLike, stream: np.ndarray, **kw) -> LavaRun:
@@ -429,7 +437,8 @@ def run_netx_on_loihi(path: os.PathLike, stream: np.ndarray, steps: Optional[int
                       reset_interval: Optional[int] = None, reset_offset: int = 0,
                       profile: bool = True) -> LoihiRun:
     """Run a netx network on Loihi 2 with ``Loihi2HwCfg`` (call :func:`connect_loihi`
-    first). Inputs as in :func:`run_netx`. Raises :class:`LoihiUnavailableError`
+    first). Inputs as in :func:`run_netx`; a residual file's shortcuts are added to
+    the chain netx builds, as in :func:`run_residual_network`. Raises :class:`LoihiUnavailableError`
     without lava-loihi, before ``Loihi2HwCfg`` is touched."""
     ok, reason = loihi_extension_status()
     if not ok:
@@ -449,7 +458,16 @@ def run_netx_on_loihi(path: os.PathLike, stream: np.ndarray, steps: Optional[int
             callbacks = [power, runtime]
         except Exception as e:  # profiler API differs between lava-loihi releases
             notes.append(f"lava-loihi profiler unavailable ({e}); no time/energy measured")
-    net, sink = _wire(netx, io, path, stream, steps, reset_interval, reset_offset)
+    import tempfile
+
+    from neurodeploy.export.netx import read_netx
+    network = read_netx(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        if network.shortcuts:  # netx builds the chain; the shortcuts are added to it
+            path = _chain_file(network, tmp)
+        net, sink = _wire(netx, io, path, stream, steps, reset_interval, reset_offset)
+        if network.shortcuts:
+            _shortcut_builder(network)(net)
     try:
         net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2HwCfg(callback_fxs=callbacks))
         out = sink.data.get()

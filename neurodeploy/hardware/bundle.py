@@ -127,6 +127,8 @@ def write_bundle(net_path: os.PathLike, out_dir: os.PathLike, steps: Optional[in
         kind = "graded"
     (out / "encoding.json").write_text(json.dumps(input_encoding(network, steps, kind=kind, extra=encoding),
                                                   indent=2) + "\n")
+    if network.shortcuts:  # residual: netx builds the chain, run.py adds the shortcuts
+        _write_residual_parts(network, out)
     if inputs is not None:
         arrays = {"inputs": inputs.astype(np.int32)}
         if labels is not None:
@@ -151,6 +153,34 @@ def write_bundle(net_path: os.PathLike, out_dir: os.PathLike, steps: Optional[in
         manifest["hardware"] = hardware
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+def _write_residual_parts(network, out: Path) -> None:
+    """For a residual network: ``chain.net`` (its blocks without the shortcuts, which
+    lava-dl's netx builds) and ``shortcuts.npz`` (each shortcut's integer matrix in
+    netx order, CSR, with its source and target among netx's ``net.layers``, the
+    target's port shape and its delay), from which run.py adds a Lava
+    Sparse / DelaySparse per shortcut, as neurodeploy's Lava adapter does."""
+    from neurodeploy.export.netx import write_netx
+    from neurodeploy.lava_adapter import shortcut_matrix
+    from neurodeploy.layout import netx_shape
+    from neurodeploy.network import holds_neurons
+
+    write_netx(network.chain(), out / "chain.net")
+    pos = {}
+    for i, b in enumerate(network.layers):
+        if holds_neurons(b):
+            pos[i] = len(pos)
+    arrays = {"count": np.array(len(network.shortcuts))}
+    for k, sc in enumerate(network.shortcuts):
+        m = shortcut_matrix(network, sc)
+        rows, cols = np.nonzero(m)
+        arrays[f"{k}/rows"], arrays[f"{k}/cols"] = rows.astype(np.int64), cols.astype(np.int64)
+        arrays[f"{k}/values"] = m[rows, cols].astype(np.int64)
+        arrays[f"{k}/shape"] = np.array(m.shape, dtype=np.int64)
+        arrays[f"{k}/ends"] = np.array([pos[sc.source], pos[sc.target], sc.delay], dtype=np.int64)
+        arrays[f"{k}/target_shape"] = np.array(netx_shape(network.layers[sc.target].shape), dtype=np.int64)
+    np.savez_compressed(out / "shortcuts.npz", **arrays)
 
 
 @dataclass(frozen=True)
@@ -253,6 +283,28 @@ def sha256(path):
     return h.hexdigest()
 
 
+def add_shortcuts(net, path):
+    """Residual networks: one Lava Sparse (DelaySparse with a delay) per shortcut,
+    from its source block's neurons into its target block's a_in."""
+    from scipy.sparse import csr_matrix
+    from lava.proc.sparse.process import DelaySparse, Sparse
+    z = np.load(path)
+    for k in range(int(z["count"])):
+        shape = tuple(int(v) for v in z["%d/shape" % k])
+        m = csr_matrix((z["%d/values" % k], (z["%d/rows" % k], z["%d/cols" % k])), shape=shape)
+        src, tgt, delay = (int(v) for v in z["%d/ends" % k])
+        if delay:
+            d = m.copy()
+            d.data[:] = delay
+            syn = DelaySparse(weights=m, delays=d, num_message_bits=0)
+        else:
+            syn = Sparse(weights=m, num_message_bits=0)
+        s_out = net.layers[src].neuron.s_out
+        (s_out if len(s_out.shape) == 1 else s_out.flatten()).connect(syn.s_in)
+        tshape = tuple(int(v) for v in z["%d/target_shape" % k])
+        (syn.a_out if len(tshape) == 1 else syn.a_out.reshape(tshape)).connect(net.layers[tgt].neuron.a_in)
+
+
 def verify():
     path = os.path.join(HERE, "manifest.json")
     try:
@@ -327,10 +379,10 @@ def main():
         except Exception as e:
             sys.exit("--data %s: not an .npz with 'inputs' (samples, *shape, T) and optional 'labels' "
                      "(%s: %s)" % (data, type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
-        if x.dtype.kind not in "biu" or x.ndim != len(enc["input_shape_torch"]) + 2 \
-                or list(x.shape[1:-1]) != list(enc["input_shape_torch"]) or x.shape[0] < 1:
-            sys.exit("--data %s: inputs %s %s; expected integers of shape (samples >= 1, %s, T)"
-                     % (data, x.dtype, x.shape, ", ".join(map(str, enc["input_shape_torch"]))))
+        if x.dtype.kind not in "biu" or x.ndim != len(enc["input_shape_netx"]) + 2 \
+                or list(x.shape[1:-1]) != list(enc["input_shape_netx"]) or x.shape[0] < 1:
+            sys.exit("--data %s: inputs %s %s; expected integers of shape (samples >= 1, %s, T) in netx "
+                     "(Lava port) order" % (data, x.dtype, x.shape, ", ".join(map(str, enc["input_shape_netx"]))))
     else:
         x, labels = np.zeros([1] + list(enc["input_shape_netx"]) + [t], dtype=np.int32), None
         print("no --data: running one all-zero sample of %d steps (timing only)" % t)
@@ -357,7 +409,11 @@ def main():
         from lava.proc import io
     except ImportError as e:
         sys.exit("Lava is not importable here (%s); install lava-nc 0.10 and lava-dl 0.6 (CPython 3.10)" % e)
-    net = netx.hdf5.Network(net_config=os.path.join(HERE, "model.net"), reset_interval=int(enc["reset_interval"]))
+    residual = os.path.exists(os.path.join(HERE, "shortcuts.npz"))
+    net = netx.hdf5.Network(net_config=os.path.join(HERE, "chain.net" if residual else "model.net"),
+                            reset_interval=int(enc["reset_interval"]))
+    if residual:
+        add_shortcuts(net, os.path.join(HERE, "shortcuts.npz"))
     target = net.layers[0].neuron.a_in if type(net.layers[0]).__name__ == "Input" else net.inp
     source = io.source.RingBuffer(data=stream)
     sink = io.sink.RingBuffer(shape=net.out.shape, buffer=steps)

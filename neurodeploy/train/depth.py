@@ -32,14 +32,42 @@ def layer_backward_gain(layer, x: torch.Tensor, seed: int = 0) -> float:
     return float(grad.norm() / g.norm())
 
 
+class _TrainingForward:
+    """The model in training mode (batch norm on the batch's statistics, as the
+    gradients that training sees pass through it) with every batch norm's running
+    statistics put back afterwards."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.saved = {k: v.clone() for k, v in self.model.state_dict().items()
+                      if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+        self.model.train()
+        return self.model
+
+    def __exit__(self, *exc):
+        state = self.model.state_dict()
+        for k, v in self.saved.items():
+            state[k].copy_(v)
+        self.model.train(self.was_training)
+        return False
+
+
 def tune_surrogate_heights(model, x: torch.Tensor, min_height: float = 1e-3,
                            max_height: float = 1e3) -> list:
     """Set each layer's surrogate height so its backward gain is 1 on batch ``x``
-    (batch, time, *input_shape). Returns the heights (clamped to [min, max];
-    a layer with no gradient at all keeps max_height)."""
+    (batch, time, *input_shape), measured through the training forward (batch norm
+    on the batch's statistics, whose backward scales gradients by gamma / std; its
+    running statistics are left as they were). Returns the heights (clamped to
+    [min, max]; a layer with no gradient at all keeps max_height)."""
+    with _TrainingForward(model):
+        return _tune(model, x, min_height, max_height)
+
+
+def _tune(model, x, min_height, max_height) -> list:
     heights = []
-    was_training = model.training
-    model.eval()
     s = x
     if hasattr(model, "tuning_steps"):  # a residual network: gains through its shortcuts
         for i, (layer, step, advance) in enumerate(model.tuning_steps()):
@@ -50,7 +78,6 @@ def tune_surrogate_heights(model, x: torch.Tensor, min_height: float = 1e-3,
             heights.append(h)
             with torch.no_grad():
                 s = advance(s)
-        model.train(was_training)
         return heights
     for i, layer in enumerate(model.layers):
         if i == getattr(model, "num_conv", 0):
@@ -62,16 +89,19 @@ def tune_surrogate_heights(model, x: torch.Tensor, min_height: float = 1e-3,
         heights.append(h)
         with torch.no_grad():
             s = layer(s)
-    model.train(was_training)
     return heights
 
 
 def backward_gains(model, x: torch.Tensor) -> list:
     """Each tuning step's backward gain on batch ``x`` at the model's current
     surrogate heights (a layer's, or for a residual block's second layer the whole
-    block's): what :func:`tune_surrogate_heights` sets to 1."""
-    was_training = model.training
-    model.eval()
+    block's), through the training forward: what :func:`tune_surrogate_heights`
+    sets to 1."""
+    with _TrainingForward(model):
+        return _gains(model, x)
+
+
+def _gains(model, x) -> list:
     gains, s = [], x
     if hasattr(model, "tuning_steps"):
         for i, (_, step, advance) in enumerate(model.tuning_steps()):
@@ -85,5 +115,4 @@ def backward_gains(model, x: torch.Tensor) -> list:
             gains.append(layer_backward_gain(layer, s, seed=i))
             with torch.no_grad():
                 s = layer(s)
-    model.train(was_training)
     return gains

@@ -138,8 +138,8 @@ class ResidualNetwork(nn.Module):
     stem: dicts with ``channels``, ``kernel``, ``stride``, ``padding`` (conv layers;
     input_shape (C, H, W)). stages: dicts with ``channels``, ``count`` (blocks) and
     ``stride`` (of the stage's first block). hidden: dense layers after the blocks
-    (the last block's output flattened in torch order). Batch norm (all layers but
-    the output) needs current_decay 1.0, as for :class:`CubaConv`.
+    (the last block's output flattened in torch order). Batch norm (on every layer,
+    the output layer's included) needs current_decay 1.0, as for :class:`CubaConv`.
     """
 
     cell = "cuba"
@@ -168,9 +168,10 @@ class ResidualNetwork(nn.Module):
                 self.blocks.append(block)
                 shape = block.output_shape
         sizes = [math.prod(shape), *hidden, num_classes]
-        self.head = nn.ModuleList(
-            CubaDense(a, b, neuron, surrogate, batch_norm=batch_norm and i < len(sizes) - 2)
-            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
+        # batch norm on the output layer too: without it the readout's quickest way down
+        # from its initial loss is to fall silent, and deep stacks then stop learning
+        self.head = nn.ModuleList(CubaDense(a, b, neuron, surrogate, batch_norm=batch_norm)
+                                  for a, b in zip(sizes[:-1], sizes[1:]))
         self.block_output_shape = tuple(shape)
 
     @property
