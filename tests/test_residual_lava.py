@@ -66,3 +66,25 @@ def test_residual_file_runs_as_independent_samples_on_lava(tmp_path):
     lava = lava_outputs(path, back, samples)
     assert ours.any()
     assert np.array_equal(ours, lava)
+
+
+def test_bundle_runs_residual_network_on_lava_as_the_simulator(tmp_path):
+    """The bundle's own run.py (no neurodeploy import) builds the shortcuts from
+    shortcuts.npz and predicts on Lava what the simulator predicts."""
+    import json
+    import subprocess
+    import sys
+
+    from neurodeploy.hardware.bundle import write_bundle
+
+    net = random_conv_resnet(11, blocks=2, aligned=True)
+    path = write_netx(net, tmp_path / "res.net")
+    rng = np.random.default_rng(4)
+    samples = (rng.random((4, *net.input_shape_netx, 10)) < 0.4).astype(np.int8)
+    b = write_bundle(path, tmp_path / "bundle", inputs=samples, labels=np.arange(4) % 4)
+    assert (b / "chain.net").exists() and (b / "shortcuts.npz").exists()
+    subprocess.run([sys.executable, str(b / "run.py"), "--sim"], check=True, cwd=b, capture_output=True)
+    got = json.loads((b / "results.json").read_text())["predictions"]
+    want = simulated_outputs(read_netx(path), samples)
+    assert want.any()
+    assert got == want.sum(-1).argmax(1).tolist()
