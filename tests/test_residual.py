@@ -188,3 +188,40 @@ def test_config_blocks_and_what_they_refuse():
         parse_config({"model": {"blocks": [{"channels": 4}]}, "train": {"hardware_aware_epochs": 1}})
     with pytest.raises(ConfigError, match=r"model.blocks.0.channels"):
         parse_config({"model": {"blocks": [{"channels": 0}]}})
+
+
+def test_tuning_sees_batch_norm_gain_and_keeps_its_running_statistics():
+    """Batch norm's backward scales gradients by gamma / std of the batch: tuning
+    measures through it (in training mode), so the trained gradients keep unit gain,
+    and leaves the norms' running statistics as they were."""
+    m = _small_resnet()
+    x = _spikes((16, 8, 1, 6, 6), p=0.5)
+    before = {k: v.clone() for k, v in m.state_dict().items() if "running" in k}
+    tune_surrogate_heights(m, x)
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
+    m.train()
+    out = m(x)
+    torch.manual_seed(0)
+    g = torch.randn_like(out[-1])
+    grads = torch.autograd.grad(out[-1], [m.stem[0].weight, m.head[-1].weight], grad_outputs=g)
+    ratio = float(grads[0].norm() / grads[1].norm())
+    assert 1e-2 < ratio < 1e2, ratio  # neither vanishing nor exploding over 9 layers
+
+
+def test_map_counts_each_shortcut_on_its_target():
+    from neurodeploy.hardware.config import load_hardware_config
+    from neurodeploy.hardware.mapper import map_network, network_fan_outs, shortcut_synapses
+
+    net = random_conv_resnet(4, blocks=2)
+    hw = load_hardware_config("loihi2")
+    res, chain = map_network(net, hw), map_network(net.chain(), hw)
+    extra = sum(shortcut_synapses(net, sc)[0] for sc in net.shortcuts)
+    assert res.synapses - chain.synapses == extra > 0
+    by = {p.index: p for p in res.layers}
+    for sc in net.shortcuts:
+        assert by[sc.target].kind == "conv+shortcut"
+        assert by[sc.target].fan_in == {p.index: p for p in chain.layers}[sc.target].fan_in + sc.weight[0].size
+    fan = dict(network_fan_outs(net))
+    fan_chain = dict(network_fan_outs(net.chain()))
+    src = net.shortcuts[0].source
+    assert fan[str(src)].sum() - fan_chain[str(src)].sum() == pytest.approx(shortcut_synapses(net, net.shortcuts[0])[0])
