@@ -163,6 +163,9 @@ class RunConfig(_Strict):
             if bad:
                 raise ValueError(f"model.blocks builds residual CUBA-LIF blocks trained with dense BPTT "
                                  f"in float; {key} is not supported with them")
+        if self.model.shortcuts and not self.model.conv:
+            raise ValueError("model.blocks: a shortcut starts at a layer of neurons; put a stem layer "
+                             "(model.conv) before the first block")
         return self
 
     @model_validator(mode="after")

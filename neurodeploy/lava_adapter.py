@@ -268,8 +268,6 @@ def shortcut_matrix(network, shortcut) -> np.ndarray:
     source neuron, exactly (integers in float64)."""
     import torch
 
-    from neurodeploy.layout import netx_shape
-
     src, tgt = network.layers[shortcut.source], network.layers[shortcut.target]
     if shortcut.conv:
         n = src.num_neurons
@@ -284,7 +282,6 @@ def shortcut_matrix(network, shortcut) -> np.ndarray:
         idx = np.arange(int(np.prod(shape))).reshape(tuple(shape))
         return idx.transpose(*range(idx.ndim)[::-1]).reshape(-1)
 
-    assert tuple(netx_shape(tgt.shape))  # shapes are validated by the Network
     return np.rint(m[order(tgt.shape)][:, order(src.shape)]).astype(np.int64)
 
 

@@ -185,7 +185,10 @@ def test_config_blocks_and_what_they_refuse():
                                   "neuron": {"current_decay": 1.0}}})
     assert cfg.model.blocks[0].count == 2 and cfg.model.shortcuts
     with pytest.raises(ConfigError, match="model.blocks .* train.hardware_aware_epochs"):
-        parse_config({"model": {"blocks": [{"channels": 4}]}, "train": {"hardware_aware_epochs": 1}})
+        parse_config({"model": {"blocks": [{"channels": 4}], "conv": [{"channels": 4, "kernel": 3}]},
+                      "train": {"hardware_aware_epochs": 1}})
+    with pytest.raises(ConfigError, match=r"put a stem layer \(model.conv\)"):
+        parse_config({"model": {"blocks": [{"channels": 4}]}})
     with pytest.raises(ConfigError, match=r"model.blocks.0.channels"):
         parse_config({"model": {"blocks": [{"channels": 0}]}})
 

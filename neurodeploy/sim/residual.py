@@ -25,7 +25,7 @@ import torch
 from neurodeploy.network import Conv, Dense, Network
 
 
-def _shortcut_synapse(sim, sc, network: Network, held_src_shape):
+def _shortcut_synapse(sim, sc, network: Network):
     """A simulator synapse for shortcut ``sc`` with its delay."""
     src, tgt = network.layers[sc.source], network.layers[sc.target]
     where = sc.target
@@ -64,7 +64,7 @@ def simulate_residual(network: Network, inputs: np.ndarray, steps: Optional[int]
     shortcut_syns = {k: [] for k in range(len(layers))}
     for sc in network.shortcuts:
         shortcut_syns[by_index[sc.target]].append(
-            (by_index[sc.source], _shortcut_synapse(sim, sc, network, layers[by_index[sc.source]].shape)))
+            (by_index[sc.source], _shortcut_synapse(sim, sc, network)))
     t_in, batch = x.steps, x.batch
     steps = int(t_in if steps is None else steps)
     if steps < 1:
