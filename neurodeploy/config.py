@@ -159,10 +159,11 @@ class RunConfig(_Strict):
         for key, bad in (("model.cell: 'src'", self.model.cell == "src"),
                          ("model.recurrent", self.model.recurrent),
                          ("train.backward: 'sparse'", self.train.backward == "sparse"),
-                         ("train.hardware_aware_epochs", self.train.hardware_aware_epochs > 0)):
+                         ("train.hardware_aware_learn", bool(self.train.hardware_aware_learn))):
             if bad:
                 raise ValueError(f"model.blocks builds residual CUBA-LIF blocks trained with dense BPTT "
-                                 f"in float; {key} is not supported with them")
+                                 f"(hardware-aware fine-tuning of weights and norms); {key} is not "
+                                 "supported with them")
         if self.model.shortcuts and not self.model.conv:
             raise ValueError("model.blocks: a shortcut starts at a layer of neurons; put a stem layer "
                              "(model.conv) before the first block")

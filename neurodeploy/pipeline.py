@@ -235,6 +235,8 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, log, devic
         if cfg.model.cell == "src":
             from neurodeploy.train.src_hardware import set_src_hardware_aware
             set_src_hardware_aware(model, True)
+        elif cfg.model.blocks:
+            model.hardware_aware = True  # train.residual_hardware
         else:
             set_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
         # fine-tuning checkpoints are only valid on top of the same float model

@@ -87,9 +87,10 @@ def _nir(tmp_path_factory):
 
 
 def _residual(tmp_path_factory):
-    # residual blocks: an identity and a strided projection shortcut (netx extension)
+    # residual blocks: an identity and a strided projection shortcut (netx extension),
+    # with a hardware-aware epoch: Lava must also equal the training forward
     return _pipeline_run(tmp_path_factory, "residual", _config(
-        input_shape=[1, 8, 8], conv=[{"channels": 4, "kernel": 3, "padding": 1}],
+        train={"hardware_aware_epochs": 1}, input_shape=[1, 8, 8], conv=[{"channels": 4, "kernel": 3, "padding": 1}],
         blocks=[{"channels": 4, "count": 1}, {"channels": 6, "count": 1, "stride": 2}], hidden=[],
         batch_norm=True, neuron={"current_decay": 1.0, "voltage_decay": 0.1, "threshold": 1.0},
         surrogate={"scale": 3.0, "tune_height": True}))

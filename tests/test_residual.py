@@ -12,6 +12,7 @@ import torch
 from neurodeploy.config import ConfigError, parse_config
 from neurodeploy.export.netx import NetxFormatError, read_netx, write_netx
 from neurodeploy.export.quantize_residual import quantize_residual_model
+from neurodeploy.sim.samples import simulated_outputs
 from neurodeploy.network import Conv, CubaNeuron, Dense, Network, Shortcut, aligned_delay
 from neurodeploy.sim.simulator import simulate
 from neurodeploy.train.depth import backward_gains, tune_surrogate_heights
@@ -184,9 +185,9 @@ def test_config_blocks_and_what_they_refuse():
                                   "blocks": [{"channels": 4, "count": 2}], "batch_norm": True,
                                   "neuron": {"current_decay": 1.0}}})
     assert cfg.model.blocks[0].count == 2 and cfg.model.shortcuts
-    with pytest.raises(ConfigError, match="model.blocks .* train.hardware_aware_epochs"):
+    with pytest.raises(ConfigError, match="model.blocks .* train.hardware_aware_learn"):
         parse_config({"model": {"blocks": [{"channels": 4}], "conv": [{"channels": 4, "kernel": 3}]},
-                      "train": {"hardware_aware_epochs": 1}})
+                      "train": {"hardware_aware_epochs": 1, "hardware_aware_learn": ["threshold"]}})
     with pytest.raises(ConfigError, match=r"put a stem layer \(model.conv\)"):
         parse_config({"model": {"blocks": [{"channels": 4}]}})
     with pytest.raises(ConfigError, match=r"model.blocks.0.channels"):
@@ -228,3 +229,28 @@ def test_map_counts_each_shortcut_on_its_target():
     fan_chain = dict(network_fan_outs(net.chain()))
     src = net.shortcuts[0].source
     assert fan[str(src)].sum() - fan_chain[str(src)].sum() == pytest.approx(shortcut_synapses(net, net.shortcuts[0])[0])
+
+
+def test_hardware_aware_forward_gives_the_exported_networks_spikes():
+    """The chip-exact training forward (train.residual_hardware) and the simulator of
+    the exported network (each sample in its own window, aligned shortcut delays)
+    give the same output spikes; gradients reach the stem."""
+    m = _small_resnet()
+    x = _spikes((16, 10, 36), p=0.5)
+    tune_surrogate_heights(m, x)
+    m.train()
+    m(x)  # running statistics
+    m.eval()
+    with torch.no_grad():  # an untrained head is near silent
+        m.head[-1].norm.bias.add_(1.0)
+        m.head[0].norm.bias.add_(0.5)
+    net = quantize_residual_model(m)
+    m.hardware_aware = True
+    out = m(x)
+    want = out[-1].permute(0, 2, 1).detach().numpy()
+    samples = x.reshape(16, 10, 1, 6, 6).permute(0, 4, 3, 2, 1).numpy().astype(np.int8)
+    got = simulated_outputs(net, samples)
+    assert want.sum() > 50
+    assert np.array_equal(got, want)
+    out[-1].sum().backward()
+    assert float(m.stem[0].weight.grad.norm()) > 0

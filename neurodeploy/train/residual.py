@@ -173,12 +173,17 @@ class ResidualNetwork(nn.Module):
         self.head = nn.ModuleList(CubaDense(a, b, neuron, surrogate, batch_norm=batch_norm)
                                   for a, b in zip(sizes[:-1], sizes[1:]))
         self.block_output_shape = tuple(shape)
+        #: True: the forward is the chip's fixed-point arithmetic (train.residual_hardware)
+        self.hardware_aware = False
 
     @property
     def num_spiking_layers(self) -> int:
         return len(self.stem) + 2 * len(self.blocks) + len(self.head)
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        if self.hardware_aware:
+            from neurodeploy.train.residual_hardware import hardware_residual_forward
+            return hardware_residual_forward(self, x)
         s = x.reshape(x.shape[0], x.shape[1], *self.input_shape)
         out = []
         for layer in self.stem:
