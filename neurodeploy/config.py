@@ -187,9 +187,10 @@ class RunConfig(_Strict):
         if self.model.recurrent and self.model.batch_norm:
             raise ValueError("model.recurrent: recurrent layers cannot have batch norm "
                              "(model.batch_norm: true); set one of them to false")
-        if self.train.hardware_aware_epochs and self.model.conv:
+        if self.train.hardware_aware_epochs and self.model.conv and not self.model.blocks:
             raise ValueError("train.hardware_aware_epochs: hardware-aware fine-tuning supports dense "
-                             "layers only; set it to 0 with model.conv layers")
+                             "layers and residual networks (model.blocks) only; set it to 0 with "
+                             "model.conv layers")
         return self
 
     def resolved(self) -> dict:
