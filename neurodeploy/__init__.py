@@ -3,6 +3,7 @@
 ``import neurodeploy as nd`` gives the public API (reference: ``docs/api.md``)::
 
     layers        nd.CubaDense, nd.CubaConv, nd.SpikingNetwork,
+                  nd.CubaResidualBlock, nd.ResidualNetwork,
                   nd.CubaFloatParameters, nd.SurrogateParameters
     training      nd.hardware_aware
     quantise      nd.quantize(model) -> nd.Network
@@ -20,6 +21,9 @@ _EXPORTS = {
     "CubaDense": ("neurodeploy.train.layers", "CubaDense"),
     "CubaConv": ("neurodeploy.train.layers", "CubaConv"),
     "SpikingNetwork": ("neurodeploy.train.layers", "SpikingNetwork"),
+    "CubaResidualBlock": ("neurodeploy.train.residual", "CubaResidualBlock"),
+    "ResidualNetwork": ("neurodeploy.train.residual", "ResidualNetwork"),
+    "Shortcut": ("neurodeploy.network", "Shortcut"),
     "CubaFloatParameters": ("neurodeploy.train.neuron", "CubaFloatParameters"),
     "SurrogateParameters": ("neurodeploy.train.neuron", "SurrogateParameters"),
     "Network": ("neurodeploy.network", "Network"),

@@ -41,9 +41,16 @@ def quantize(model, layers: Optional[Sequence] = None, name: str = "network"):
     ``layers`` lists them in running order. The chain is checked: each layer takes the
     previous one's output; conv outputs are flattened in torch's (C, H, W) order. Learned
     thresholds/decays of hardware-aware training are taken over first. The post-training
-    quantisation rules are in :mod:`neurodeploy.export.quantize`."""
+    quantisation rules are in :mod:`neurodeploy.export.quantize`. A
+    :class:`~neurodeploy.train.residual.ResidualNetwork` becomes a network with
+    shortcuts (:mod:`neurodeploy.export.quantize_residual`)."""
     from neurodeploy.export.quantize import quantize_model
     from neurodeploy.train.hardware import sync_learned_neurons
+    from neurodeploy.train.residual import ResidualNetwork
+
+    if isinstance(model, ResidualNetwork) and layers is None:
+        from neurodeploy.export.quantize_residual import quantize_residual_model
+        return quantize_residual_model(model, name=name)
 
     sync_learned_neurons(model, layers)
     return quantize_model(model, name=name, layers=layers)

@@ -60,6 +60,16 @@ class ConvConfig(_Strict):
     padding: int = Field(0, ge=0)  # zeros on each side
 
 
+class BlockStageConfig(_Strict):
+    """A stage of residual blocks (model.blocks): ``count`` blocks of two CUBA-LIF
+    layers each (3x3 conv, or dense on a flat input) of ``channels`` channels (or
+    neurons); the first block of the stage has ``stride`` and, when it changes the
+    shape, a 1x1 projection shortcut (train.residual)."""
+    channels: int = Field(ge=1)
+    count: int = Field(1, ge=1)
+    stride: int = Field(1, ge=1)
+
+
 class SrcConfig(_Strict):
     """The Spiking Recurrent Cell's constants (model.cell: src; docs/src.md gives sources)."""
     alpha: float = Field(0.9, ge=0, lt=1)  # keep factor of the input current per step
@@ -83,6 +93,9 @@ class ModelConfig(_Strict):
     # Reshape each input sample to this shape (e.g. [1, 8, 8] to run digits through conv layers).
     input_shape: Optional[List[int]] = None
     conv: List[ConvConfig] = Field(default_factory=list)  # conv layers before the dense ones
+    # stages of residual blocks after the conv layers (ResNet-style; docs/residual.md)
+    blocks: List[BlockStageConfig] = Field(default_factory=list)
+    shortcuts: bool = True  # false: the blocks' layers as a plain stack (no shortcuts)
     hidden: List[int] = Field(default_factory=lambda: [128])  # hidden dense layers' widths
     batch_norm: bool = False  # on input currents; folded at export (needs current_decay 1.0)
     # every hidden dense layer recurrent: W_rec feeds its previous step's spikes back (netx dense_rec)
@@ -140,6 +153,23 @@ class RunConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _residual_blocks(self):
+        if not self.model.blocks:
+            return self
+        for key, bad in (("model.cell: 'src'", self.model.cell == "src"),
+                         ("model.recurrent", self.model.recurrent),
+                         ("train.backward: 'sparse'", self.train.backward == "sparse"),
+                         ("train.hardware_aware_learn", bool(self.train.hardware_aware_learn))):
+            if bad:
+                raise ValueError(f"model.blocks builds residual CUBA-LIF blocks trained with dense BPTT "
+                                 f"(hardware-aware fine-tuning of weights and norms); {key} is not "
+                                 "supported with them")
+        if self.model.shortcuts and not self.model.conv:
+            raise ValueError("model.blocks: a shortcut starts at a layer of neurons; put a stem layer "
+                             "(model.conv) before the first block")
+        return self
+
+    @model_validator(mode="after")
     def _sparse_needs_band(self):
         if self.data.name == "digits" and self.data.dir is not None:
             raise ValueError(f"data.dir: the digits dataset ships with scikit-learn and reads no "
@@ -157,9 +187,10 @@ class RunConfig(_Strict):
         if self.model.recurrent and self.model.batch_norm:
             raise ValueError("model.recurrent: recurrent layers cannot have batch norm "
                              "(model.batch_norm: true); set one of them to false")
-        if self.train.hardware_aware_epochs and self.model.conv:
+        if self.train.hardware_aware_epochs and self.model.conv and not self.model.blocks:
             raise ValueError("train.hardware_aware_epochs: hardware-aware fine-tuning supports dense "
-                             "layers only; set it to 0 with model.conv layers")
+                             "layers and residual networks (model.blocks) only; set it to 0 with "
+                             "model.conv layers")
         return self
 
     def resolved(self) -> dict:

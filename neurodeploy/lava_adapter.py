@@ -126,6 +126,7 @@ def run_netx(
     probe_vars: Iterable[str] = ("u", "v", "s"),
     skip_layers: int = 0,
     input_message_bits: int = 0,
+    _extend=None,
 ) -> LavaRun:
     """Run a netx network on Lava's bit-accurate CPU simulator.
 
@@ -151,6 +152,8 @@ def run_netx(
     net, sink = _wire(netx, io, path, stream, steps, reset_interval, reset_offset,
                       num_layers=num_layers, input_bias=input_bias, skip_layers=skip_layers,
                       input_message_bits=input_message_bits)
+    if _extend is not None:  # more processes wired into the built network (residual shortcuts)
+        _extend(net)
     if probe is True or probe is False:
         probed = set(range(len(net.layers))) if probe else set()
     else:
@@ -255,6 +258,103 @@ def run_netx_blocks(path: os.PathLike, stream: np.ndarray, block_steps: int) -> 
     return LavaRun(spikes=np.asarray(out), probes={})
 
 
+# --- residual networks (several synapses into one neuron's a_in) ----------------
+def shortcut_matrix(network, shortcut) -> np.ndarray:
+    """The integer weight matrix (target neurons, source neurons) of a shortcut over
+    both blocks' neurons flattened in netx's order ((x, y, c) C-order, as Lava's
+    ``flatten`` of a conv block's port): the conv kernel applied to every one-hot
+    source neuron, exactly (integers in float64)."""
+    import torch
+
+    src, tgt = network.layers[shortcut.source], network.layers[shortcut.target]
+    if shortcut.conv:
+        n = src.num_neurons
+        basis = torch.eye(n, dtype=torch.float64).reshape(n, *src.shape)
+        y = torch.nn.functional.conv2d(basis, torch.tensor(np.array(shortcut.weight), dtype=torch.float64),
+                                       stride=shortcut.stride, padding=shortcut.padding)
+        m = y.reshape(n, -1).T.numpy()  # (target torch order, source torch order)
+    else:
+        m = np.asarray(shortcut.weight, dtype=np.float64)
+
+    def order(shape):  # torch-order index of each neuron in netx flat order
+        idx = np.arange(int(np.prod(shape))).reshape(tuple(shape))
+        return idx.transpose(*range(idx.ndim)[::-1]).reshape(-1)
+
+    return np.rint(m[order(tgt.shape)][:, order(src.shape)]).astype(np.int64)
+
+
+def _chain_file(network, directory) -> Path:
+    """The network's chain of blocks (no shortcuts) as a plain netx file, which
+    lava-dl's netx builds."""
+    from neurodeploy.export.netx import write_netx
+    return write_netx(network.chain(), Path(directory) / "chain.net")
+
+
+def run_residual_network(network, stream: np.ndarray, steps: Optional[int] = None,
+                         reset_interval: Optional[int] = None, reset_offset: int = 0,
+                         probe: Union[bool, Iterable[int]] = False,
+                         probe_vars: Iterable[str] = ("u", "v", "s")) -> LavaRun:
+    """Run a network with shortcuts (:class:`neurodeploy.network.Network` with
+    ``shortcuts``) on Lava's bit-accurate CPU simulator. lava-dl's netx builds the
+    chain of blocks (its Dense / Conv synapses, LIF neurons with its reset offsets);
+    every shortcut is then a Lava ``DelaySparse`` (``Sparse`` without a delay)
+    process from the source block's neurons' ``s_out`` (flattened) into the target
+    block's neurons' ``a_in`` (reshaped), which Lava sums with the block's own
+    synapse. Input, timeline and probes as in :func:`run_netx`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _chain_file(network, tmp)
+        return run_netx(path, stream, steps=steps, reset_interval=reset_interval,
+                        reset_offset=reset_offset, probe=probe, probe_vars=probe_vars,
+                        _extend=_shortcut_builder(network))
+
+
+def _shortcut_builder(network):
+    """A function that adds every shortcut of ``network`` to a netx network built
+    from its chain (:func:`_chain_file`): a ``DelaySparse`` (``Sparse`` without a
+    delay) from the source block's ``s_out`` into the target block's ``a_in``."""
+    from scipy.sparse import csr_matrix
+
+    from neurodeploy.layout import netx_shape
+    from neurodeploy.network import holds_neurons
+
+    _import_lava()
+    from lava.proc.sparse.process import DelaySparse, Sparse
+
+    net_block = {}  # IR block index -> index in netx's net.layers
+    for i, b in enumerate(network.layers):
+        if holds_neurons(b):
+            net_block[i] = len(net_block)
+
+    def attach(net):
+        procs = []
+        for sc in network.shortcuts:
+            src = net.layers[net_block[sc.source]].neuron
+            tgt = net.layers[net_block[sc.target]].neuron
+            m = csr_matrix(shortcut_matrix(network, sc))
+            if sc.delay:
+                d = m.copy()
+                d.data[:] = sc.delay
+                syn = DelaySparse(weights=m, delays=d, num_message_bits=0)
+            else:
+                syn = Sparse(weights=m, num_message_bits=0)
+            out = src.s_out if len(src.s_out.shape) == 1 else src.s_out.flatten()
+            out.connect(syn.s_in)
+            tshape = netx_shape(network.layers[sc.target].shape)
+            (syn.a_out if len(tshape) == 1 else syn.a_out.reshape(tshape)).connect(tgt.a_in)
+            procs.append(syn)
+        return procs
+
+    return attach
+
+
+def run_residual_netx(path: os.PathLike, stream: np.ndarray, **kw) -> LavaRun:
+    """:func:`run_residual_network` on the network stored in a ``.net`` file."""
+    from neurodeploy.export.netx import read_netx
+    return run_residual_network(read_netx(path), stream, **kw)
+
+
 # --- Loihi 2 hardware (Intel's lava-loihi extension) ---------------------------
 class LoihiUnavailableError(ChipUnreachableError):
     """No Loihi 2 run is possible here: lava-loihi missing or no system reachable."""
@@ -302,7 +402,8 @@ def run_netx_on_loihi(path: os.PathLike, stream: np.ndarray, steps: Optional[int
                       reset_interval: Optional[int] = None, reset_offset: int = 0,
                       profile: bool = True) -> LoihiRun:
     """Run a netx network on Loihi 2 with ``Loihi2HwCfg`` (call :func:`connect_loihi`
-    first). Inputs as in :func:`run_netx`. Raises :class:`LoihiUnavailableError`
+    first). Inputs as in :func:`run_netx`; a residual file's shortcuts are added to
+    the chain netx builds, as in :func:`run_residual_network`. Raises :class:`LoihiUnavailableError`
     without lava-loihi, before ``Loihi2HwCfg`` is touched."""
     ok, reason = loihi_extension_status()
     if not ok:
@@ -316,7 +417,16 @@ def run_netx_on_loihi(path: os.PathLike, stream: np.ndarray, steps: Optional[int
     if profile:
         callbacks, power, runtime, note = runner.profiler_callbacks(steps)
         notes += [note] if note else []
-    net, sink = _wire(netx, io, path, stream, steps, reset_interval, reset_offset)
+    import tempfile
+
+    from neurodeploy.export.netx import read_netx
+    network = read_netx(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        if network.shortcuts:  # netx builds the chain; the shortcuts are added to it
+            path = _chain_file(network, tmp)
+        net, sink = _wire(netx, io, path, stream, steps, reset_interval, reset_offset)
+        if network.shortcuts:
+            _shortcut_builder(network)(net)
     try:
         net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2HwCfg(callback_fxs=callbacks))
         out = sink.data.get()

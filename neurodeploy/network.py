@@ -225,6 +225,69 @@ Block = Union[Input, Dense, Conv, Flatten]
 
 
 @dataclass(frozen=True)
+class Shortcut:
+    """A residual connection: synapses from the neurons of block ``source`` into the
+    neurons of a later block ``target`` (indices into :attr:`Network.layers`), whose
+    input current is then the sum of its own synapse's and this one's, as Lava sums
+    every connection into a neuron's ``a_in``.
+
+    weight: (out, in) integers over the flattened torch-order neurons (a dense
+    shortcut), or (out_ch, in_ch, kH, kW) (a conv shortcut: identity or 1x1
+    projection, with ``stride`` and ``padding``); 8-bit Loihi weights like a block's.
+    delay: steps the shortcut's messages wait beyond the synapse's own one step
+    (netx's 'delay' semantics, 0..62). A shortcut over ``n`` neuron layers of the
+    chain needs ``n - 1`` so that the target sums the same sample step on both
+    paths (:func:`aligned_delay`).
+    """
+
+    source: int
+    target: int
+    weight: np.ndarray
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
+    delay: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "weight", _freeze(self.weight))
+        for name in ("stride", "padding"):
+            object.__setattr__(self, name, tuple(int(s) for s in getattr(self, name)))
+        object.__setattr__(self, "source", int(self.source))
+        object.__setattr__(self, "target", int(self.target))
+        object.__setattr__(self, "delay", int(self.delay))
+        if self.weight.ndim not in (2, 4):
+            raise ValueError(f"shortcut {self.source} -> {self.target}: weight must be (out, in) or "
+                             f"(out_ch, in_ch, kH, kW), got shape {self.weight.shape}")
+        if not self.source < self.target:
+            raise ValueError(f"shortcut {self.source} -> {self.target}: the source block must come "
+                             "before the target block")
+        fx.check_range("shortcut delay", np.array([self.delay]), 0, fx.NETX_MAX_DELAY,
+                       where=f"shortcut {self.source} -> {self.target}: ")
+
+    @property
+    def conv(self) -> bool:
+        return self.weight.ndim == 4
+
+    def output_shape(self, in_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        """Shape (torch order) of the shortcut's output for a source of ``in_shape``."""
+        if not self.conv:
+            return (int(self.weight.shape[0]),)
+        _, h, w = in_shape
+        kh, kw = self.weight.shape[2:]
+        oh = (h + 2 * self.padding[0] - kh) // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - kw) // self.stride[1] + 1
+        return (int(self.weight.shape[0]), oh, ow)
+
+
+def aligned_delay(network_layers, source: int, target: int) -> int:
+    """The shortcut delay that makes ``target`` sum the same sample step on both
+    paths: each synapse of the chain takes one step, so the chain's path from
+    ``source`` to ``target`` takes one step per neuron block after ``source`` up to
+    and including ``target``; the shortcut's own synapse takes one of them."""
+    hops = sum(1 for b in network_layers[source + 1:target + 1] if holds_neurons(b))
+    return hops - 1
+
+
+@dataclass(frozen=True)
 class Network:
     """An ordered tuple of blocks. ``input_shape`` is the shape fed to the first
     block, in torch order ((C,) or (C, H, W)). ``input_message_bits``: bits of the
@@ -239,9 +302,11 @@ class Network:
     name: str = "network"
     metadata: dict = field(default_factory=dict, compare=False)
     input_message_bits: int = 0
+    shortcuts: Tuple[Shortcut, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "shortcuts", tuple(self.shortcuts))
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         if not self.layers:
             raise ValueError("a network needs at least one block")
@@ -264,6 +329,47 @@ class Network:
                 prev = layer.num_neurons
             elif isinstance(layer, Flatten):
                 pass
+        if self.shortcuts:
+            self._check_shortcuts()
+
+    def _check_shortcuts(self) -> None:
+        for sc in self.shortcuts:
+            where = f"shortcut {sc.source} -> {sc.target}"
+            for name, i in (("source", sc.source), ("target", sc.target)):
+                if not 0 <= i < len(self.layers) or not holds_neurons(self.layers[i]):
+                    raise ValueError(f"{where}: {name} {i} is not a block with neurons")
+            src, tgt = self.layers[sc.source], self.layers[sc.target]
+            if not isinstance(tgt, (Dense, Conv)) or not isinstance(tgt.neuron, CubaNeuron):
+                raise ValueError(f"{where}: the target must be a dense or conv block of CUBA neurons")
+            if getattr(tgt, "weight_rec", None) is not None:
+                raise ValueError(f"{where}: a recurrent (dense_rec) block cannot take a shortcut")
+            if not isinstance(src.neuron, CubaNeuron):
+                raise ValueError(f"{where}: the source must send spikes (CUBA neurons)")
+            if sc.conv:
+                if len(src.shape) != 3 or len(tgt.shape) != 3:
+                    raise ValueError(f"{where}: a conv shortcut joins (C, H, W) blocks, got "
+                                     f"{tuple(src.shape)} -> {tuple(tgt.shape)}")
+                if sc.weight.shape[1] != src.shape[0]:
+                    raise ValueError(f"{where}: weight takes {sc.weight.shape[1]} channels, the "
+                                     f"source has {src.shape[0]}")
+                if sc.output_shape(src.shape) != tuple(tgt.shape):
+                    raise ValueError(f"{where}: gives shape {sc.output_shape(src.shape)}, the "
+                                     f"target has {tuple(tgt.shape)}")
+            elif sc.weight.shape != (tgt.num_neurons, src.num_neurons):
+                raise ValueError(f"{where}: dense weight shape {sc.weight.shape} != "
+                                 f"({tgt.num_neurons}, {src.num_neurons})")
+
+    @property
+    def is_residual(self) -> bool:
+        """Whether some block's neurons sum several synapses (the network is a graph)."""
+        return bool(self.shortcuts)
+
+    def chain(self) -> "Network":
+        """This network without its shortcuts: the chain of blocks netx can store."""
+        return replace(self, shortcuts=())
+
+    def shortcuts_into(self, target: int) -> Tuple[Shortcut, ...]:
+        return tuple(sc for sc in self.shortcuts if sc.target == target)
 
     @property
     def neuron_layers(self):
@@ -302,7 +408,8 @@ class Network:
         file names its input shape)."""
         if isinstance(self.layers[0], Input):
             return self
-        return replace(self, layers=(Input(shape=self.input_shape),) + self.layers)
+        moved = tuple(replace(sc, source=sc.source + 1, target=sc.target + 1) for sc in self.shortcuts)
+        return replace(self, layers=(Input(shape=self.input_shape),) + self.layers, shortcuts=moved)
 
 
 def holds_neurons(block) -> bool:

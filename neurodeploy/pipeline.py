@@ -59,6 +59,13 @@ def build_model(cfg: RunConfig, input_shape, num_classes: int) -> SpikingNetwork
         c = cfg.model.src.model_dump()
         output = c.pop("output")
         return SRCNetwork(input_shape, cfg.model.hidden, num_classes, SrcFloatParameters(**c), output=output)
+    if cfg.model.blocks:
+        from neurodeploy.train.residual import ResidualNetwork
+        return ResidualNetwork(
+            input_shape, [c.model_dump() for c in cfg.model.conv], [b.model_dump() for b in cfg.model.blocks],
+            cfg.model.hidden, num_classes, CubaFloatParameters(n.current_decay, n.voltage_decay, n.threshold),
+            SurrogateParameters(s.scale, s.height, s.band), batch_norm=cfg.model.batch_norm,
+            shortcuts=cfg.model.shortcuts)
     return SpikingNetwork(
         input_shape, cfg.model.hidden, num_classes,
         CubaFloatParameters(n.current_decay, n.voltage_decay, n.threshold),
@@ -85,6 +92,9 @@ def quantize_any(model, name: str = "network") -> Network:
     if getattr(model, "cell", "cuba") == "src":
         from neurodeploy.export.quantize_src import quantize_src_model
         return quantize_src_model(model, name=name)
+    if hasattr(model, "blocks"):
+        from neurodeploy.export.quantize_residual import quantize_residual_model
+        return quantize_residual_model(model, name=name)
     return quantize_model(model, name=name)
 
 
@@ -248,6 +258,8 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: st
         if cfg.model.cell == "src":
             from neurodeploy.train.src_hardware import set_src_hardware_aware
             set_src_hardware_aware(model, True)
+        elif cfg.model.blocks:
+            model.hardware_aware = True  # train.residual_hardware
         else:
             set_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
         # fine-tuning checkpoints are only valid on top of the same float model

@@ -85,7 +85,17 @@ def _nir(tmp_path_factory):
     return dict(run, net=imported)
 
 
-KINDS = {"dense": _dense, "conv": _conv, "recurrent": _recurrent, "nir": _nir}
+def _residual(tmp_path_factory):
+    # residual blocks: an identity and a strided projection shortcut (netx extension),
+    # with a hardware-aware epoch: Lava must also equal the training forward
+    return _pipeline_run(tmp_path_factory, "residual", _config(
+        train={"hardware_aware_epochs": 1}, input_shape=[1, 8, 8], conv=[{"channels": 4, "kernel": 3, "padding": 1}],
+        blocks=[{"channels": 4, "count": 1}, {"channels": 6, "count": 1, "stride": 2}], hidden=[],
+        batch_norm=True, neuron={"current_decay": 1.0, "voltage_decay": 0.1, "threshold": 1.0},
+        surrogate={"scale": 3.0, "tune_height": True}))
+
+
+KINDS = {"dense": _dense, "conv": _conv, "recurrent": _recurrent, "nir": _nir, "residual": _residual}
 
 
 @pytest.fixture(scope="session")

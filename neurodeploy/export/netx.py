@@ -27,7 +27,8 @@ from neurodeploy.network import (
     Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, SrcNeuron,
 )
 
-SUPPORTED_BLOCKS = ("input", "dense", "dense_rec", "conv", "flatten")
+SUPPORTED_BLOCKS = ("input", "dense", "dense_rec", "conv", "flatten",
+                    "conv_res", "dense_res")  # the last two: docs/residual.md
 KNOWN_BLOCKS = SUPPORTED_BLOCKS + ("pool", "average", "convT", "unpool")
 
 
@@ -98,6 +99,8 @@ def write_netx(network: Network, path: Union[str, os.PathLike]) -> Path:
                 _check_dense_weights(i, "weight_rec", np.hstack([layer.weight, layer.weight_rec]))
             if layer.delay is not None:
                 fx.check_range("delay", layer.delay, 0, fx.NETX_MAX_DELAY, where=f"layer {i}: ")
+    for sc in network.shortcuts:
+        _check_dense_weights(sc.target, f"shortcut from {sc.source}: weight", sc.weight)
     network = network.with_input_block()  # after the checks: their messages name the blocks as given
     tmp = path.with_suffix(path.suffix + ".tmp")
     with h5py.File(tmp, "w") as f:
@@ -144,6 +147,9 @@ def write_netx(network: Network, path: Union[str, os.PathLike]) -> Path:
                 g.create_dataset("shape", data=np.array(layer.shape, dtype=np.int64))
             else:
                 raise TypeError(f"layer {i}: cannot write block {type(layer).__name__}")
+        if network.shortcuts:  # neurodeploy's extension (export.netx_residual)
+            from neurodeploy.export.netx_residual import write_shortcuts
+            write_shortcuts(f, network)
     os.replace(tmp, path)
     return path
 
@@ -271,7 +277,7 @@ def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None,
         keys = sorted(f["layer"].keys(), key=lambda k: int(k) if k.isdigit() else -1)
         if [int(k) for k in keys if k.isdigit()] != list(range(len(keys))):
             raise NetxFormatError(f"{path}: layer groups must be named 0..N-1, found {keys}")
-        layers, bits = [], []
+        layers, bits, shortcuts = [], [], []
         given_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
         input_shape = None
         for i, k in enumerate(keys):
@@ -290,6 +296,10 @@ def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None,
                 raise NetxFormatError(f"{where}: block type '{kind}' is not supported "
                                       f"(supported: {', '.join(SUPPORTED_BLOCKS)})")
             block_shape = tuple(int(s) for s in _array(g, "shape", where).reshape(-1))
+            if kind in ("conv_res", "dense_res"):  # neurodeploy's extension (export.netx_residual)
+                from neurodeploy.export.netx_residual import RESIDUAL_TYPES, read_shortcuts
+                shortcuts += read_shortcuts(g, i, where, NetxFormatError)
+                kind = RESIDUAL_TYPES[kind]
             if kind == "input":
                 w = _array(g, "weight", where, required=False)
                 b = _array(g, "bias", where, required=False)
@@ -341,6 +351,15 @@ def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None,
             if i < int(skip_layers):  # only the skipped blocks' output bits are needed
                 bits.append(_message_bits(g, where))
     skip = int(skip_layers)
+    if shortcuts:
+        if skip or num_layers is not None:
+            raise ValueError(f"{path}: a residual network (shortcuts between blocks) is read whole; "
+                             "skip_layers and num_layers cut its shortcuts")
+        try:
+            return Network(layers=tuple(layers), input_shape=input_shape, name=path.stem,
+                           shortcuts=tuple(shortcuts))
+        except ValueError as e:
+            raise NetxFormatError(f"{path}: {e}") from None
     if skip == 0:
         return Network(layers=tuple(layers), input_shape=input_shape, name=path.stem)
     if skip >= len(layers):

@@ -195,12 +195,29 @@ def _neuron_node(nir, neuron, shape, e: int, dt: float, bias, where: str, has_sy
     return node, synapse_bias
 
 
+def _shortcut_node(nir, net, sc, e: int, where: str):
+    """A residual shortcut as a NIR Conv2d / Linear node in its target's float units.
+    NIR's graph has no synaptic delays: a shortcut whose delay aligns the sample
+    steps of its two paths (the trained model's semantics) is exported, others not."""
+    from neurodeploy.network import aligned_delay
+
+    if sc.delay != aligned_delay(net.layers, sc.source, sc.target):
+        raise InputError(f"{where}: delay {sc.delay} is not the aligned one; NIR has no synaptic delays")
+    w = sc.weight.astype(np.float64) * 2.0 ** -e
+    if not sc.conv:
+        return nir.Linear(weight=w)
+    src = net.layers[sc.source]
+    return nir.Conv2d(input_shape=tuple(src.shape[1:]), weight=w, stride=sc.stride, padding=sc.padding,
+                      dilation=(1, 1), groups=1, bias=np.zeros(w.shape[0]))
+
+
 def network_to_nir(net, dt: float = 1.0):
     """A :class:`neurodeploy.network.Network` as a ``nir.NIRGraph`` whose Euler
     discretisation at ``dt`` is the network's float image (weights, thresholds and
     biases divided by a power of two per layer). Node names: ``input``, ``output``,
     ``<i>.weight`` (Linear/Affine/Conv2d), ``<i>.neuron`` (LIF when iDecay = 4096,
-    else CubaLIF), ``<i>.rec`` (recurrent Linear), ``<i>.flatten``."""
+    else CubaLIF), ``<i>.rec`` (recurrent Linear), ``<i>.flatten``, ``<i>.shortcut<k>``
+    (a residual shortcut into block i: Conv2d or Linear from its source's neurons)."""
     from neurodeploy.network import Conv, Dense, Flatten, Input
 
     nir = _nir()
@@ -262,6 +279,9 @@ def network_to_nir(net, dt: float = 1.0):
             nodes[f"{i}.rec"] = nir.Linear(weight=block.weight_rec.astype(np.float64) * 2.0 ** -e)
             edges += [(f"{i}.neuron", f"{i}.rec"), (f"{i}.rec", f"{i}.neuron")]
         prev, shape = f"{i}.neuron", out_shape
+        for k, sc in enumerate(net.shortcuts_into(i)):  # residual: more synapses into these neurons
+            nodes[f"{i}.shortcut{k}"] = _shortcut_node(nir, net, sc, e, f"{where}: shortcut {k}")
+            edges += [(f"{sc.source}.neuron", f"{i}.shortcut{k}"), (f"{i}.shortcut{k}", f"{i}.neuron")]
     nodes["input"] = nir.Input(input_type={"input": np.array(net.input_shape)}, metadata=input_meta)
     nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
     edges.append((prev, "output"))

@@ -121,6 +121,8 @@ def write_bundle(net_path: os.PathLike, out_dir: os.PathLike, steps: Optional[in
         kind = "graded"
     (out / "encoding.json").write_text(json.dumps(input_encoding(network, steps, kind=kind, extra=encoding),
                                                   indent=2) + "\n")
+    if network.shortcuts:  # residual: netx builds the chain, run.py adds the shortcuts
+        _write_residual_parts(network, out)
     if inputs is not None:
         arrays = {"inputs": inputs.astype(np.int32)}
         if labels is not None:
@@ -146,6 +148,34 @@ def write_bundle(net_path: os.PathLike, out_dir: os.PathLike, steps: Optional[in
         manifest["hardware"] = hardware
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+def _write_residual_parts(network, out: Path) -> None:
+    """For a residual network: ``chain.net`` (its blocks without the shortcuts, which
+    lava-dl's netx builds) and ``shortcuts.npz`` (each shortcut's integer matrix in
+    netx order, CSR, with its source and target among netx's ``net.layers``, the
+    target's port shape and its delay), from which run.py adds a Lava
+    Sparse / DelaySparse per shortcut, as neurodeploy's Lava adapter does."""
+    from neurodeploy.export.netx import write_netx
+    from neurodeploy.lava_adapter import shortcut_matrix
+    from neurodeploy.layout import netx_shape
+    from neurodeploy.network import holds_neurons
+
+    write_netx(network.chain(), out / "chain.net")
+    pos = {}
+    for i, b in enumerate(network.layers):
+        if holds_neurons(b):
+            pos[i] = len(pos)
+    arrays = {"count": np.array(len(network.shortcuts))}
+    for k, sc in enumerate(network.shortcuts):
+        m = shortcut_matrix(network, sc)
+        rows, cols = np.nonzero(m)
+        arrays[f"{k}/rows"], arrays[f"{k}/cols"] = rows.astype(np.int64), cols.astype(np.int64)
+        arrays[f"{k}/values"] = m[rows, cols].astype(np.int64)
+        arrays[f"{k}/shape"] = np.array(m.shape, dtype=np.int64)
+        arrays[f"{k}/ends"] = np.array([pos[sc.source], pos[sc.target], sc.delay], dtype=np.int64)
+        arrays[f"{k}/target_shape"] = np.array(netx_shape(network.layers[sc.target].shape), dtype=np.int64)
+    np.savez_compressed(out / "shortcuts.npz", **arrays)
 
 
 @dataclass(frozen=True)

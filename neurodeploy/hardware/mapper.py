@@ -25,6 +25,9 @@ Model (what is assumed, stated once):
   axon per destination core): every core of a following dense layer; for a
   following conv layer the cores its kernel window reaches (estimate); for the
   last layer one per neuron (to the host).
+- A residual shortcut's synapses are stored on its target's cores with the
+  block's own (counted like a block's: dense full, conv expanded); its source
+  neurons are more presynaptic neurons of the target.
 - Cores of a layer = the fewest that satisfy neurons/core, synaptic memory/core,
   input and output axons/core. Layers are placed from the last to the first since
   output axons depend on the next layer's cores.
@@ -263,10 +266,40 @@ def _geometry(network: Network, count_zero_weights: bool) -> List[_Geometry]:
         else:  # pragma: no cover - Network admits only the block types above
             raise TypeError(f"layer {i}: cannot map block {type(layer).__name__}")
         g.layer, g.in_shape = layer, prev_shape
+        for sc in network.shortcuts_into(i):
+            _add_shortcut(g, network, sc, count_zero_weights)
         out.append(g)
         prev = g.neurons
         prev_shape = tuple(layer.shape)
     return out
+
+
+def shortcut_synapses(network: Network, sc, count_zero_weights: bool = True) -> Tuple[int, int, np.ndarray]:
+    """(stored synapses, nonzero synapses, stored synapses per source neuron) of a
+    residual shortcut: a dense one as a full matrix (or its nonzeros), a conv one
+    expanded over the target's positions, as a block's synapses are counted."""
+    src, tgt = network.layers[sc.source], network.layers[sc.target]
+    if sc.conv:
+        positions = int(np.prod(tgt.shape[1:]))
+        kernel = sc.weight.size if count_zero_weights else int(np.count_nonzero(sc.weight))
+        stored, nonzero = kernel * positions, int(np.count_nonzero(sc.weight)) * positions
+        return stored, nonzero, np.full(src.num_neurons, stored / max(src.num_neurons, 1))
+    stored = sc.weight.size if count_zero_weights else int(np.count_nonzero(sc.weight))
+    per_src = (np.full(sc.weight.shape[1], sc.weight.shape[0], dtype=np.float64) if count_zero_weights
+               else np.count_nonzero(sc.weight, axis=0).astype(np.float64))
+    return stored, int(np.count_nonzero(sc.weight)), per_src
+
+
+def _add_shortcut(g: _Geometry, network: Network, sc, count_zero_weights: bool) -> None:
+    """A residual shortcut's synapses live on its target's cores with the block's own:
+    more fan-in, stored synapses and presynaptic neurons (its source's)."""
+    stored, nonzero, _ = shortcut_synapses(network, sc, count_zero_weights)
+    g.fan_in += int(np.prod(sc.weight.shape[1:]))
+    g.synapses += stored
+    g.nonzero += nonzero
+    g.presynaptic += network.layers[sc.source].num_neurons
+    g.weight_bits = max(g.weight_bits, weight_bits_needed(sc.weight))
+    g.kind = f"{g.kind}+shortcut"
 
 
 def _conv_tile(layer: Conv, neurons_on_core: int) -> Tuple[int, int, int]:
@@ -400,12 +433,12 @@ def map_network(network: Network, hw: HardwareConfig, count_zero_weights: bool =
                 need["input axons"] = _ceil_div(g.neurons, hw.input_axons_per_core)
             elif g.conv:
                 limit = hw.input_axons_per_core
-                if conv_input_axons(g.layer, g.in_shape, 1) > limit:
+                if _input_axons(network, g, 1) > limit:
                     raise MappingError(f"{where}: fan-in {g.fan_in} exceeds {hw.name}'s {limit} input "
                                        "axons per core ('input_axons_per_core')", g.index,
                                        "input_axons_per_core", g.fan_in, limit)
                 c = 1
-                while conv_input_axons(g.layer, g.in_shape, _ceil_div(g.neurons, c)) > limit:
+                while _input_axons(network, g, _ceil_div(g.neurons, c)) > limit:
                     c = min(g.neurons, max(c + 1, int(c * 1.25)))
                 need["input axons"] = c
             elif g.presynaptic > hw.input_axons_per_core:
@@ -427,7 +460,7 @@ def map_network(network: Network, hw: HardwareConfig, count_zero_weights: bool =
         cores = max(1, need[limited_by])
         per_core = _ceil_div(g.neurons, cores)
         in_ax = per_core if g.kind == "input" else (
-            conv_input_axons(g.layer, g.in_shape, per_core) if g.conv else g.presynaptic)
+            _input_axons(network, g, per_core) if g.conv else g.presynaptic)
         placements[j] = LayerPlacement(
             index=g.index, kind=g.kind, neurons=g.neurons, fan_in=g.fan_in, synapses=g.synapses,
             nonzero_synapses=g.nonzero, weight_bits=g.weight_bits,
@@ -517,6 +550,22 @@ def estimate_energy(n_synaptic_ops: float, n_neuron_updates: int,
     return syn, neu, total
 
 
+def _input_axons(network: Network, g: _Geometry, neurons_on_core: int) -> int:
+    """Estimated input axons of one core of a conv layer: its kernel's receptive
+    field (:func:`conv_input_axons`), plus each residual shortcut's (a conv
+    shortcut's receptive field of the same tile, a dense one's every source neuron)."""
+    axons = conv_input_axons(g.layer, g.in_shape, neurons_on_core)
+    for sc in network.shortcuts_into(g.index):
+        src = network.layers[sc.source]
+        if sc.conv:
+            view = Conv(weight=sc.weight, neuron=g.layer.neuron, shape=g.layer.shape, stride=sc.stride,
+                        padding=sc.padding)
+            axons += conv_input_axons(view, tuple(src.shape), neurons_on_core)
+        else:
+            axons += src.num_neurons
+    return axons
+
+
 def network_fan_outs(network: Network, count_zero_weights: bool = True) -> List[Tuple[str, np.ndarray]]:
     """(population, fan-out per neuron) for every presynaptic population: 'input'
     (the input stream) and each neuron block's index. A dense_rec block's neurons
@@ -532,6 +581,9 @@ def network_fan_outs(network: Network, count_zero_weights: bool = True) -> List[
             fan[k + 1] = fan[k + 1] + (
                 np.full(layer.num_neurons, layer.num_neurons, dtype=np.float64) if count_zero_weights
                 else np.count_nonzero(layer.weight_rec, axis=0).astype(np.float64))
+    pos = {g.index: k for k, g in enumerate(geo)}
+    for sc in network.shortcuts:  # a shortcut's source neurons also feed its synapses
+        fan[pos[sc.source] + 1] = fan[pos[sc.source] + 1] + shortcut_synapses(network, sc, count_zero_weights)[2]
     return list(zip(names, fan))
 
 

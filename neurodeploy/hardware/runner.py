@@ -231,9 +231,34 @@ def profiler_readings(power, runtime):
     return out
 
 
-def run_lava(net_path, stream, steps, reset_interval, sim):
+def add_shortcuts(net, path):
+    """Residual networks: one Lava Sparse (DelaySparse with a delay) per shortcut of
+    ``shortcuts.npz`` (written by neurodeploy's bundle), from its source block's neurons
+    into its target block's a_in, as neurodeploy's Lava adapter connects them."""
+    from scipy.sparse import csr_matrix
+    from lava.proc.sparse.process import DelaySparse, Sparse
+    z = np.load(path)
+    for k in range(int(z["count"])):
+        shape = tuple(int(v) for v in z["%d/shape" % k])
+        m = csr_matrix((z["%d/values" % k], (z["%d/rows" % k], z["%d/cols" % k])), shape=shape)
+        src, tgt, delay = (int(v) for v in z["%d/ends" % k])
+        if delay:
+            d = m.copy()
+            d.data[:] = delay
+            syn = DelaySparse(weights=m, delays=d, num_message_bits=0)
+        else:
+            syn = Sparse(weights=m, num_message_bits=0)
+        s_out = net.layers[src].neuron.s_out
+        (s_out if len(s_out.shape) == 1 else s_out.flatten()).connect(syn.s_in)
+        tshape = tuple(int(v) for v in z["%d/target_shape" % k])
+        (syn.a_out if len(tshape) == 1 else syn.a_out.reshape(tshape)).connect(net.layers[tgt].neuron.a_in)
+
+
+def run_lava(net_path, stream, steps, reset_interval, sim, shortcuts=None):
     """Run ``net_path`` on ``stream`` for ``steps`` on Loihi 2 (``sim`` False, after
-    :func:`connect`) or Lava's CPU models; return (output spikes (*out, steps), info)."""
+    :func:`connect`) or Lava's CPU models; return (output spikes (*out, steps), info).
+    ``shortcuts``: a residual network's ``shortcuts.npz``, added to the chain that
+    ``net_path`` holds (:func:`add_shortcuts`)."""
     try:
         from lava.lib.dl import netx
         from lava.magma.core.run_conditions import RunSteps
@@ -241,6 +266,8 @@ def run_lava(net_path, stream, steps, reset_interval, sim):
     except ImportError as e:
         sys.exit("Lava is not importable here (%s); install lava-nc 0.10 and lava-dl 0.6 (CPython 3.10)" % e)
     net = netx.hdf5.Network(net_config=net_path, reset_interval=int(reset_interval))
+    if shortcuts is not None:
+        add_shortcuts(net, shortcuts)
     sink = connect_ring_buffers(io, net, input_port(net), stream, steps)
     info, power, runtime = {}, None, None
     if sim:
@@ -314,7 +341,9 @@ def main(argv=None, bundle_dir=None):
         why = connect(args.partition, args.board, args.host, args.loihi_gen)
         if why:
             sys.exit("no Loihi 2 chip is reachable: %s. Re-run with --sim for Lava's CPU models." % why)
-    out, info = run_lava(os.path.join(here, "model.net"), sample_stream(x), steps, p, args.sim)
+    residual = os.path.exists(os.path.join(here, "shortcuts.npz"))  # netx builds the chain alone
+    out, info = run_lava(os.path.join(here, "chain.net" if residual else "model.net"), sample_stream(x),
+                         steps, p, args.sim, os.path.join(here, "shortcuts.npz") if residual else None)
     result = {"target": "lava-cpu-fixed_pt" if args.sim else "loihi2", "samples": samples,
               "steps_per_sample": p}
     result.update(info)

@@ -82,7 +82,8 @@ def validate(model_path, inputs: np.ndarray, labels: np.ndarray, lava_samples: i
         else:
             from neurodeploy import lava_adapter
             from neurodeploy.export.quantize_src import is_src_network
-            run = lava_adapter.run_src_netx if is_src_network(net) else lava_adapter.run_netx
+            run = (lava_adapter.run_src_netx if is_src_network(net) else
+                   lava_adapter.run_residual_netx if net.shortcuts else lava_adapter.run_netx)
             lava = [run(model_path, first[j], steps=steps).spikes
                     for j in tqdm(range(n_lava), desc="Lava samples", leave=False, disable=None)]
         same = sum(int(np.array_equal(a, b)) for a, b in zip(lava, sim_out))

@@ -91,6 +91,19 @@ def simulated_outputs(network, samples: np.ndarray, batch_size: int = 512,
     return np.concatenate(outs) if outs else np.zeros((0, *network.output_shape, p))
 
 
+def check_aligned_shortcuts(network) -> None:
+    """Samples in one stream stay independent through a shortcut only when its delay
+    aligns its target's window with its source's (:func:`neurodeploy.network.aligned_delay`);
+    a longer delay carries one sample's last spikes into the next sample's window."""
+    from neurodeploy.network import aligned_delay
+    for sc in network.shortcuts:
+        want = aligned_delay(network.layers, sc.source, sc.target)
+        if sc.delay != want:
+            raise ValueError(f"shortcut {sc.source} -> {sc.target}: delay {sc.delay} does not align the "
+                             f"sample windows of its blocks (needs {want}); samples fed in one stream "
+                             "would not stay independent")
+
+
 def is_recurrent(network) -> bool:
     """True when a block of ``network`` has recurrent synapses (netx ``dense_rec``)."""
     return any(getattr(b, "weight_rec", None) is not None for b in network.layers)
@@ -117,10 +130,11 @@ def lava_outputs(net_path, network, samples: np.ndarray) -> np.ndarray:
     network build, state reset between samples (recurrent networks: the whole state
     zeroed between samples, see the module docstring)."""
     from neurodeploy.export.quantize_src import is_src_network
-    from neurodeploy.lava_adapter import run_netx, run_netx_blocks, run_src_netx
+    from neurodeploy.lava_adapter import run_netx, run_netx_blocks, run_residual_netx, run_src_netx
 
     n, p = samples.shape[0], samples.shape[-1]
     layers = len(network.neuron_layers)
+    check_aligned_shortcuts(network)
     if is_recurrent(network):
         if n == 0:
             return np.zeros((0, *network.output_shape, p))
@@ -128,7 +142,8 @@ def lava_outputs(net_path, network, samples: np.ndarray) -> np.ndarray:
         run = run_netx_blocks(net_path, block_stream(np.asarray(samples), lat), block_steps=p + lat)
         out = run.spikes.reshape(*run.spikes.shape[:-1], n, p + lat)[..., lat:]
         return np.moveaxis(out, -2, 0)
-    run = (run_src_netx if is_src_network(network) else run_netx)(
+    run = (run_src_netx if is_src_network(network) else
+           run_residual_netx if network.shortcuts else run_netx)(
         net_path, sample_stream(np.asarray(samples)), steps=stream_steps(n, p, layers),
         reset_interval=p)
     return output_windows(run.spikes, n, p, layers)

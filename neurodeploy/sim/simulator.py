@@ -782,7 +782,18 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
     (:mod:`neurodeploy.sim.cuda`; identical results).
     Returns the output layer's messages at every step exactly as a Lava
     RingBuffer sink on the network's output port records them.
+    A network with shortcuts runs in :mod:`neurodeploy.sim.residual`.
     """
+    if network.shortcuts:
+        if input_bias is not None:
+            raise SimulationInputError("an input bias needs an input layer with neurons; a residual "
+                                       "network has none")
+        if device != "cpu":
+            raise SimulationInputError(f"device {device}: networks with shortcuts (residual) run on "
+                                       "the CPU simulator only; use device cpu")
+        from neurodeploy.sim.residual import simulate_residual
+        return simulate_residual(network, inputs, steps, reset_interval, reset_offset, record,
+                                 chunk_steps)
     if device != "cpu":
         from neurodeploy.sim.cuda import device_for, simulate_on
         return simulate_on(device_for(device), network, inputs, steps, reset_interval, reset_offset,
