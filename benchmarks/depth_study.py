@@ -65,7 +65,7 @@ def run_one(depth, residual, tools, seed, args, train_set, test_set):
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         history = fit(model, train_set, test_set, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                      seed=seed, logit_scale=args.logit_scale, checkpoint_dir=Path(tmp), log=lambda _: None)
+                      seed=seed, logit_scale=args.logit_scale, checkpoint_dir=Path(tmp))
     train_s = time.perf_counter() - t0
     model.eval()
     acc = evaluate(model, test_set)

@@ -13,7 +13,7 @@ from neurodeploy.config import ConfigError, parse_config
 from neurodeploy.export.netx import NetxFormatError, read_netx, write_netx
 from neurodeploy.export.quantize_residual import quantize_residual_model
 from neurodeploy.sim.samples import simulated_outputs
-from neurodeploy.network import Conv, CubaNeuron, Dense, Network, Shortcut, aligned_delay
+from neurodeploy.network import CubaNeuron, Dense, Network, Shortcut, aligned_delay
 from neurodeploy.sim.simulator import simulate
 from neurodeploy.train.depth import backward_gains, tune_surrogate_heights
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters, cuba_float_sequence
