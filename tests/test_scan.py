@@ -73,12 +73,16 @@ def test_scan_on_cuda_equals_reference():
     _compare(x, CubaFloatParameters(0.25, 0.1, 1.0), SurrogateParameters(3.0, 1.0, 0.5), bias)
 
 
+@pytest.mark.parametrize("route", ["compiled", "csr"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("values", ["spikes", "graded"])
-def test_event_products_equal_the_gemm(dtype, values):
-    """input_current by events (sparse CPU inputs) against x @ W^T and its autograd
+def test_event_products_equal_the_gemm(monkeypatch, route, dtype, values):
+    """input_current by events (sparse CPU inputs; compiled loops for weights that fit
+    the cache, torch's CSR products for larger ones) against x @ W^T and its autograd
     gradients; a dense input takes the GEMM itself."""
     from neurodeploy.train import events
+    if route == "csr":
+        monkeypatch.setattr(events, "CACHED_WEIGHT_BYTES", 0)
     g = torch.Generator().manual_seed(0)
     mask = torch.rand(3, 50, 70, generator=g) < 0.05
     x = (mask * (1.0 if values == "spikes" else torch.randn(3, 50, 70, generator=g))).to(dtype)
@@ -98,8 +102,11 @@ def test_event_products_equal_the_gemm(dtype, values):
         torch.testing.assert_close(a, b, **tol)
 
 
-def test_event_weight_gradient_equals_the_gemm():
+@pytest.mark.parametrize("route", ["compiled", "csr"])
+def test_event_weight_gradient_equals_the_gemm(monkeypatch, route):
     from neurodeploy.train import events
+    if route == "csr":
+        monkeypatch.setattr(events, "CACHED_WEIGHT_BYTES", 0)
     g = torch.Generator().manual_seed(2)
     x = (torch.rand(4, 30, 90, generator=g) < 0.04).float()
     du = torch.randn(4, 30, 17, generator=g)

@@ -8,6 +8,9 @@ inputs are nonzero, both products of a layer's training step run per event inste
 - forward, ``current[r] = sum over inputs i with x[r, i] != 0 of x[r, i] * W[:, i]``;
 - backward, ``dL/dW[:, i] += x[r, i] * dL/dcurrent[r]`` for the same events.
 
+A weight matrix too large for the cache (:data:`CACHED_WEIGHT_BYTES`) takes torch's
+sparse CSR products instead, which reuse weights across rows as a GEMM does.
+
 The input gradient ``dL/dcurrent @ W`` stays a GEMM (it has no zeros to skip). The
 sums run in input order, so they round differently from a GEMM's blocked order; every
 training path takes its currents from :func:`input_current`, so the dense and the
@@ -23,6 +26,10 @@ from neurodeploy._numba import prange as _prange
 
 #: the largest fraction of nonzero inputs for which the event products run
 EVENT_DENSITY = 0.12
+#: weight matrices up to this size (bytes) take the compiled loops, which read one
+#: weight row per event and win while the matrix stays in cache; larger ones take
+#: torch's sparse (CSR) products, which block the weights as a GEMM does
+CACHED_WEIGHT_BYTES = 16 << 20
 
 
 def _event_current(x, wt, out):  # pragma: no cover - compiled
@@ -69,7 +76,20 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.detach().reshape(-1, x.shape[-1]).contiguous()
 
 
+def _csr(x2: torch.Tensor) -> torch.Tensor:
+    import warnings
+    with warnings.catch_warnings():  # torch calls its CSR support beta
+        warnings.simplefilter("ignore", UserWarning)
+        return x2.to_sparse_csr()
+
+
+def _cached(n_in: int, n_out: int, dtype: torch.dtype) -> bool:
+    return n_in * n_out * torch.empty((), dtype=dtype).element_size() <= CACHED_WEIGHT_BYTES
+
+
 def _current_by_events(x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if not _cached(x2.shape[1], weight.shape[0], x2.dtype):
+        return torch.sparse.mm(_csr(x2), weight.detach().to(x2.dtype).T.contiguous())
     wt = weight.detach().to(x2.dtype).T.contiguous()
     out = torch.zeros(x2.shape[0], wt.shape[1], dtype=x2.dtype)
     _numba.parallel(_event_current)(x2.numpy(), wt.numpy(), out.numpy())
@@ -77,6 +97,8 @@ def _current_by_events(x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def _weight_grad_by_events(x2: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+    if not _cached(x2.shape[1], g2.shape[1], g2.dtype):
+        return torch.sparse.mm(_csr(x2.T.contiguous().to(g2.dtype)), g2).T
     import numba
     n_parts = max(1, min(numba.get_num_threads(), x2.shape[0]))
     parts = torch.zeros(n_parts, x2.shape[1], g2.shape[1], dtype=g2.dtype)
