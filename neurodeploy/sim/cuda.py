@@ -310,11 +310,7 @@ def _simulate(device, network, inputs, steps, reset_interval, reset_offset, reco
     if in_bound > 1:  # re-plan with the real input bound (graded inputs into a synapse)
         layers, feed_shape, _ = cpu._plan(network, input_bias, in_bound)
     t_in, batch = x.steps, x.batch
-    steps = int(t_in if steps is None else steps)
-    if steps < 1:
-        raise SimulationInputError(f"steps must be >= 1, got {steps}")
-    if reset_interval is not None and reset_interval < 1:
-        raise SimulationInputError(f"reset_interval must be >= 1, got {reset_interval}")
+    steps = cpu.run_length(steps, t_in, reset_interval)
     widest = max([int(np.prod(feed_shape))] + [int(np.prod(l.shape)) for l in layers])
     chunk = chunk_steps or max(1, min(steps, DEVICE_CHUNK_ELEMENTS // max(1, batch * widest)))
 

@@ -66,11 +66,7 @@ def simulate_residual(network: Network, inputs: np.ndarray, steps: Optional[int]
         shortcut_syns[by_index[sc.target]].append(
             (by_index[sc.source], _shortcut_synapse(sim, sc, network)))
     t_in, batch = x.steps, x.batch
-    steps = int(t_in if steps is None else steps)
-    if steps < 1:
-        raise sim.SimulationInputError(f"steps must be >= 1, got {steps}")
-    if reset_interval is not None and reset_interval < 1:
-        raise sim.SimulationInputError(f"reset_interval must be >= 1, got {reset_interval}")
+    steps = sim.run_length(steps, t_in, reset_interval)
     widest = max([int(np.prod(feed_shape))] + [int(np.prod(l.shape)) for l in layers])
     chunk = chunk_steps or max(1, min(steps, sim.CHUNK_ELEMENTS // max(1, batch * widest * 2)))
 

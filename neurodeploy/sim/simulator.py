@@ -764,6 +764,17 @@ def _compiled_blocks8():
     return parallel(_frames_blocks8)
 
 
+def run_length(steps: Optional[int], input_steps: int, reset_interval: Optional[int]) -> int:
+    """The number of steps to run (``steps``, or the input's ``input_steps`` when None);
+    SimulationInputError for a run shorter than one step or a reset interval below 1."""
+    steps = int(input_steps if steps is None else steps)
+    if steps < 1:
+        raise SimulationInputError(f"steps must be >= 1, got {steps}")
+    if reset_interval is not None and reset_interval < 1:
+        raise SimulationInputError(f"reset_interval must be >= 1, got {reset_interval}")
+    return steps
+
+
 def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
              reset_interval: Optional[int] = None, reset_offset: int = 0,
              record: bool = False, input_bias: Optional[np.ndarray] = None,
@@ -803,11 +814,7 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
     if in_bound > 1:  # re-plan with the real input bound (graded inputs into a synapse)
         layers, feed_shape, _ = _plan(network, input_bias, in_bound)
     t_in, batch = x.steps, x.batch
-    steps = int(t_in if steps is None else steps)
-    if steps < 1:
-        raise SimulationInputError(f"steps must be >= 1, got {steps}")
-    if reset_interval is not None and reset_interval < 1:
-        raise SimulationInputError(f"reset_interval must be >= 1, got {reset_interval}")
+    steps = run_length(steps, t_in, reset_interval)
     widest = max([int(np.prod(feed_shape))] + [int(np.prod(l.shape)) for l in layers])
     chunk = chunk_steps or max(1, min(steps, CHUNK_ELEMENTS // max(1, batch * widest)))
     if not chunk_steps and chunk > 8:
