@@ -343,24 +343,7 @@ def _simulate(device, network, inputs, steps, reset_interval, reset_offset, reco
         c = min(chunk, steps - start)
         s = x.chunk(start, c)
         for li, layer in enumerate(layers):
-            syn = synapses[li]
-            lead = None
-            if syn is None:
-                a = s.reshape(c, batch, -1)
-            else:
-                frames = s.reshape(c, batch, -1)
-                if syn.graded_input:
-                    frames = frames.to(torch.int64)
-                elif frames.dtype != torch.bool:
-                    frames = frames != 0
-                if syn.max_delay == 0:
-                    a = syn(frames, c)
-                    lead = leads[li] if leads[li] is not None else torch.zeros_like(a[0])
-                    leads[li] = a[-1]
-                else:
-                    full = torch.cat([tails[li], frames.to(tails[li].dtype)])
-                    tails[li] = full[-(syn.max_delay + 1):].clone()
-                    a = syn(full, c)
+            a, lead = cpu.synapse_input(synapses[li], s, c, batch, leads, tails, li)
             s = _run_neurons(layer, recurrent[li], a, states[li], start, reset_interval, reset_offset,
                              rec if record else None, lead, device)
             s = s.reshape(c, batch, -1)
@@ -369,17 +352,7 @@ def _simulate(device, network, inputs, steps, reset_interval, reset_offset, reco
             bar.update(c)
     if bar is not None:
         bar.close()
-    spikes = spikes_t.cpu().numpy()
-    records = {}
-    if record:
-        for key, frames in rec.items():
-            li = int(key.split("/")[1])
-            layer = next(l for l in layers if l.index == li)
-            records[key] = cpu._to_netx(torch.cat(frames), layer.shape)
-    if single:
-        spikes = spikes[0]
-        records = {k: v[0] for k, v in records.items()}
-    return SimResult(spikes=spikes, records=records)
+    return cpu.sim_result(spikes_t.cpu().numpy(), rec if record else None, layers, single)
 
 
 def _run_neurons(layer, rec_syn, a: torch.Tensor, st: dict, start: int, reset_interval, reset_offset,

@@ -108,13 +108,4 @@ def simulate_residual(network: Network, inputs: np.ndarray, steps: Optional[int]
         outs.append(s.clone())
     out_layer = layers[-1]
     spikes = sim._to_netx(torch.cat(outs), out_layer.shape).astype(np.int32)
-    records = {}
-    if record:
-        for key, frames in rec.items():
-            li = int(key.split("/")[1])
-            layer = next(l for l in layers if l.index == li)
-            records[key] = sim._to_netx(torch.cat(frames), layer.shape)
-    if single:
-        spikes = spikes[0]
-        records = {k: v[0] for k, v in records.items()}
-    return sim.SimResult(spikes=spikes, records=records)
+    return sim.sim_result(spikes, rec if record else None, layers, single)

@@ -841,25 +841,7 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
         s = x.chunk(start, c)  # (c, B, N) held order; cyclic beyond t_in
         for li, layer in enumerate(layers):
             syn = layer.synapse
-            lead = None
-            if syn is None:
-                a = s.reshape(c, batch, -1)  # input layer: a_in gets the stream
-            else:
-                frames = s.reshape(c, batch, -1)
-                if syn.graded_input:
-                    frames = frames.to(torch.int64)
-                elif frames.dtype != torch.bool:
-                    frames = frames != 0  # 0 message bits: the synapse sees s != 0
-                if syn.max_delay == 0:
-                    # a[k] = W x[k - 1]: this chunk's products, one frame later;
-                    # the first frame comes from the previous chunk
-                    a = syn(frames, c)
-                    lead = leads[li] if leads[li] is not None else torch.zeros_like(a[0])
-                    leads[li] = a[-1]
-                else:
-                    full = torch.cat([tails[li], frames.to(tails[li].dtype)])
-                    tails[li] = full[-(syn.max_delay + 1):].clone()
-                    a = syn(full, c)
+            a, lead = synapse_input(syn, s, c, batch, leads, tails, li)
             s = _run_neurons(layer, a, states[li], start, reset_interval, reset_offset,
                              rec if record else None, lead)
             s = s.reshape(c, batch, -1)
@@ -868,17 +850,48 @@ def simulate(network: Network, inputs: np.ndarray, steps: Optional[int] = None,
             bar.update(c)
     if bar is not None:
         bar.close()
-    spikes = spikes_t.numpy()
+    result = sim_result(spikes_t.numpy(), rec if record else None, layers, single)
+    assert result.spikes.shape[-1] == steps and \
+        tuple(result.spikes.shape[-1 - len(netx_out):-1]) == netx_out
+    return result
+
+
+def synapse_input(syn, s: torch.Tensor, c: int, batch: int, leads: list, tails: list, li: int):
+    """Layer ``li``'s synaptic input for a chunk of ``c`` steps of its source's messages
+    ``s`` -> (a, lead): ``a`` (c, batch, n) and the frame before it (no-delay synapses,
+    else None). Input layer (``syn`` None): a_in gets the stream. A synapse without
+    delays gives a[k] = W x[k - 1]: this chunk's products, one frame later, the first
+    frame from the previous chunk (``leads``); with delays, the last ``max_delay + 1``
+    frames carry over (``tails``)."""
+    if syn is None:
+        return s.reshape(c, batch, -1), None
+    frames = s.reshape(c, batch, -1)
+    if syn.graded_input:
+        frames = frames.to(torch.int64)
+    elif frames.dtype != torch.bool:
+        frames = frames != 0  # 0 message bits: the synapse sees s != 0
+    if syn.max_delay == 0:
+        a = syn(frames, c)
+        lead = leads[li] if leads[li] is not None else torch.zeros_like(a[0])
+        leads[li] = a[-1]
+        return a, lead
+    full = torch.cat([tails[li], frames.to(tails[li].dtype)])
+    tails[li] = full[-(syn.max_delay + 1):].clone()
+    return syn(full, c), None
+
+
+def sim_result(spikes: np.ndarray, rec: Optional[dict], layers, single: bool) -> SimResult:
+    """The SimResult of a batched run: output ``spikes`` (batch, *out, T) and the
+    recorded frames ``rec`` ('u/<i>' etc. -> list of (c, batch, n) chunks, or None) in
+    netx order; the batch axis dropped for a single sample."""
     records = {}
-    if record:
-        for key, frames in rec.items():
-            li = int(key.split("/")[1])
-            layer = next(l for l in layers if l.index == li)
-            records[key] = _to_netx(torch.cat(frames), layer.shape)
+    for key, frames in (rec or {}).items():
+        li = int(key.split("/")[1])
+        layer = next(l for l in layers if l.index == li)
+        records[key] = _to_netx(torch.cat(frames), layer.shape)
     if single:
         spikes = spikes[0]
         records = {k: v[0] for k, v in records.items()}
-    assert spikes.shape[-1] == steps and tuple(spikes.shape[-1 - len(netx_out):-1]) == netx_out
     return SimResult(spikes=spikes, records=records)
 
 
