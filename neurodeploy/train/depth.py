@@ -70,25 +70,19 @@ def _tune(model, x, min_height, max_height) -> list:
     heights = []
     s = x
     if hasattr(model, "tuning_steps"):  # a residual network: gains through its shortcuts
-        for i, (layer, step, advance) in enumerate(model.tuning_steps()):
-            layer.surrogate = dataclasses.replace(layer.surrogate, height=1.0)
-            gain = layer_backward_gain(step, s, seed=i)
-            h = max_height if gain == 0 else min(max(1.0 / gain, min_height), max_height)
-            layer.surrogate = dataclasses.replace(layer.surrogate, height=h)
-            heights.append(h)
-            with torch.no_grad():
-                s = advance(s)
-        return heights
-    for i, layer in enumerate(model.layers):
-        if i == getattr(model, "num_conv", 0):
+        steps = model.tuning_steps()
+    else:
+        steps = [(layer, layer, layer) for layer in model.layers]
+    for i, (layer, step, advance) in enumerate(steps):
+        if not hasattr(model, "tuning_steps") and i == getattr(model, "num_conv", 0):
             s = s.reshape(s.shape[0], s.shape[1], -1)
         layer.surrogate = dataclasses.replace(layer.surrogate, height=1.0)
-        gain = layer_backward_gain(layer, s, seed=i)
+        gain = layer_backward_gain(step, s, seed=i)
         h = max_height if gain == 0 else min(max(1.0 / gain, min_height), max_height)
         layer.surrogate = dataclasses.replace(layer.surrogate, height=h)
         heights.append(h)
         with torch.no_grad():
-            s = layer(s)
+            s = advance(s)
     return heights
 
 
