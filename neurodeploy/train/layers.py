@@ -157,6 +157,22 @@ class CubaConv(nn.Module):
         return fold_batch_norm(self.weight.detach(), self.norm)
 
 
+def conv_layers(shape, specs, neuron: CubaFloatParameters, surrogate: SurrogateParameters,
+                batch_norm: bool, what: str):
+    """CubaConv layers from specs ({channels, kernel, stride?, padding?}) on an input of
+    ``shape`` (C, H, W) -> (layers, output shape); ``what`` names them in errors."""
+    layers = []
+    for spec in specs:
+        if len(shape) != 3:
+            raise ValueError(f"{what} need a (C, H, W) input, got {shape}")
+        layer = CubaConv(shape, spec["channels"], spec["kernel"], spec.get("stride", 1),
+                         spec.get("padding", 0), neuron=neuron, surrogate=surrogate,
+                         batch_norm=batch_norm)
+        layers.append(layer)
+        shape = layer.output_shape
+    return layers, tuple(shape)
+
+
 class SpikingNetwork(nn.Module):
     """Optional :class:`CubaConv` layers, then :class:`CubaDense` layers; input
     (batch, time, *input_shape). ``forward`` returns every layer's spikes; the class
@@ -180,14 +196,8 @@ class SpikingNetwork(nn.Module):
         if conv:
             from neurodeploy.train.sparse import check_backward_mode
             check_backward_mode(backward, "conv", "conv layers")
-        for spec in conv:
-            if len(shape) != 3:
-                raise ValueError(f"conv layers need a (C, H, W) input, got {shape}")
-            layer = CubaConv(shape, spec["channels"], spec["kernel"], spec.get("stride", 1),
-                             spec.get("padding", 0), neuron=neuron, surrogate=surrogate,
-                             batch_norm=batch_norm)
-            layers.append(layer)
-            shape = layer.output_shape
+        convs, shape = conv_layers(shape, conv, neuron, surrogate, batch_norm, "conv layers")
+        layers.extend(convs)
         self.num_conv = len(layers)
         sizes = [math.prod(shape), *hidden, num_classes]
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):

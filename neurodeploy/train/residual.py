@@ -27,7 +27,7 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
-from neurodeploy.train.layers import CubaConv, CubaDense, fold_batch_norm
+from neurodeploy.train.layers import CubaConv, CubaDense, conv_layers, fold_batch_norm
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters, cuba_float_sequence
 
 
@@ -150,15 +150,8 @@ class ResidualNetwork(nn.Module):
         super().__init__()
         self.input_shape = tuple(int(s) for s in input_shape)
         shape = self.input_shape
-        self.stem = nn.ModuleList()
-        for spec in stem:
-            if len(shape) != 3:
-                raise ValueError(f"stem conv layers need a (C, H, W) input, got {shape}")
-            layer = CubaConv(shape, spec["channels"], spec["kernel"], spec.get("stride", 1),
-                             spec.get("padding", 0), neuron=neuron, surrogate=surrogate,
-                             batch_norm=batch_norm)
-            self.stem.append(layer)
-            shape = layer.output_shape
+        convs, shape = conv_layers(shape, stem, neuron, surrogate, batch_norm, "stem conv layers")
+        self.stem = nn.ModuleList(convs)
         self.blocks = nn.ModuleList()
         for spec in stages:
             for k in range(int(spec["count"])):
