@@ -26,7 +26,8 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    name: Literal["digits", "fashion_mnist", "nmnist", "shd"] = "digits"  # digits ships with scikit-learn
+    # digits ships with scikit-learn; the others are read from data.dir
+    name: Literal["digits", "fashion_mnist", "nmnist", "shd", "cifar10", "cifar100", "imagenette"] = "digits"
     dir: Optional[str] = None  # local directory with the published files
     encoding: Literal["rate", "latency"] = "rate"  # images only
     steps: int = Field(20, ge=1, le=100_000)  # time steps per sample
@@ -35,6 +36,7 @@ class DataConfig(_Strict):
     limit: Optional[int] = Field(None, ge=1)  # samples per split, for quick runs
     polarity: Literal["split", "merge"] = "split"  # N-MNIST: 2 polarity channels, or merged
     counts: bool = False  # event data: bins hold event counts instead of 0/1 spikes
+    image_size: Optional[int] = Field(None, ge=1)  # imagenette: side of the square input (None: 64)
 
 
 class NeuronConfig(_Strict):
@@ -174,6 +176,9 @@ class RunConfig(_Strict):
         if self.data.name == "digits" and self.data.dir is not None:
             raise ValueError(f"data.dir: the digits dataset ships with scikit-learn and reads no "
                              f"directory; remove data.dir (or --data-dir), got {self.data.dir!r}")
+        if self.data.image_size is not None and self.data.name != "imagenette":
+            raise ValueError(f"data.image_size: sets imagenette's image side; {self.data.name} images "
+                             "keep their published size; remove it")
         if self.train.backward == "sparse" and self.model.surrogate.band is None:
             raise ValueError("train.backward: 'sparse' needs a truncated surrogate: set model.surrogate.band")
         if self.train.backward == "sparse" and self.model.batch_norm:

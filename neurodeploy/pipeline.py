@@ -81,7 +81,7 @@ def data_spec(cfg: RunConfig):
     d = cfg.data
     kwargs = dict(name=d.name, dir=d.dir, encoding=d.encoding, steps=d.steps,
                   test_fraction=d.test_fraction, seed=cfg.seed, limit=d.limit,
-                  polarity=d.polarity, counts=d.counts)
+                  polarity=d.polarity, counts=d.counts, image_size=d.image_size)
     if d.window is not None:
         kwargs["window"] = d.window
     return DataSpec(**kwargs)

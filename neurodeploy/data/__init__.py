@@ -16,6 +16,10 @@ Datasets (``DataSpec.name``):
 - ``nmnist``: Orchard et al.'s binary event files, input (2, 34, 34) =
   (polarity OFF/ON, y, x), or (1, 34, 34) with ``polarity='merge'``.
 - ``shd``: Spiking Heidelberg Digits HDF5 files, input (700,), 20 classes.
+- ``cifar10`` / ``cifar100``: the "python version" pickles (or their .tar.gz), input
+  (3, 32, 32), values pixel / 255.
+- ``imagenette``: fast.ai's JPEG folders, resized and center-cropped to
+  ``image_size``, input (3, S, S), values pixel / 255.
 
 The readers are our own, not tonic's: the three formats take a few lines each (IDX
 header, 5-byte events, three HDF5 datasets); tonic's dataset classes expect their own
@@ -35,7 +39,7 @@ import numpy as np
 
 from neurodeploy.errors import InputError
 
-DATASETS = ("digits", "fashion_mnist", "nmnist", "shd")
+DATASETS = ("digits", "fashion_mnist", "nmnist", "shd", "cifar10", "cifar100", "imagenette")
 ENCODINGS = ("rate", "latency")
 POLARITY = ("split", "merge")
 
@@ -51,7 +55,7 @@ class DatasetError(InputError, FileNotFoundError):
 class DataSpec:
     """What to load and how to encode it.
 
-    name: 'digits' | 'fashion_mnist' | 'nmnist' | 'shd'.
+    name: 'digits' | 'fashion_mnist' | 'nmnist' | 'shd' | 'cifar10' | 'cifar100' | 'imagenette'.
     dir: local directory holding the published files (not used by digits).
     encoding: 'rate' | 'latency' (image datasets: digits, fashion_mnist).
     steps: time steps per sample.
@@ -63,6 +67,7 @@ class DataSpec:
     limit: samples per split (a class-balanced subset, see :func:`select_limit`).
     polarity: N-MNIST only, 'split' (2 channels, OFF then ON) or 'merge' (1 channel).
     counts: event data only, bins hold event counts instead of 0/1 spikes.
+    image_size: imagenette only, the side of the square input images (None: 64).
     """
 
     name: str = "digits"
@@ -75,6 +80,7 @@ class DataSpec:
     limit: Optional[int] = None
     polarity: str = "split"
     counts: bool = False
+    image_size: Optional[int] = None
 
     def __post_init__(self):
         if self.name not in DATASETS:
@@ -89,6 +95,9 @@ class DataSpec:
             raise ValueError(f"data.window: expected > 0, got {self.window}")
         if not 0 < float(self.test_fraction) < 1:
             raise ValueError(f"data.test_fraction: expected in (0, 1), got {self.test_fraction}")
+        if self.image_size is not None and (self.name != "imagenette" or int(self.image_size) < 1):
+            raise ValueError(f"data.image_size: the side of imagenette's input images, >= 1; got "
+                             f"{self.image_size} with dataset {self.name!r}")
         if self.limit is not None and int(self.limit) < 1:
             raise ValueError(f"data.limit: expected >= 1, got {self.limit}")
 
@@ -202,7 +211,9 @@ def data_dir(spec: DataSpec, title: str, url: str, contents: str) -> Path:
 def load_dataset(spec: DataSpec) -> Tuple[SpikeDataset, SpikeDataset]:
     """(train, test) :class:`SpikeDataset` for ``spec``."""
     modules = {"digits": "neurodeploy.data.digits", "fashion_mnist": "neurodeploy.data.fashion_mnist",
-               "nmnist": "neurodeploy.data.nmnist", "shd": "neurodeploy.data.shd"}
+               "nmnist": "neurodeploy.data.nmnist", "shd": "neurodeploy.data.shd",
+               "cifar10": "neurodeploy.data.cifar", "cifar100": "neurodeploy.data.cifar",
+               "imagenette": "neurodeploy.data.imagenette"}
     if spec.name not in modules:
         raise ValueError(f"unknown dataset {spec.name!r}; known: {', '.join(modules)}")
     return importlib.import_module(modules[spec.name]).load_splits(spec)
