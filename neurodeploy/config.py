@@ -97,6 +97,8 @@ class ModelConfig(_Strict):
     conv: List[ConvConfig] = Field(default_factory=list)  # conv layers before the dense ones
     # stages of residual blocks after the conv layers (ResNet-style; docs/residual.md)
     blocks: List[BlockStageConfig] = Field(default_factory=list)
+    # widths of dense CUBA-LIF layers before the blocks on a flat input: the stem of dense blocks
+    dense_stem: List[int] = Field(default_factory=list)
     shortcuts: bool = True  # false: the blocks' layers as a plain stack (no shortcuts)
     hidden: List[int] = Field(default_factory=lambda: [128])  # hidden dense layers' widths
     batch_norm: bool = False  # on input currents; folded at export (needs current_decay 1.0)
@@ -157,6 +159,9 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _residual_blocks(self):
         if not self.model.blocks:
+            if self.model.dense_stem:
+                raise ValueError("model.dense_stem: the stem of residual blocks; without model.blocks "
+                                 "list the dense layers in model.hidden")
             return self
         for key, bad in (("model.cell: 'src'", self.model.cell == "src"),
                          ("model.recurrent", self.model.recurrent),
@@ -166,9 +171,16 @@ class RunConfig(_Strict):
                 raise ValueError(f"model.blocks builds residual CUBA-LIF blocks trained with dense BPTT "
                                  f"(hardware-aware fine-tuning of weights and norms); {key} is not "
                                  "supported with them")
-        if self.model.shortcuts and not self.model.conv:
-            raise ValueError("model.blocks: a shortcut starts at a layer of neurons; put a stem layer "
-                             "(model.conv) before the first block")
+        if self.model.dense_stem and self.model.conv:
+            raise ValueError("model.dense_stem: a dense stem takes the flat input; model.conv layers "
+                             "make a conv stem instead; use one of them")
+        if self.model.dense_stem and any(b.stride != 1 for b in self.model.blocks):
+            raise ValueError("model.blocks: blocks after model.dense_stem are dense and have no stride; "
+                             "set every stage's stride to 1")
+        if self.model.shortcuts and not (self.model.conv or self.model.dense_stem):
+            raise ValueError("model.blocks: a shortcut starts at a layer of neurons, not at the network's "
+                             "input spikes; put a stem layer before the first block (model.conv for conv "
+                             "blocks, model.dense_stem for dense blocks on a flat input)")
         return self
 
     @model_validator(mode="after")

@@ -65,7 +65,7 @@ def build_model(cfg: RunConfig, input_shape, num_classes: int) -> SpikingNetwork
             input_shape, [c.model_dump() for c in cfg.model.conv], [b.model_dump() for b in cfg.model.blocks],
             cfg.model.hidden, num_classes, CubaFloatParameters(n.current_decay, n.voltage_decay, n.threshold),
             SurrogateParameters(s.scale, s.height, s.band), batch_norm=cfg.model.batch_norm,
-            shortcuts=cfg.model.shortcuts)
+            shortcuts=cfg.model.shortcuts, dense_stem=cfg.model.dense_stem)
     return SpikingNetwork(
         input_shape, cfg.model.hidden, num_classes,
         CubaFloatParameters(n.current_decay, n.voltage_decay, n.threshold),

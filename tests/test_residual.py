@@ -188,7 +188,7 @@ def test_config_blocks_and_what_they_refuse():
     with pytest.raises(ConfigError, match="model.blocks .* train.hardware_aware_learn"):
         parse_config({"model": {"blocks": [{"channels": 4}], "conv": [{"channels": 4, "kernel": 3}]},
                       "train": {"hardware_aware_epochs": 1, "hardware_aware_learn": ["threshold"]}})
-    with pytest.raises(ConfigError, match=r"put a stem layer \(model.conv\)"):
+    with pytest.raises(ConfigError, match=r"put a stem layer before the first block \(model.conv"):
         parse_config({"model": {"blocks": [{"channels": 4}]}})
     with pytest.raises(ConfigError, match=r"model.blocks.0.channels"):
         parse_config({"model": {"blocks": [{"channels": 0}]}})

@@ -15,7 +15,8 @@ neurons' input current, the way Lava sums every synapse connected to a neuron's
 a :class:`neurodeploy.network.Shortcut` with the delay that makes the chip sum the
 same sample step on both paths.
 
-A :class:`ResidualNetwork` is a stem of conv layers, stages of residual blocks
+A :class:`ResidualNetwork` is a stem (conv layers, or dense layers on the flattened
+input, before dense blocks), stages of residual blocks
 (``model.blocks``), then dense layers and the output layer; ``shortcuts=False``
 builds the same layers as a plain stack (for depth studies).
 """
@@ -130,27 +131,37 @@ class CubaResidualBlock(nn.Module):
 
 
 class ResidualNetwork(nn.Module):
-    """Stem conv layers, residual blocks, dense layers; input (batch, time, *input_shape).
+    """Stem layers, residual blocks, dense layers; input (batch, time, *input_shape).
     ``forward`` returns every spiking layer's spikes in the order the chip runs them
     (stem, each block's two layers, dense layers); scores are the output layer's
     spike counts.
 
     stem: dicts with ``channels``, ``kernel``, ``stride``, ``padding`` (conv layers;
-    input_shape (C, H, W)). stages: dicts with ``channels``, ``count`` (blocks) and
-    ``stride`` (of the stage's first block). hidden: dense layers after the blocks
-    (the last block's output flattened in torch order). Batch norm (on every layer,
-    the output layer's included) needs current_decay 1.0, as for :class:`CubaConv`.
+    input_shape (C, H, W)). dense_stem: widths of dense stem layers instead, on the
+    input flattened in torch order (the blocks after them are dense). stages: dicts
+    with ``channels``, ``count`` (blocks) and ``stride`` (of the stage's first
+    block). hidden: dense layers after the blocks (the last block's output flattened
+    in torch order). Batch norm (on every layer, the output layer's included) needs
+    current_decay 1.0, as for :class:`CubaConv`.
     """
 
     cell = "cuba"
 
     def __init__(self, input_shape: Sequence[int], stem: Sequence[dict], stages: Sequence[dict],
                  hidden: Sequence[int], num_classes: int, neuron: CubaFloatParameters,
-                 surrogate: SurrogateParameters, batch_norm: bool = False, shortcuts: bool = True):
+                 surrogate: SurrogateParameters, batch_norm: bool = False, shortcuts: bool = True,
+                 dense_stem: Sequence[int] = ()):
         super().__init__()
+        if stem and dense_stem:
+            raise ValueError("a residual network's stem is conv layers or dense layers, not both")
         self.input_shape = tuple(int(s) for s in input_shape)
+        if dense_stem:
+            self.input_shape = (math.prod(self.input_shape),)
         shape = self.input_shape
         convs, shape = conv_layers(shape, stem, neuron, surrogate, batch_norm, "stem conv layers")
+        for width in dense_stem:
+            convs.append(CubaDense(shape[0], int(width), neuron, surrogate, batch_norm=batch_norm))
+            shape = (int(width),)
         self.stem = nn.ModuleList(convs)
         self.blocks = nn.ModuleList()
         for spec in stages:
@@ -217,4 +228,11 @@ class ResidualNetwork(nn.Module):
                 flatten = False
             else:
                 steps.append((layer, layer, layer))
+        layer, step, advance = steps[0]
+        shape = self.input_shape  # the first step takes the input as given, reshaped as forward does
+
+        def shaped(f):
+            return lambda x: f(x.reshape(x.shape[0], x.shape[1], *shape))
+
+        steps[0] = (layer, shaped(step), shaped(advance))
         return steps
