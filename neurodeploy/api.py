@@ -48,21 +48,26 @@ def quantize(model, layers: Optional[Sequence] = None, name: str = "network"):
     from neurodeploy.train.hardware import sync_learned_neurons
     from neurodeploy.train.residual import ResidualNetwork
 
+    sync_learned_neurons(model, layers)
     if isinstance(model, ResidualNetwork) and layers is None:
         from neurodeploy.export.quantize_residual import quantize_residual_model
         return quantize_residual_model(model, name=name)
-
-    sync_learned_neurons(model, layers)
     return quantize_model(model, name=name, layers=layers)
 
 
 def hardware_aware(model, enabled: bool = True, learn: Sequence[str] = (),
                    layers: Optional[Sequence] = None) -> None:
-    """Switch the model's dense layers to (or back from) the chip's fixed-point
-    forward for fine-tuning (straight-through gradients); see
-    :func:`neurodeploy.train.hardware.set_hardware_aware`."""
+    """Switch the model's dense layers (or a ResidualNetwork's every layer) to (or
+    back from) the chip's fixed-point forward for fine-tuning (straight-through
+    gradients); see :func:`neurodeploy.train.hardware.set_hardware_aware` and
+    :func:`neurodeploy.train.residual_hardware.set_residual_hardware_aware`."""
     from neurodeploy.train.hardware import set_hardware_aware
+    from neurodeploy.train.residual import ResidualNetwork
 
+    if isinstance(model, ResidualNetwork) and layers is None:
+        from neurodeploy.train.residual_hardware import set_residual_hardware_aware
+        set_residual_hardware_aware(model, enabled, learn=learn)
+        return
     set_hardware_aware(model, enabled, learn=learn, layers=layers)
 
 

@@ -165,12 +165,10 @@ class RunConfig(_Strict):
             return self
         for key, bad in (("model.cell: 'src'", self.model.cell == "src"),
                          ("model.recurrent", self.model.recurrent),
-                         ("train.backward: 'sparse'", self.train.backward == "sparse"),
-                         ("train.hardware_aware_learn", bool(self.train.hardware_aware_learn))):
+                         ("train.backward: 'sparse'", self.train.backward == "sparse")):
             if bad:
-                raise ValueError(f"model.blocks builds residual CUBA-LIF blocks trained with dense BPTT "
-                                 f"(hardware-aware fine-tuning of weights and norms); {key} is not "
-                                 "supported with them")
+                raise ValueError(f"model.blocks builds residual CUBA-LIF blocks trained with dense BPTT; "
+                                 f"{key} is not supported with them")
         if self.model.dense_stem and self.model.conv:
             raise ValueError("model.dense_stem: a dense stem takes the flat input; model.conv layers "
                              "make a conv stem instead; use one of them")

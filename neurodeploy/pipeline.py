@@ -259,7 +259,8 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: st
             from neurodeploy.train.src_hardware import set_src_hardware_aware
             set_src_hardware_aware(model, True)
         elif cfg.model.blocks:
-            model.hardware_aware = True  # train.residual_hardware
+            from neurodeploy.train.residual_hardware import set_residual_hardware_aware
+            set_residual_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
         else:
             set_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
         # fine-tuning checkpoints are only valid on top of the same float model

@@ -185,9 +185,9 @@ def test_config_blocks_and_what_they_refuse():
                                   "blocks": [{"channels": 4, "count": 2}], "batch_norm": True,
                                   "neuron": {"current_decay": 1.0}}})
     assert cfg.model.blocks[0].count == 2 and cfg.model.shortcuts
-    with pytest.raises(ConfigError, match="model.blocks .* train.hardware_aware_learn"):
-        parse_config({"model": {"blocks": [{"channels": 4}], "conv": [{"channels": 4, "kernel": 3}]},
-                      "train": {"hardware_aware_epochs": 1, "hardware_aware_learn": ["threshold"]}})
+    with pytest.raises(ConfigError, match="model.blocks .* model.recurrent is not supported"):
+        parse_config({"model": {"blocks": [{"channels": 4}], "conv": [{"channels": 4, "kernel": 3}],
+                                "recurrent": True}})
     with pytest.raises(ConfigError, match=r"put a stem layer before the first block \(model.conv"):
         parse_config({"model": {"blocks": [{"channels": 4}]}})
     with pytest.raises(ConfigError, match=r"model.blocks.0.channels"):

@@ -1,6 +1,7 @@
 """Dense residual blocks through the configuration (model.dense_stem, then
 model.blocks on a flat input) and a first block on the network's input spikes:
-the pipeline on digits, with the quantised network on Lava spike-exact."""
+the pipeline on digits (fine-tuned with learned thresholds and decays), with the
+quantised network on Lava spike-exact."""
 from __future__ import annotations
 
 import pytest
@@ -20,7 +21,8 @@ DENSE = {
     "model": {"dense_stem": [24], "blocks": [{"channels": 24, "count": 2}, {"channels": 16, "count": 1}],
               "hidden": [], "batch_norm": True, "neuron": {"current_decay": 1.0, "voltage_decay": 0.1},
               "surrogate": {"tune_height": True}},
-    "train": {"epochs": 5, "batch_size": 20, "lr": 0.01, "device": "cpu"},
+    "train": {"epochs": 5, "batch_size": 20, "lr": 0.01, "device": "cpu", "hardware_aware_epochs": 1,
+              "hardware_aware_learn": ["threshold", "decays"]},
     "lava": {"samples": 12},
     "hardware": {"activity_samples": 4},
 }
@@ -66,10 +68,12 @@ def test_first_block_on_the_input_without_shortcuts_is_a_plain_stack():
 @requires_lava
 @pytest.mark.lava
 @pytest.mark.slow
-def test_dense_blocks_pipeline_on_digits_is_spike_exact_on_lava(tmp_path):
+def test_dense_blocks_pipeline_on_digits_with_learned_neurons_is_spike_exact_on_lava(tmp_path):
     m = run_pipeline(parse_config(DENSE), tmp_path / "run").metrics
     assert m["network"]["layers"] == [24] * 5 + [16, 16, 10]
     assert m["agreement"]["samples"] == 12
     assert m["agreement"]["lava_vs_quantized"] == 1.0, m["agreement"]["first_mismatch"]
+    # fine-tuned with learned thresholds and voltage decays: the chip-exact training forward is Lava's
+    assert m["agreement"]["lava_vs_training_forward"] == 1.0
     assert m["agreement"]["output_spikes"] > 0
     assert m["accuracy"]["float"] > 0.3

@@ -156,5 +156,5 @@ def sync_learned_neurons(model, layers=None) -> None:
 
     for layer in spiking_layers(model, layers):
         if getattr(layer, "learned", None):
-            theta, alpha, beta = (float(t) for t in _neuron_tensors(layer))
+            theta, alpha, beta = (float(t.detach()) for t in _neuron_tensors(layer))
             layer.neuron = CubaFloatParameters(current_decay=alpha, voltage_decay=beta, threshold=theta)

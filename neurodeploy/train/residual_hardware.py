@@ -11,6 +11,12 @@ spikes are the ones the simulator and Lava produce for the exported network, eac
 sample in its own window (the exporter's aligned shortcut delays). Gradients pass
 as in :mod:`neurodeploy.train.hardware`: rounding is the identity, the surrogate is
 evaluated in the float model's units, the reset is detached.
+
+:func:`set_residual_hardware_aware` switches a network to this forward; with
+``learn`` it also trains each layer's threshold and/or decays, quantised in the
+forward like the weights (train.hardware_aware_learn). A layer with batch norm
+keeps its current decay at 1.0 (the condition under which its norm folds into
+weights and bias) and learns its voltage decay only.
 """
 from __future__ import annotations
 
@@ -18,8 +24,8 @@ import torch
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.export.quantize import layer_exponent
-from neurodeploy.train.hardware import _neuron_tensors, _straight_through
-from neurodeploy.train.layers import CubaConv, fold_batch_norm
+from neurodeploy.train.hardware import LEARNABLE, _neuron_tensors, _straight_through, sync_learned_neurons
+from neurodeploy.train.layers import CubaConv, fold_batch_norm, spiking_layers
 from neurodeploy.train.neuron import SpikeFunction
 
 
@@ -50,7 +56,7 @@ def hardware_layer(layer, x: torch.Tensor, shortcut=None) -> torch.Tensor:
         if bs is not None:
             bias = bs.double() if bias is None else bias + bs.double()
     flat = torch.cat([p.reshape(-1) for p in parts])
-    e = layer_exponent(flat.detach().cpu().numpy(), float(theta),
+    e = layer_exponent(flat.detach().cpu().numpy(), float(theta.detach()),
                        None if bias is None else bias.detach().cpu().numpy())
     scale = 2.0 ** e
     q = _straight_through(fx.quantize_weight_tensor(flat.detach(), e), flat * scale)
@@ -67,9 +73,9 @@ def hardware_layer(layer, x: torch.Tensor, shortcut=None) -> torch.Tensor:
         if bias_q.numel() != a.shape[-1]:  # a conv layer's bias, one per channel
             bias_q = bias_q.repeat_interleave(a.shape[-1] // bias_q.numel())
     params = fx.CubaParameters(
-        current_decay=fx.quantize_decay(float(alpha), offset_current=True),
-        voltage_decay=fx.quantize_decay(float(beta), offset_current=False),
-        threshold=fx.quantize_threshold(float(theta), e))
+        current_decay=fx.quantize_decay(float(alpha.detach()), offset_current=True),
+        voltage_decay=fx.quantize_decay(float(beta.detach()), offset_current=False),
+        threshold=fx.quantize_threshold(float(theta.detach()), e))
     vth = _straight_through(torch.tensor(float(params.threshold), dtype=torch.float64), theta * scale)
     vth = vth * float(1 << fx.THRESHOLD_SHIFT)
     unit = float(1 << fx.ACTIVATION_SHIFT) * scale
@@ -111,3 +117,34 @@ def hardware_residual_forward(model, x: torch.Tensor):
         s = hardware_layer(layer, s)
         out.append(s)
     return out
+
+
+def learned_neuron_values(layer, learn) -> dict:
+    """The neuron parameters of ``layer`` that ``learn`` trains, at their values now:
+    'threshold'; 'decays': the voltage decay, and the current decay unless the layer
+    has batch norm (which folds exactly only with current_decay 1.0)."""
+    p = layer.neuron
+    values = {"threshold": p.threshold} if "threshold" in learn else {}
+    if "decays" in learn:
+        values["voltage_decay"] = p.voltage_decay
+        if getattr(layer, "norm", None) is None:
+            values["current_decay"] = p.current_decay
+    return values
+
+
+def set_residual_hardware_aware(model, enabled: bool = True, learn=()) -> None:
+    """Switch a ResidualNetwork to (or back from) the chip-exact forward. ``learn``:
+    any of 'threshold', 'decays' (register before building the optimiser); switching
+    back writes the learned values into each layer's neuron parameters."""
+    unknown = set(learn) - set(LEARNABLE)
+    if unknown:
+        raise ValueError(f"cannot learn {sorted(unknown)}; learnable: {LEARNABLE}")
+    if enabled and learn:
+        for layer in spiking_layers(model):
+            if getattr(layer, "learned", None) is None:
+                layer.learned = torch.nn.ParameterDict(
+                    {k: torch.nn.Parameter(torch.tensor(float(v), device=layer.weight.device))
+                     for k, v in learned_neuron_values(layer, learn).items()})
+    model.hardware_aware = bool(enabled)
+    if not enabled:
+        sync_learned_neurons(model)
