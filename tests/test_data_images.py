@@ -8,6 +8,8 @@ import io
 import os
 import pickle
 import tarfile
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -229,3 +231,61 @@ def test_image_size_belongs_to_imagenette_only():
     with pytest.raises(ConfigError, match="data.image_size: sets imagenette's image side"):
         parse_config({"data": {"name": "cifar10", "image_size": 16}})
     assert parse_config({"data": {"name": "imagenette", "image_size": 16}}).data.image_size == 16
+
+
+# ---------------------------------------------------------------- fuzzing
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from neurodeploy.errors import NeurodeployError  # noqa: E402
+
+FUZZ = settings(max_examples=int(os.environ.get("NEURODEPLOY_FUZZ_EXAMPLES", "25")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+                derandomize=os.environ.get("NEURODEPLOY_FUZZ_RANDOM") != "1")
+
+
+def _mutate(data, raw: bytes) -> bytes:
+    kind = data.draw(st.sampled_from(["truncate", "flip", "random"]))
+    if kind == "truncate":
+        return raw[:data.draw(st.integers(0, max(0, len(raw) - 1)))]
+    if kind == "flip":
+        b = bytearray(raw)
+        for i in data.draw(st.lists(st.integers(0, len(b) - 1), min_size=1, max_size=8)):
+            b[i] ^= data.draw(st.integers(1, 255))
+        return bytes(b)
+    return data.draw(st.binary(max_size=200))
+
+
+def _load_all(spec):
+    train, test = load_dataset(spec)
+    for ds in (train, test):
+        if len(ds):
+            ds.encode(np.arange(len(ds)))
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_cifar_batches_load_or_fail_with_a_documented_error(tmp_path, data):
+    d = Path(tempfile.mkdtemp(dir=tmp_path))
+    archive = data.draw(st.booleans())
+    write_cifar(d, n=2, archive=archive)
+    p = (d / "cifar-10-python.tar.gz" if archive else
+         d / "cifar-10-batches-py" / data.draw(st.sampled_from(["data_batch_2", "test_batch"])))
+    p.write_bytes(_mutate(data, p.read_bytes()))
+    try:
+        _load_all(DataSpec(name="cifar10", dir=str(d), steps=2))
+    except NeurodeployError as e:
+        assert "\n" not in str(e) and p.name in str(e)
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_imagenette_jpegs_load_or_fail_with_a_documented_error(tmp_path, data):
+    d = Path(tempfile.mkdtemp(dir=tmp_path))
+    write_imagenette(d, per_class=(1, 1), size=(10, 8))
+    p = d / "val" / WNIDS[3] / f"{WNIDS[3]}_0.JPEG"
+    p.write_bytes(_mutate(data, p.read_bytes()))
+    try:
+        _load_all(DataSpec(name="imagenette", dir=str(d), steps=2, image_size=4))
+    except NeurodeployError as e:
+        assert "\n" not in str(e) and p.name in str(e)

@@ -83,7 +83,8 @@ def read_batch(raw: bytes, where: str, fmt: CifarFormat) -> Tuple[np.ndarray, np
     try:
         d = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as e:  # any malformed pickle: one line naming the file
-        raise DatasetError(f"{where}: not a {fmt.title} batch pickle ({type(e).__name__}: {e}). "
+        reason = " ".join(str(e).split())  # one line whatever the unpickler says
+        raise DatasetError(f"{where}: not a {fmt.title} batch pickle ({type(e).__name__}: {reason}). "
                            f"{_hint(fmt)}") from None
     if not isinstance(d, dict):
         raise DatasetError(f"{where}: expected a pickled dict with b'data' and {fmt.label_key!r}, "
@@ -98,9 +99,13 @@ def read_batch(raw: bytes, where: str, fmt: CifarFormat) -> Tuple[np.ndarray, np
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DatasetError(f"{where}: b'data' is {desc}; expected uint8 N x {ROW}")
     try:
-        labels = np.asarray(d[fmt.label_key], dtype=np.int64).reshape(-1)
+        labels = np.asarray(d[fmt.label_key])
     except (TypeError, ValueError, OverflowError):
-        raise DatasetError(f"{where}: {fmt.label_key!r} is not a list of integers") from None
+        labels = None
+    if labels is None or labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise DatasetError(f"{where}: {fmt.label_key!r} is not a list of integers; expected "
+                           f"N labels 0..{fmt.num_classes - 1}")
+    labels = labels.astype(np.int64)
     if len(labels) != len(data):
         raise DatasetError(f"{where}: {len(data)} images but {len(labels)} labels; expected the same count")
     if labels.size and (labels.min() < 0 or labels.max() >= fmt.num_classes):
@@ -119,7 +124,7 @@ def _from_archive(path: Path, fmt: CifarFormat, names) -> Dict[str, Tuple[bytes,
                 if member.name in wanted and member.isfile():
                     out[wanted[member.name]] = (tar.extractfile(member).read(), f"{path}:{member.name}")
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise DatasetError(f"{path}: not a readable .tar.gz ({e}). {_hint(fmt)}") from None
+        raise DatasetError(f"{path}: not a readable .tar.gz ({' '.join(str(e).split())}). {_hint(fmt)}") from None
     missing = [m for m, n in wanted.items() if n not in out]
     if missing:
         raise DatasetError(f"{path}: archive lacks {', '.join(missing)}. {_hint(fmt)}")

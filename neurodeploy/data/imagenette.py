@@ -68,8 +68,8 @@ def load_image(path: Path, size: int) -> np.ndarray:
             left, top = (nw - size) // 2, (nh - size) // 2
             im = im.crop((left, top, left + size, top + size))
             pixels = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DatasetError(f"{path}: not a readable JPEG image ({e}). {_hint()}") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"{path}: not a readable JPEG image ({' '.join(str(e).split())}). {_hint()}") from None
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
