@@ -16,7 +16,7 @@ per inference of the quantised network in the bit-accurate simulator (all layers
 mean over test samples); and the Loihi 2 cores of its mapping. JSON (with the
 machine) to benchmarks/results/.
 
-    python benchmarks/depth_study.py [--depths 8 18 34 50] [--epochs 2] [--limit 400]
+    python benchmarks/depth_study.py [--depths 8 18 34 50] [--epochs 15] [--limit N]
 """
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ def run_one(depth, residual, tools, seed, args, train_set, test_set):
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         history = fit(model, train_set, test_set, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                      seed=seed, logit_scale=args.logit_scale, checkpoint_dir=Path(tmp))
+                      seed=seed, logit_scale=args.logit_scale, lr_schedule=args.lr_schedule,
+                      checkpoint_dir=Path(tmp))
     train_s = time.perf_counter() - t0
     model.eval()
     acc = evaluate(model, test_set)
@@ -95,12 +96,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depths", type=int, nargs="+", default=[8, 18, 34, 50])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=400, help="train/test samples per split")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--limit", type=int, default=None, help="train/test samples per split (default: all)")
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--width", type=int, default=4)
+    ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.003)
+    ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default="cosine")
     ap.add_argument("--logit-scale", type=float, default=0.6)
     ap.add_argument("--sim-samples", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None)

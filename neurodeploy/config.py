@@ -112,6 +112,8 @@ class TrainConfig(_Strict):
     epochs: int = Field(15, ge=0)  # float training epochs
     batch_size: int = Field(32, ge=1)  # global batch (all processes together)
     lr: float = Field(3e-3, gt=0)  # Adam's learning rate
+    # constant, or cosine: lr x (1 + cos(pi epoch / epochs)) / 2 in each training phase
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     logit_scale: float = Field(0.3, gt=0)  # cross-entropy over output spike counts x this
     backward: Literal["dense", "sparse"] = "dense"  # BPTT, or the sparse backward (needs surrogate.band)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available

@@ -223,7 +223,7 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: st
     t0 = time.perf_counter()
     history = fit(model, train_set, test_set, epochs=cfg.train.epochs, lr=cfg.train.lr,
                   batch_size=cfg.train.batch_size, seed=cfg.seed, logit_scale=cfg.train.logit_scale,
-                  checkpoint_dir=ckpt_dir, resume=resume, device=device,
+                  lr_schedule=cfg.train.lr_schedule, checkpoint_dir=ckpt_dir, resume=resume, device=device,
                   run_id=record.run_id)
     timings["train"] = time.perf_counter() - t0
     model.cpu()
@@ -271,7 +271,7 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: st
         t0 = time.perf_counter()
         history = fit(model, train_set, test_set, epochs=cfg.train.hardware_aware_epochs,
                       lr=cfg.train.hardware_aware_lr, batch_size=cfg.train.batch_size,
-                      seed=cfg.seed + 10_000, logit_scale=cfg.train.logit_scale,
+                      seed=cfg.seed + 10_000, logit_scale=cfg.train.logit_scale, lr_schedule=cfg.train.lr_schedule,
                       checkpoint_dir=ckpt_dir, resume=hw_resume, device="cpu",
                       phase="hardware", history=history, run_id=record.run_id)
         timings["hardware_aware_train"] = time.perf_counter() - t0

@@ -1,5 +1,9 @@
 """Training loop: surrogate-gradient BPTT with Adam, a checkpoint per epoch, resume.
 
+Learning rate: constant, or cosine-annealed over the phase's epochs
+(:func:`learning_rate`, a function of the epoch alone, so a resumed run continues
+the same schedule).
+
 Loss: cross-entropy over the output layer's spike counts times ``logit_scale``. A checkpoint
 (``checkpoints/epoch_NNN.pt``: model, optimiser, history, RNG state) is written
 atomically after every epoch, so a killed run resumes from its last finished epoch.
@@ -7,6 +11,7 @@ atomically after every epoch, so a killed run resumes from its last finished epo
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -114,8 +119,63 @@ def _save(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def learning_rate(lr: float, epoch: int, epochs: int, schedule: str = "constant") -> float:
+    """Adam's learning rate in epoch ``epoch`` (0-based) of ``epochs``: ``lr`` throughout
+    ("constant"), or lr x (1 + cos(pi epoch / epochs)) / 2 ("cosine": lr in the first
+    epoch, falling towards 0 in the last)."""
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r} (expected constant or cosine)")
+
+
+def _train_epoch(trained, optimizer, batches, n_batches: int, desc: str, logit_scale: float,
+                 device, ctx):
+    """One pass over ``batches`` of (x, y, global batch size); returns (summed loss,
+    correct, seen) over this rank's samples."""
+    total_loss = correct = seen = 0
+    bar = tqdm(batches, total=n_batches, desc=desc, leave=False, dynamic_ncols=True,
+               disable=None if ctx.is_main else True)
+    for x, y, global_batch in bar:
+        x, y = x.to(device), y.to(device)
+        loss, counts = batch_loss(trained, x, y, logit_scale, global_batch, ctx.world_size)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += float(loss.detach()) * global_batch / ctx.world_size
+        correct += int((counts.argmax(1) == y).sum())
+        seen += len(y)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return total_loss, correct, seen
+
+
+def _resume(model, optimizer, checkpoint_dir: Path, phase: str, epochs: int, history: History,
+            run_id: Optional[str], device, ctx) -> int:
+    """Load the last checkpoint of ``phase`` (if any) into model, optimiser and
+    history; returns the number of epochs it had finished (0 without one)."""
+    ckpt = latest_checkpoint(checkpoint_dir, phase)
+    if ckpt is None:
+        return 0
+    state = load_checkpoint(ckpt, device)
+    if run_id is not None and state.get("run_id") != run_id:
+        raise OutputDirError(f"{ckpt}: a checkpoint of another run (run id {state.get('run_id')}, "
+                             f"this run {run_id}); use --force or another output directory")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except Exception as e:
+        raise OutputDirError(f"cannot resume from {ckpt}: it does not match this model or is "
+                             f"damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                             "use another output directory or run without --resume") from None
+    history.__dict__.update(state["history"])
+    if ctx.is_main:
+        logger.info(f"resumed {phase} training from {ckpt.name} (epoch {state['epoch']}/{epochs})")
+    return state["epoch"]
+
+
 def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, seed: int,
-        logit_scale: float = 1.0,
+        logit_scale: float = 1.0, lr_schedule: str = "constant",
         checkpoint_dir: Path, resume: bool = False, device="cpu", phase: str = "float",
         history: Optional[History] = None, run_id: Optional[str] = None) -> History:
     """Train ``model`` for ``epochs`` epochs (continuing from the last checkpoint of
@@ -125,7 +185,8 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
     another run id is refused (:class:`~neurodeploy.checks.OutputDirError`).
     Under torch.distributed (:mod:`neurodeploy.train.distributed`) each rank trains
     on its slice of every global batch of ``batch_size``; rank 0 writes checkpoints and
-    logs a line per epoch (logger ``neurodeploy.train.loop``, level INFO)."""
+    logs a line per epoch (logger ``neurodeploy.train.loop``, level INFO).
+    ``lr_schedule``: "constant" or "cosine" (:func:`learning_rate`)."""
     from neurodeploy.train import distributed
 
     ctx = distributed.current()
@@ -134,50 +195,23 @@ def fit(model, train_set, test_set, *, epochs: int, lr: float, batch_size: int, 
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     history = history if history is not None else History()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    start = 0
-    if resume:
-        ckpt = latest_checkpoint(checkpoint_dir, phase)
-        if ckpt is not None:
-            state = load_checkpoint(ckpt, device)
-            if run_id is not None and state.get("run_id") != run_id:
-                raise OutputDirError(f"{ckpt}: a checkpoint of another run (run id {state.get('run_id')}, "
-                                     f"this run {run_id}); use --force or another output directory")
-            try:
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-            except Exception as e:
-                raise OutputDirError(f"cannot resume from {ckpt}: it does not match this model or is "
-                                     f"damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                                     "use another output directory or run without --resume") from None
-            history.__dict__.update(state["history"])
-            start = state["epoch"]
-            if ctx.is_main:
-                logger.info(f"resumed {phase} training from {ckpt.name} (epoch {start}/{epochs})")
+    start = _resume(model, optimizer, checkpoint_dir, phase, epochs, history, run_id, device, ctx) if resume else 0
     model.to(device).train()
     trained = distributed.wrap(model, ctx, device)
     counted = [m.active_counts for m in model.modules() if hasattr(m, "active_counts")]
     for epoch in range(start, epochs):
         for c in counted:
             c.clear()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(lr, epoch, epochs, lr_schedule)
         t0 = time.perf_counter()
-        total_loss = correct = seen = 0
         if ctx.enabled:
             batches = ((torch.from_numpy(train_set.encode(i)), torch.from_numpy(train_set.labels[i]), g)
                        for i, g in distributed.global_batches(len(train_set), batch_size, seed + epoch, ctx))
         else:
             batches = ((x, y, len(y)) for x, y in train_set.batches(batch_size, shuffle=True, seed=seed + epoch))
-        bar = tqdm(batches, total=-(-len(train_set) // batch_size), desc=f"{phase} epoch {epoch + 1}/{epochs}",
-                   leave=False, dynamic_ncols=True, disable=None if ctx.is_main else True)
-        for x, y, global_batch in bar:
-            x, y = x.to(device), y.to(device)
-            loss, counts = batch_loss(trained, x, y, logit_scale, global_batch, ctx.world_size)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += float(loss.detach()) * global_batch / ctx.world_size
-            correct += int((counts.argmax(1) == y).sum())
-            seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        total_loss, correct, seen = _train_epoch(trained, optimizer, batches, -(-len(train_set) // batch_size),
+                                                 f"{phase} epoch {epoch + 1}/{epochs}", logit_scale, device, ctx)
         total_loss, correct, seen = distributed.all_sum([total_loss, correct, seen], ctx)
         test_acc = evaluate(model, test_set, device=device)
         history.epoch.append(len(history.epoch) + 1)
