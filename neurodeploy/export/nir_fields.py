@@ -19,6 +19,8 @@ META_GRADED = "loihi_graded_spike"
 META_INPUT_WEIGHT = "loihi_input_weight"
 META_INPUT_BLOCK = "loihi_input_block"
 META_BIAS = "loihi_bias"  # 1: the block has a bias (an all-zero one included)
+META_BIAS_PER_CHANNEL = "loihi_bias_per_channel"  # 1: a conv block's bias is one per channel
+META_SHORTCUT = "loihi_shortcut"  # on a synapse node: 1, a residual shortcut (not the chain's)
 #: how a CubaLIF's input enters its current: "euler" (I += (dt/tau_syn) w_in x, the
 #: forward-Euler reading; snnTorch's and Norse's importers) or "jump" (I += w_in x, as
 #: Norse's LIFCell computes and its exporter writes the node)
@@ -47,7 +49,10 @@ class FloatLayer:
     kind: 'input' (x feeds u directly, W = identity), 'dense' or 'conv'.
     weight: dense (out, in) or conv (out, in/groups, kH, kW), weight units; None for input.
     current_decay, voltage_decay: fraction lost per step (0..1; 12 bit on chip).
-    threshold: in weight units (> 0).
+    threshold: in weight units (>= 0).
+    Decays and threshold are one float for the layer, or an array of one per entry of
+    the first torch axis (per neuron of a dense or input layer, per channel of a conv
+    layer), as netx's per-neuron fields.
     bias: voltage bias, weight units, per neuron (flattened in torch order) or, for a
         conv layer, per channel (as netx stores it); None without one.
     weight_rec: (out, out) recurrent weights or None.
@@ -59,9 +64,9 @@ class FloatLayer:
 
     kind: str
     weight: Optional[np.ndarray]
-    current_decay: float
-    voltage_decay: float
-    threshold: float
+    current_decay: Union[float, np.ndarray]
+    voltage_decay: Union[float, np.ndarray]
+    threshold: Union[float, np.ndarray]
     shape: Tuple[int, ...]
     bias: Optional[np.ndarray] = None
     weight_rec: Optional[np.ndarray] = None
@@ -85,12 +90,30 @@ class FloatFlatten:
 
 
 @dataclass(frozen=True)
+class FloatShortcut:
+    """Synapses from the neurons of layer ``source`` into those of a later layer
+    ``target`` (indices into :attr:`FloatNetwork.layers`), whose current they join
+    (a residual shortcut, :class:`neurodeploy.network.Shortcut`). weight: dense
+    (target neurons, source neurons) over flattened torch order, or a conv kernel
+    (out, in, kH, kW) with ``stride`` and ``padding``; weight units, the target's
+    gains folded in like its own synapse's."""
+
+    source: int
+    target: int
+    weight: np.ndarray
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
 class FloatNetwork:
-    """Layers (and flattens) in order; ``input_shape`` in torch order."""
+    """Layers (and flattens) in order; ``input_shape`` in torch order; residual
+    shortcuts between layers."""
 
     layers: Tuple[Union[FloatLayer, FloatFlatten], ...]
     input_shape: Tuple[int, ...]
     name: str = "network"
+    shortcuts: Tuple[FloatShortcut, ...] = ()
 
 
 def _check_dt(dt) -> float:

@@ -3,48 +3,18 @@ float CUBA-LIF network its forward-Euler discretisation at ``dt`` describes
 (mapping: :mod:`neurodeploy.export.nir`, ``docs/nir.md``)."""
 from __future__ import annotations
 
-from typing import Dict, List, Union
+from dataclasses import replace
+from typing import List, Optional, Union
 
 import numpy as np
 
 from neurodeploy.errors import InputError
 from neurodeploy.export.nir_fields import (
-    CURRENT_INPUTS, META_BIAS, META_EXPONENT, META_GRADED, META_INPUT_BLOCK, META_INPUT_WEIGHT,
-    META_REFRACTORY, SUPPORTED_NODES, UNIFORM_RTOL, FloatFlatten, FloatLayer, FloatNetwork,
+    CURRENT_INPUTS, META_BIAS, META_BIAS_PER_CHANNEL, META_EXPONENT, META_GRADED, META_INPUT_BLOCK, META_INPUT_WEIGHT,
+    META_REFRACTORY, UNIFORM_RTOL, FloatFlatten, FloatLayer, FloatNetwork, FloatShortcut,
     _array, _check_dt, _meta, _nir,
 )
-
-
-def _inline_subgraphs(nir, graph, prefix: str = ""):
-    """Nested NIRGraph nodes (snnTorch's RLeaky/RSynaptic before nirtorch flattens
-    them) inlined -> (nodes, edges) with dotted names."""
-    nodes, edges, ports = {}, [], {}
-    for name, node in graph.nodes.items():
-        full = prefix + name
-        if isinstance(node, nir.NIRGraph):
-            sub_nodes, sub_edges = _inline_subgraphs(nir, node, full + ".")
-            ins = [k for k, v in node.nodes.items() if isinstance(v, nir.Input)]
-            outs = [k for k, v in node.nodes.items() if isinstance(v, nir.Output)]
-            if len(ins) != 1 or len(outs) != 1:
-                raise InputError(f"NIR subgraph '{full}': needs exactly one Input and one Output node")
-            first = [b for a, b in sub_edges if a == f"{full}.{ins[0]}"]
-            last = [a for a, b in sub_edges if b == f"{full}.{outs[0]}"]
-            for k in (ins[0], outs[0]):
-                sub_nodes.pop(f"{full}.{k}")
-            sub_edges = [(a, b) for a, b in sub_edges
-                         if a != f"{full}.{ins[0]}" and b != f"{full}.{outs[0]}"]
-            nodes.update(sub_nodes)
-            edges += sub_edges
-            ports[full] = (first, last)
-        else:
-            nodes[full] = node
-    for a, b in graph.edges:
-        srcs = ports[prefix + a][1] if prefix + a in ports else [prefix + a]
-        dsts = ports[prefix + b][0] if prefix + b in ports else [prefix + b]
-        edges += [(s, d) for s in srcs for d in dsts]
-    return nodes, edges
-
-
+from neurodeploy.export.nir_graph import chain_and_shortcuts, graph_index
 
 
 def _per_neuron(node, name: str, n: int, where: str) -> np.ndarray:
@@ -57,12 +27,28 @@ def _per_neuron(node, name: str, n: int, where: str) -> np.ndarray:
 
 
 def _uniform(a: np.ndarray, name: str, where: str) -> float:
-    """One value for a layer (Loihi's decays and thresholds are per layer)."""
+    """One value for all neurons (an input layer's gain: it has no weights to fold into)."""
     v = float(a[0])
     if not np.allclose(a, v, rtol=UNIFORM_RTOL, atol=0) and not np.all(a == v):
         raise InputError(f"{where}: '{name}' differs between neurons ({a.min():g}..{a.max():g}); "
-                         "Loihi's CUBA neuron fields are one value per layer")
+                         "it must be one value for the layer")
     return v
+
+
+def per_unit(a: np.ndarray, shape, name: str, where: str):
+    """A per-neuron field as Loihi holds it: one float when all neurons share it, else
+    one value per entry of the first torch axis (per neuron of a dense layer, per channel
+    of a conv layer, as netx's per-neuron fields); values that differ within a channel
+    have no Loihi form."""
+    v = float(a[0])
+    if np.allclose(a, v, rtol=UNIFORM_RTOL, atol=0) or np.all(a == v):
+        return v
+    rows = a.reshape(int(shape[0]), -1)
+    if not np.allclose(rows, rows[:, :1], rtol=UNIFORM_RTOL, atol=0):
+        raise InputError(f"{where}: '{name}' differs between neurons of one channel "
+                         f"({a.min():g}..{a.max():g}); Loihi's CUBA fields of a conv layer are one "
+                         "value per channel")
+    return rows[:, 0].copy()
 
 
 def _gain(dt: float, tau: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -74,19 +60,19 @@ def _gain(dt: float, tau: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.where(both_inf, 1.0, g)
 
 
-def _decay(dt: float, tau: np.ndarray, name: str, where: str) -> float:
+def _decay(dt: float, tau: np.ndarray, name: str, where: str) -> np.ndarray:
+    """dt / tau per neuron (the fraction lost per step, at most 1)."""
     if np.any(tau <= 0) or np.any(np.isnan(tau)):
         raise InputError(f"{where}: '{name}' must be > 0, found {tau.min():g}")
-    d = _uniform(dt / tau, name, where)
-    if d > 1.0 + 1e-12:
-        raise InputError(f"{where}: {name} = {float(tau[0]):g} is shorter than dt = {dt:g}: forward Euler "
-                         f"would decay by {d:g} per step (> 1); pass the dt the graph was made with (--dt)")
-    return min(d, 1.0)
+    d = dt / tau
+    if np.max(d) > 1.0 + 1e-12:
+        raise InputError(f"{where}: {name} = {float(tau.min()):g} is shorter than dt = {dt:g}: forward Euler "
+                         f"would decay by {np.max(d):g} per step (> 1); pass the dt the graph was made with (--dt)")
+    return np.minimum(d, 1.0)
 
 
 def _neuron_fields(node, n: int, dt: float, where: str, nir, current_input: str = "euler"):
-    """-> (current_decay, voltage_decay, threshold per neuron, gain per neuron,
-    voltage bias per neuron, synapse-bias gain per neuron)."""
+    """-> (current decay, voltage decay, threshold, gain, voltage bias), each per neuron."""
     v_reset = _per_neuron(node, "v_reset", n, where) if getattr(node, "v_reset", None) is not None else np.zeros(n)
     if np.any(v_reset != 0):
         raise InputError(f"{where}: v_reset must be 0 (Loihi resets v to 0), found {v_reset[v_reset != 0][0]:g}")
@@ -98,7 +84,7 @@ def _neuron_fields(node, n: int, dt: float, where: str, nir, current_input: str 
     v_leak = _per_neuron(node, "v_leak", n, where)
     if isinstance(node, nir.LIF):
         tau_mem = _per_neuron(node, "tau", n, where)
-        current_decay, g_in = 1.0, np.ones(n)
+        current_decay, g_in = np.ones(n), np.ones(n)
         name_mem = "tau"
     else:
         tau_syn = _per_neuron(node, "tau_syn", n, where)
@@ -145,33 +131,6 @@ def _conv_out(shape, weight, stride, padding, dilation):
     return (int(weight.shape[0]), int(oh), int(ow))
 
 
-def _graph_index(nir, graph, where: str):
-    """-> (nodes, succ, pred, input name, recurrent: neuron -> its recurrent synapse)."""
-    nodes, edges = _inline_subgraphs(nir, graph)
-    for k, node in nodes.items():
-        t = type(node).__name__
-        if t not in SUPPORTED_NODES:
-            raise InputError(f"{where}: node '{k}' of type {t} is not supported "
-                             f"(supported: {', '.join(SUPPORTED_NODES)})")
-    succ: Dict[str, List[str]] = {k: [] for k in nodes}
-    pred: Dict[str, List[str]] = {k: [] for k in nodes}
-    for a, b in edges:
-        if a not in nodes or b not in nodes:
-            raise InputError(f"{where}: edge ({a!r}, {b!r}) names a node the graph does not have")
-        succ[a].append(b)
-        pred[b].append(a)
-    inputs = [k for k, v in nodes.items() if isinstance(v, nir.Input)]
-    if len(inputs) != 1:
-        raise InputError(f"{where}: needs exactly one Input node, found {len(inputs)}")
-    # recurrent synapses: X in {Linear, Affine} with edges neuron -> X -> neuron
-    recurrent: Dict[str, str] = {}
-    for k, node in nodes.items():
-        if isinstance(node, (nir.Linear, nir.Affine)) and len(pred[k]) == 1 and succ[k] == pred[k] \
-                and isinstance(nodes[pred[k][0]], (nir.CubaLIF, nir.LIF)):
-            recurrent[pred[k][0]] = k
-    return nodes, succ, pred, inputs[0], recurrent
-
-
 def _synapse(nir, sname: str, syn, shape, where: str):
     """A synapse node fed by ``shape`` -> (kind, weight, bias per neuron or None,
     conv geometry or None, output shape)."""
@@ -215,44 +174,53 @@ def _recurrent_weight(nodes, rec_name: str, kind: str, n: int, syn_bias, where: 
     return weight_rec, syn_bias
 
 
-def _fold(kind, weight, weight_rec, thr, gain, bias, out_shape, w: str):
-    """Fold the Euler gains into the weights; one threshold per layer (each neuron's
-    row divided by its threshold when they differ) -> (weight, weight_rec, threshold, bias)."""
-    n = int(np.prod(out_shape))
-    if kind == "input":
-        g = _uniform(gain, "input gain (w_in dt/tau_syn r dt/tau_mem)", w)
-        th = thr / g
-        scale = np.ones(n)
-        bias = bias / g
-    else:
-        th = thr
-        scale = gain
-    if np.allclose(th, th[0], rtol=UNIFORM_RTOL, atol=0):
-        threshold = float(th[0])
-    else:
-        if np.any(th == 0):
-            raise InputError(f"{w}: v_threshold is 0 for some neurons and not others; Loihi's "
-                             "threshold is one value per layer")
-        scale, bias, threshold = scale / th, bias / th, 1.0
-        if kind == "input":
-            raise InputError(f"{w}: an input layer needs one threshold for all neurons")
-    if weight is not None:
-        rows = scale.reshape(out_shape[0], -1)
-        if kind == "conv":
-            if not np.allclose(rows, rows[:, :1], rtol=UNIFORM_RTOL, atol=0):
-                raise InputError(f"{w}: gains or thresholds differ within a channel; a conv layer "
-                                 "shares its kernel across positions")
-            weight = weight * rows[:, :1, None, None]
-        else:
-            weight = weight * scale[:, None]
-        if weight_rec is not None:
-            weight_rec = weight_rec * scale[:, None]
-    return weight, weight_rec, threshold, bias
+def _scale_rows(weight, scale, conv: bool, w: str):
+    """Each output neuron's weights times its gain (a conv kernel: one gain per channel)."""
+    rows = scale.reshape(weight.shape[0], -1)
+    if conv:
+        if not np.allclose(rows, rows[:, :1], rtol=UNIFORM_RTOL, atol=0):
+            raise InputError(f"{w}: gains (w_in dt/tau_syn r dt/tau_mem) differ within a channel; a conv "
+                             "layer shares its kernel across positions")
+        return weight * rows[:, :1, None, None]
+    return weight * scale[:, None]
 
 
-def _neuron_layer(nir, ctx, cur: str, pending, shape, w: str) -> FloatLayer:
+def _shortcut(nir, ctx, src: str, syn: Optional[str], tgt_shape, w: str):
+    """A shortcut edge into the neuron node being read -> (source layer index, float
+    weight before the target's gains, stride, padding, bias per target neuron or None)."""
+    nodes = ctx["nodes"]
+    if src not in ctx["layer_of"]:
+        what = "the network's Input" if src == ctx["input_name"] else f"{type(nodes[src]).__name__} '{src}'"
+        raise InputError(f"{w}: shortcut '{syn or src}' starts at {what}; a shortcut joins a layer of "
+                         "neurons to a later one (put a neuron layer before it)")
+    source, src_shape = ctx["layer_of"][src]
+    n_src, n_tgt = int(np.prod(src_shape)), int(np.prod(tgt_shape))
+    where = f"{w}: shortcut '{syn or src}'"
+    if syn is None:  # a direct edge: one unit of current per spike
+        if n_src != n_tgt:
+            raise InputError(f"{where}: a direct edge from {src_shape} into {tuple(tgt_shape)} needs equal sizes")
+        if len(src_shape) == 3 and tuple(src_shape) == tuple(tgt_shape):
+            return source, np.eye(src_shape[0]).reshape(src_shape[0], src_shape[0], 1, 1), (1, 1), (0, 0), None
+        return source, np.eye(n_tgt), (1, 1), (0, 0), None
+    node = nodes[syn]
+    if isinstance(node, nir.Conv2d):
+        kind, weight, bias, geometry, out_shape = _synapse(nir, syn, node, tuple(src_shape), where)
+        if geometry[2] != (1, 1) or geometry[3] != 1:
+            raise InputError(f"{where}: a conv shortcut has dilation 1 and one group, found "
+                             f"dilation {geometry[2]}, groups {geometry[3]}")
+        stride, padding = geometry[:2]
+    else:
+        kind, weight, bias, _, out_shape = _synapse(nir, syn, node, (n_src,), where)
+        stride, padding = (1, 1), (0, 0)
+    if tuple(out_shape) != tuple(tgt_shape) and not (kind == "dense" and out_shape[0] == n_tgt):
+        raise InputError(f"{where}: gives shape {tuple(out_shape)}, the neurons it feeds have {tuple(tgt_shape)}")
+    return source, weight, stride, padding, bias
+
+
+def _neuron_layer(nir, ctx, cur: str, pending, shape, w: str):
     """The FloatLayer of neuron node ``cur`` fed by ``pending`` (synapse name and node,
-    or None for an input layer) from a node of ``shape``."""
+    or None for an input layer) from a node of ``shape``, and its shortcuts as
+    (source layer index, weight, stride, padding)."""
     nodes, where = ctx["nodes"], ctx["where"]
     node = nodes[cur]
     if pending is None:
@@ -261,49 +229,60 @@ def _neuron_layer(nir, ctx, cur: str, pending, shape, w: str) -> FloatLayer:
         kind, weight, syn_bias, geometry, out_shape = _synapse(nir, pending[0], pending[1], shape, where)
     n = int(np.prod(out_shape))
     cd, vd, thr, gain, v_bias = _neuron_fields(node, n, ctx["dt"], w, nir, ctx["current_input"])
+    lif = isinstance(node, nir.LIF)
+    unit = dict(current_decay=per_unit(cd, out_shape, "tau_syn", w),
+               voltage_decay=per_unit(vd, out_shape, "tau" if lif else "tau_mem", w),
+               threshold=per_unit(thr, out_shape, "v_threshold", w))
     weight_rec = None
-    channel_bias = kind == "conv" and syn_bias is not None and not np.any(v_bias)
-    # (Conv2d's bias is per channel: keep netx's per-channel form)
+    # Conv2d's bias is per channel (and the writer records netx's per-channel form): keep it
+    channel_bias = kind == "conv" and ((syn_bias is not None and not np.any(v_bias))
+                                       or bool(_meta(node, META_BIAS_PER_CHANNEL)))
     if cur in ctx["recurrent"]:
         weight_rec, syn_bias = _recurrent_weight(nodes, ctx["recurrent"][cur], kind, n, syn_bias, where, w)
+    shortcuts = [_shortcut(nir, ctx, src, syn, out_shape, w) for src, syn in ctx["shortcuts"].get(cur, ())]
+    for sc in shortcuts:
+        if sc[4] is not None:  # a shortcut's bias enters the current like the synapse's
+            syn_bias = sc[4] if syn_bias is None else syn_bias + sc[4]
     bias = v_bias
     if syn_bias is not None and np.any(syn_bias):
-        if cd < 1.0:
+        if np.any(cd[syn_bias != 0] < 1.0):
             raise InputError(f"{w}: the synapse's bias enters a decaying current (tau_syn > dt); "
                              "Loihi's bias enters the voltage, so it has no exact Loihi form")
         bias = bias + gain * syn_bias
-    exponent = _meta(node, META_EXPONENT)
-    fields = {k: _meta(node, m) for k, m in (("refractory_delay", META_REFRACTORY),
-                                             ("graded_spike", META_GRADED),
-                                             ("input_weight", META_INPUT_WEIGHT)) if _meta(node, m) is not None}
-    weight, weight_rec, threshold, bias = _fold(kind, weight, weight_rec, thr, gain, bias, out_shape, w)
-    if kind == "conv":
-        stride, padding, dilation, groups = geometry
+    if kind == "input":
+        g = _uniform(gain, "input gain (w_in dt/tau_syn r dt/tau_mem)", w)
+        unit["threshold"], bias = unit["threshold"] / g, bias / g
     else:
-        stride, padding, dilation, groups = (1, 1), (0, 0), (1, 1), 1
-    if kind == "input" and ctx["input_meta"].get(META_INPUT_BLOCK) is not None:
-        fields.setdefault("input_weight", _meta(ctx["input_node"], META_INPUT_WEIGHT))
+        weight = _scale_rows(weight, gain, kind == "conv", w)
+        if weight_rec is not None:
+            weight_rec = weight_rec * gain[:, None]
+    shortcuts = [(s, _scale_rows(sw, gain, sw.ndim == 4, w), st, pd) for s, sw, st, pd, _ in shortcuts]
     if channel_bias and np.any(bias):
         per = bias.reshape(out_shape[0], -1)
         if np.all(per == per[:, :1]):
             bias = per[:, 0].copy()
-    return FloatLayer(kind=kind, weight=weight, current_decay=cd, voltage_decay=vd,
-                      threshold=threshold, shape=tuple(out_shape),
-                      bias=bias if np.any(bias) or _meta(node, META_BIAS) else None,
-                      weight_rec=weight_rec,
-                      stride=stride, padding=padding, dilation=dilation, groups=groups,
-                      exponent=None if exponent is None else int(exponent), fields=fields)
+    fields = {k: _meta(node, m) for k, m in (("refractory_delay", META_REFRACTORY),
+                                             ("graded_spike", META_GRADED),
+                                             ("input_weight", META_INPUT_WEIGHT)) if _meta(node, m) is not None}
+    if kind == "input" and ctx["input_meta"].get(META_INPUT_BLOCK) is not None:
+        fields.setdefault("input_weight", _meta(ctx["input_node"], META_INPUT_WEIGHT))
+    stride, padding, dilation, groups = geometry if kind == "conv" else ((1, 1), (0, 0), (1, 1), 1)
+    exponent = _meta(node, META_EXPONENT)
+    layer = FloatLayer(kind=kind, weight=weight, shape=tuple(out_shape),
+                       **unit,
+                       bias=bias if np.any(bias) or _meta(node, META_BIAS) else None,
+                       weight_rec=weight_rec, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                       exponent=None if exponent is None else int(exponent), fields=fields)
+    return layer, shortcuts
 
 
 def _chain_step(nir, ctx, layers, state, cur: str) -> bool:
-    """Read chain node ``cur`` into ``layers``; ``state``: the shape so far, the
-    synapse awaiting its neuron and whether a synapse was seen. False at Output."""
+    """Read chain node ``cur`` into ``layers`` (and its shortcuts into
+    ``state["shortcuts"]``); ``state``: the shape so far, the synapse awaiting its
+    neuron and whether a synapse was seen. False at Output."""
     node = ctx["nodes"][cur]
     w = f"{ctx['where']}: node '{cur}' ({type(node).__name__})"
     pending = state["pending"]
-    fwd_preds = [p for p in ctx["pred"][cur] if p != ctx["recurrent"].get(cur)]
-    if len(fwd_preds) != 1:
-        raise InputError(f"{w}: has {len(fwd_preds)} inputs; only chains of layers are supported")
     if isinstance(node, nir.Output):
         if pending is not None:
             raise InputError(f"{w}: synapse '{pending[0]}' is not followed by a neuron node")
@@ -323,18 +302,23 @@ def _chain_step(nir, ctx, layers, state, cur: str) -> bool:
         if len(state["shape"]) > 1:
             layers.append(FloatFlatten(shape=state["shape"]))
             state["shape"] = (int(np.prod(state["shape"])),)
+        if state["last"] is not None:  # a shortcut from a flatten leaves the neurons before it
+            ctx["layer_of"][cur] = ctx["layer_of"][state["last"]]
         return True
     if pending is None and layers:
         raise InputError(f"{w}: a neuron node must follow a synapse (Affine, Linear, Conv2d)")
-    layer = _neuron_layer(nir, ctx, cur, pending, state["shape"], w)
+    layer, shortcuts = _neuron_layer(nir, ctx, cur, pending, state["shape"], w)
     layers.append(layer)
-    state["shape"], state["pending"] = layer.shape, None
+    ctx["layer_of"][cur] = (len(layers) - 1, layer.shape)
+    state["shortcuts"] += [FloatShortcut(s, len(layers) - 1, *rest) for s, *rest in shortcuts]
+    state["shape"], state["pending"], state["last"] = layer.shape, None, cur
     return True
 
 
 def _input_shape(ctx, layers):
     """The network's input shape (torch order) from the Input node and the first layer;
-    an input block without neurons (the writer's metadata) goes first in ``layers``."""
+    an input block without neurons (the writer's metadata) goes first in ``layers``
+    (-> shape, whether it was added)."""
     where, input_node = ctx["where"], ctx["input_node"]
     if not any(isinstance(l, FloatLayer) for l in layers):
         raise InputError(f"{where}: no neuron layer between Input and Output")
@@ -351,44 +335,39 @@ def _input_shape(ctx, layers):
                                     threshold=0.0, shape=in_shape,
                                     fields={"input_weight": _meta(input_node, META_INPUT_WEIGHT),
                                             "no_neuron": True}))
-    return in_shape
+        return in_shape, True
+    return in_shape, False
 
 
 def nir_to_float(graph, dt: float = 1.0, name: str = "network", where: str = "NIR graph",
                  current_input: str = "euler") -> FloatNetwork:
     """The float CUBA-LIF network a NIR graph describes at time step ``dt`` (forward
-    Euler; module docstring). A chain Input -> [synapse -> neuron | Flatten]* -> Output,
-    where a synapse is Affine, Linear or Conv2d and a neuron CubaLIF or LIF; a neuron
-    right after Input is an input layer; a neuron whose output returns to its own
-    input through a Linear/Affine is recurrent (netx dense_rec). ``current_input``:
-    see :data:`CURRENT_INPUTS` ("jump" for graphs from Norse's LIFCell)."""
+    Euler; :mod:`neurodeploy.export.nir`). A chain Input -> [synapse -> neuron |
+    Flatten]* -> Output, where a synapse is Affine, Linear or Conv2d and a neuron
+    CubaLIF or LIF; a neuron right after Input is an input layer; a neuron whose output
+    returns to its own input through a Linear/Affine is recurrent (netx dense_rec);
+    further synapses (or direct edges) from a neuron node into a later one are
+    residual shortcuts (:mod:`neurodeploy.export.nir_graph`). ``current_input``: see
+    :data:`CURRENT_INPUTS` ("jump" for graphs from Norse's LIFCell)."""
     nir = _nir()
     dt = _check_dt(dt)
     if current_input not in CURRENT_INPUTS:
         raise InputError(f"current_input must be one of {', '.join(CURRENT_INPUTS)}, got {current_input!r}")
     if not isinstance(graph, nir.NIRGraph):
         raise InputError(f"{where}: expected a NIRGraph, got {type(graph).__name__}")
-    nodes, succ, pred, input_name, recurrent = _graph_index(nir, graph, where)
-    input_node = nodes[input_name]
-    ctx = dict(nodes=nodes, pred=pred, recurrent=recurrent, where=where, dt=dt, current_input=current_input,
+    gi = graph_index(nir, graph, where)
+    chain, shortcut_edges = chain_and_shortcuts(nir, gi, where)
+    input_node = gi.nodes[gi.input]
+    ctx = dict(nodes=gi.nodes, recurrent=gi.recurrent, shortcuts=shortcut_edges, layer_of={},
+               input_name=gi.input, where=where, dt=dt, current_input=current_input,
                input_node=input_node, input_meta=getattr(input_node, "metadata", None) or {})
     shape = tuple(int(s) for s in np.asarray(input_node.input_type["input"]).reshape(-1))
-    state = dict(shape=shape, pending=None, first_synapse=True)
+    state = dict(shape=shape, pending=None, first_synapse=True, last=None, shortcuts=[])
     layers: List[Union[FloatLayer, FloatFlatten]] = []
-    cur, seen = input_name, set()
-    while True:
-        nxt = [s for s in succ[cur] if s != recurrent.get(cur)]
-        if len(nxt) != 1:
-            raise InputError(f"{where}: node '{cur}' feeds {len(nxt)} nodes; only chains of layers "
-                             "(with recurrent loops) are supported")
-        cur = nxt[0]
-        if cur in seen:
-            raise InputError(f"{where}: node '{cur}' is reached twice (a loop that is not a recurrent layer)")
-        seen.add(cur)
+    for cur in chain:
         if not _chain_step(nir, ctx, layers, state, cur):
             break
-    stray = sorted(set(nodes) - seen - set(recurrent.values()) - {input_name})
-    if stray:
-        raise InputError(f"{where}: node '{stray[0]}' is not on the chain from Input to Output")
-    in_shape = _input_shape(ctx, layers)
-    return FloatNetwork(layers=tuple(layers), input_shape=in_shape, name=name)
+    in_shape, shifted = _input_shape(ctx, layers)
+    shortcuts = tuple(replace(sc, source=sc.source + shifted, target=sc.target + shifted)
+                      for sc in state["shortcuts"])
+    return FloatNetwork(layers=tuple(layers), input_shape=in_shape, name=name, shortcuts=shortcuts)

@@ -10,7 +10,7 @@ import numpy as np
 from neurodeploy.errors import InputError
 from neurodeploy.export.nir_fields import (
     META_BIAS, META_EXPONENT, META_GRADED, META_INPUT_BLOCK, META_INPUT_WEIGHT, META_REFRACTORY,
-    _check_dt, _nir,
+    META_BIAS_PER_CHANNEL, META_SHORTCUT, _check_dt, _nir,
 )
 
 
@@ -21,10 +21,17 @@ def _exponent_for(threshold) -> int:
     return int(np.floor(np.log2(t))) if t > 0 else 0
 
 
-def _field(value, shape) -> np.ndarray:
-    """A neuron field (one value, or one per neuron) as a float64 array of ``shape``."""
-    a = np.asarray(value, dtype=np.float64)
-    return np.full(shape, a.item()) if a.size == 1 else a.reshape(shape).copy()
+def _field(value, shape, where: str) -> np.ndarray:
+    """A neuron field as a float64 array of ``shape``: one value for the layer, or one
+    per entry of the first torch axis (netx's per-neuron fields: per neuron of a dense
+    block, per channel of a conv block, broadcast over the channel's positions)."""
+    a = np.asarray(value, dtype=np.float64).reshape(-1)
+    if a.size == 1:
+        return np.full(shape, a[0])
+    if a.size != shape[0]:
+        raise InputError(f"{where}: {a.size} per-neuron values for a layer of shape {tuple(shape)} (need "
+                         f"{shape[0]}: one per {'channel' if len(shape) == 3 else 'neuron'})")
+    return np.broadcast_to(a.reshape((-1,) + (1,) * (len(shape) - 1)), shape).copy()
 
 
 def _time_constant(decay: np.ndarray, dt: float) -> np.ndarray:
@@ -44,11 +51,11 @@ def _neuron_node(nir, neuron, shape, e: int, dt: float, bias, where: str, has_sy
     if not isinstance(neuron, CubaNeuron):
         raise InputError(f"{where}: {type(neuron).__name__} neurons have no NIR form "
                          "(NIR describes CubaLIF/LIF; sigma-delta is not among its primitives)")
-    i_decay = _field(neuron.current_decay, shape)
-    v_decay = _field(neuron.voltage_decay, shape)
+    i_decay = _field(neuron.current_decay, shape, where)
+    v_decay = _field(neuron.voltage_decay, shape, where)
     tau_mem = _time_constant(v_decay, dt)
     r = tau_mem / dt
-    threshold = _field(neuron.threshold, shape) * 2.0 ** -e
+    threshold = _field(neuron.threshold, shape, where) * 2.0 ** -e
     no_current = bool(np.all(i_decay == 4096))
     metadata = {META_EXPONENT: int(e), META_REFRACTORY: int(neuron.refractory_delay),
                 META_GRADED: int(bool(neuron.graded_spike)), META_BIAS: int(bias is not None),
@@ -58,6 +65,7 @@ def _neuron_node(nir, neuron, shape, e: int, dt: float, bias, where: str, has_sy
         b = np.asarray(bias, np.float64).reshape(-1) * 2.0 ** -e
         if len(shape) == 3 and b.size == shape[0]:  # a conv bias per channel (netx broadcasts it)
             b = np.repeat(b, shape[1] * shape[2])
+            metadata[META_BIAS_PER_CHANNEL] = 1
         b = b.reshape(shape)
     synapse_bias, v_leak = None, np.zeros(shape)
     if b is not None and np.any(b):
@@ -88,11 +96,12 @@ def _shortcut_node(nir, net, sc, e: int, where: str):
     if sc.delay != aligned_delay(net.layers, sc.source, sc.target):
         raise InputError(f"{where}: delay {sc.delay} is not the aligned one; NIR has no synaptic delays")
     w = sc.weight.astype(np.float64) * 2.0 ** -e
+    marker = {META_SHORTCUT: 1}  # tells it from the chain's synapse when both leave one node
     if not sc.conv:
-        return nir.Linear(weight=w)
+        return nir.Linear(weight=w, metadata=marker)
     src = net.layers[sc.source]
     return nir.Conv2d(input_shape=tuple(src.shape[1:]), weight=w, stride=sc.stride, padding=sc.padding,
-                      dilation=(1, 1), groups=1, bias=np.zeros(w.shape[0]))
+                      dilation=(1, 1), groups=1, bias=np.zeros(w.shape[0]), metadata=marker)
 
 
 def network_to_nir(net, dt: float = 1.0):
