@@ -217,3 +217,55 @@ def test_convert_simulate_and_validate_on_a_residual_nir(tmp_path):
     nir.write(tmp_path / "bad.nir", g)
     code, out = run("convert", str(tmp_path / "bad.nir"), str(tmp_path / "bad.net"))
     assert code == 2 and out.count("\n") == 1 and "starts at the network's Input" in out, out
+
+
+def test_snntorch_runs_an_exported_residual_graph_as_its_float_model():
+    """An outside reader of the graphs the writer gives: snnTorch's importer (nirtorch
+    sums the edges into a node) runs an exported residual network (CubaLIF and LIF
+    layers, identity, projection and long shortcuts) with the spikes of our float model."""
+    snn_import = pytest.importorskip("snntorch.import_nir", reason="the peers dependency group is not installed")
+    import warnings
+
+    import torch
+    from snntorch import utils
+
+    from neurodeploy.train.imported import FloatImportedNetwork
+    dt = 1e-4  # snnTorch's exporter's dt; any dt gives the same float model
+    for seed in range(2):
+        net = random_dense_resnet(seed, blocks=2)
+        net = replace(net, layers=tuple(replace(b, neuron=CubaNeuron(4096 if i % 2 else 1024, 512,
+                                                                     b.neuron.threshold))
+                                        for i, b in enumerate(net.layers)))
+        graph = network_to_nir(net, dt=dt)
+        x = torch.from_numpy((np.random.default_rng(seed).random((4, 30, 6)) < 0.5).astype(np.float32))
+        ours = FloatImportedNetwork(nir_to_float(graph, dt))(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = snn_import.import_from_nir(graph)
+        utils.reset(module)
+        with torch.no_grad():
+            theirs = torch.stack([module(x[:, t])[0] for t in range(x.shape[1])], 1)
+        assert all(o.sum() > 0 for o in ours)
+        assert torch.equal(theirs, ours[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.lava
+def test_a_hand_written_residual_graph_runs_on_lava_as_simulated(tmp_path):
+    """A residual graph from outside neurodeploy (direct identity edge and a Linear
+    projection into one neuron node), converted to .net: Lava (netx's chain plus a
+    synapse per shortcut) gives the simulator's output spikes on every sample."""
+    lava_adapter = pytest.importorskip("neurodeploy.lava_adapter")
+    if not lava_adapter.lava_available():
+        pytest.skip("Lava is not importable here")
+    from neurodeploy.sim.samples import lava_outputs
+    g = _hand_graph({"p": nir.Linear(weight=np.full((4, 4), 0.25))}, [("n0", "n2"), ("n0", "p"), ("p", "n2")])
+    for node in ("n0", "n1", "n2"):
+        g.nodes[node].v_threshold = np.full(4, 0.5)
+    path = write_netx(nir_to_network(g, dt=1e-3), tmp_path / "hand.net")
+    net = read_netx(path)
+    assert len(net.shortcuts) == 2
+    samples = (np.random.default_rng(2).random((4, 3, 12)) < 0.6).astype(np.int8)
+    ours = simulated_outputs(net, samples)
+    assert ours.any()
+    np.testing.assert_array_equal(ours, lava_outputs(path, net, samples))
