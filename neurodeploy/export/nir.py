@@ -11,6 +11,11 @@ time step. This module maps NIR's nodes to the integer network description
   neurodeploy trains), then :func:`quantize_float` with the training quantiser
   (:mod:`neurodeploy.export.quantize`): :func:`nir_to_network`, :func:`read_nir`.
 
+Residual networks are graphs in NIR: a shortcut is a further synapse node (or a
+direct edge, the identity) into a neuron node, which sums its inputs; the reader
+takes the longest path from Input to Output as the chain
+(:mod:`neurodeploy.export.nir_graph`).
+
 Discretisation at ``dt`` (forward Euler, as snnTorch's exporter and importer and
 Norse's importer read NIR), for a ``CubaLIF`` node::
 
