@@ -241,7 +241,6 @@ def _graph(**neuron):
 
 @pytest.mark.parametrize("change, message", [
     (dict(v_reset=np.full(3, 0.5)), "v_reset must be 0"),
-    (dict(tau_mem=np.array([4e-3, 5e-3, 4e-3])), "differs between neurons"),
     (dict(tau_syn=np.full(3, 1e-4)), "shorter than dt"),
     (dict(v_threshold=np.full(3, -1.0)), "v_threshold must be >= 0"),
 ])
@@ -262,16 +261,42 @@ def test_unsupported_nodes_and_branches_name_the_node():
         nir_to_network(g, dt=1e-3)
 
 
-def test_per_neuron_thresholds_and_gains_fold_into_the_weights():
-    """Different thresholds per neuron: each neuron's row is divided by its threshold,
-    which leaves its spikes unchanged; gains w_in dt/tau_syn and r dt/tau_mem multiply."""
-    g = _graph(v_threshold=np.array([1.0, 2.0, 4.0]), w_in=np.full(3, 3.0))
+def test_per_neuron_thresholds_and_decays_stay_per_neuron_and_gains_fold_into_the_weights():
+    """Different thresholds and time constants per neuron are netx's per-neuron fields
+    (one per neuron of a dense layer); gains w_in dt/tau_syn and r dt/tau_mem multiply
+    each neuron's weights."""
+    g = _graph(v_threshold=np.array([1.0, 2.0, 4.0]), w_in=np.full(3, 3.0),
+               tau_mem=np.array([4e-3, 4e-3, 8e-3]), r=np.array([4.0, 4.0, 8.0]))
     f = nir_to_float(g, dt=1e-3)
     layer = f.layers[0]
-    assert layer.threshold == 1.0
-    assert layer.current_decay == 0.5 and layer.voltage_decay == 0.25
-    gain = 3.0 * 0.5 * 4.0 * 0.25  # w_in dt/tau_syn * r dt/tau_mem
-    np.testing.assert_allclose(layer.weight[:, 0], 0.5 * gain / np.array([1.0, 2.0, 4.0]))
+    np.testing.assert_array_equal(layer.threshold, [1.0, 2.0, 4.0])
+    np.testing.assert_array_equal(layer.voltage_decay, [0.25, 0.25, 0.125])
+    assert layer.current_decay == 0.5
+    gain = 3.0 * 0.5 * 4.0 * 0.25  # w_in dt/tau_syn * r dt/tau_mem (r dt/tau_mem is 1 for all three)
+    np.testing.assert_allclose(layer.weight[:, 0], 0.5 * gain)
+    neuron = nir_to_network(g, dt=1e-3).layers[0].neuron
+    assert neuron.voltage_decay == (1024, 1024, 512)
+    t = np.array(neuron.threshold)
+    np.testing.assert_array_equal(t, t[0] * np.array([1, 2, 4]))
+
+
+def test_conv_fields_that_differ_within_a_channel_are_refused():
+    """A conv layer holds one decay and threshold per channel: values that differ between
+    positions of one channel are one line naming the node."""
+    n = 2 * 3 * 3
+    tau = np.full(n, 4e-3)
+    tau[1] = 5e-3  # channel 0, second position
+    g = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([1, 3, 3])}),
+        "c": nir.Conv2d(input_shape=(3, 3), weight=np.ones((2, 1, 1, 1)), stride=1, padding=0,
+                        dilation=1, groups=1, bias=np.zeros(2)),
+        "n": nir.LIF(tau=tau.reshape(2, 3, 3), r=np.full((2, 3, 3), 4.0), v_leak=np.zeros((2, 3, 3)),
+                     v_threshold=np.ones((2, 3, 3)), v_reset=np.zeros((2, 3, 3))),
+        "output": nir.Output(output_type={"output": np.array([2, 3, 3])})},
+        edges=[("input", "c"), ("c", "n"), ("n", "output")])
+    with pytest.raises(InputError, match="node 'n'.*'tau' differs between neurons of one channel") as e:
+        nir_to_network(g, dt=1e-3)
+    assert "\n" not in str(e.value)
 
 
 def test_snntorch_style_nested_recurrent_subgraph_reads_as_dense_rec():
