@@ -313,7 +313,8 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: st
 
     if cfg.hardware.config is not None:
         from neurodeploy.hardware.config import load_hardware_config
-        from neurodeploy.hardware.mapper import MappingError, hardware_metrics
+        from neurodeploy.hardware.activity import hardware_metrics
+        from neurodeploy.hardware.mapper import MappingError
         try:
             hw = load_hardware_config(cfg.hardware.config)
             metrics["hardware"] = hardware_metrics(network, hw, first_samples[:cfg.hardware.activity_samples])
