@@ -71,6 +71,16 @@ def _write_neuron(g: h5py.Group, neuron) -> None:
         raise TypeError(f"cannot write neuron of type {type(neuron).__name__}")
 
 
+def _write_bias_delay_neuron(g: h5py.Group, layer) -> None:
+    """A dense or conv block's optional bias and delays (float32, as slayer writes
+    them) and its neuron."""
+    if layer.bias is not None:
+        g.create_dataset("bias", data=layer.bias.astype(np.float32))
+    if layer.delay is not None:
+        g.create_dataset("delay", data=layer.delay.astype(np.float32))
+    _write_neuron(g, layer.neuron)
+
+
 def _check_dense_weights(i: int, name: str, w: np.ndarray) -> None:
     """Refuse weights that are not 8-bit Loihi synapses: with mixed signs the chip's
     8-bit mantissa drops the lowest bit, so only even integers in [-256, 254] are exact
@@ -125,11 +135,7 @@ def write_netx(network: Network, path: Union[str, os.PathLike]) -> Path:
                 g.create_dataset("weight", data=layer.weight.astype(np.float32))
                 if layer.weight_rec is not None:
                     g.create_dataset("weight_rec", data=layer.weight_rec.astype(np.float32))
-                if layer.bias is not None:
-                    g.create_dataset("bias", data=layer.bias.astype(np.float32))
-                if layer.delay is not None:
-                    g.create_dataset("delay", data=layer.delay.astype(np.float32))
-                _write_neuron(g, layer.neuron)
+                _write_bias_delay_neuron(g, layer)
             elif isinstance(layer, Conv):
                 _write_type(g, "conv")
                 g.create_dataset("shape", data=np.array(layer.shape, dtype=np.int64))
@@ -141,11 +147,7 @@ def write_netx(network: Network, path: Union[str, os.PathLike]) -> Path:
                 g.create_dataset("dilation", data=np.array(layer.dilation, dtype=np.int64))
                 g.create_dataset("groups", data=layer.groups)
                 g.create_dataset("weight", data=layer.weight.astype(np.float32))
-                if layer.bias is not None:
-                    g.create_dataset("bias", data=layer.bias.astype(np.float32))
-                if layer.delay is not None:
-                    g.create_dataset("delay", data=layer.delay.astype(np.float32))
-                _write_neuron(g, layer.neuron)
+                _write_bias_delay_neuron(g, layer)
             elif isinstance(layer, Flatten):
                 _write_type(g, "flatten")
                 g.create_dataset("shape", data=np.array(layer.shape, dtype=np.int64))
