@@ -194,12 +194,12 @@ def map_network(network, hardware="loihi2", inputs=None):
     :func:`simulate`, for an activity and energy estimate. Raises
     :class:`~neurodeploy.hardware.mapper.MappingError` when it does not fit."""
     from neurodeploy.hardware.config import HardwareConfig, load_hardware_config
-    from neurodeploy.hardware.mapper import estimate_activity, map_network as _map, spikes_from_simulation
+    from neurodeploy.hardware.activity import activity_of_samples
+    from neurodeploy.hardware.mapper import map_network as _map
 
     hw = hardware if isinstance(hardware, HardwareConfig) else load_hardware_config(hardware)
     report = _map(network, hw)
     if inputs is not None:
         x = _netx_order(_check_samples(network, _as_array(inputs, "map inputs"), "map inputs"))
-        spikes = spikes_from_simulation(network, x)
-        report = report.with_activity(estimate_activity(network, hw, spikes, int(x.shape[-1]), x.shape[0]))
+        report = report.with_activity(activity_of_samples(network, hw, x))
     return report

@@ -1,5 +1,5 @@
 """The one module that imports Lava (lazily, inside functions: importing
-lava-dl's netx pulls in all of slayer and torch, 10-19 s).
+lava-dl's netx pulls in all of slayer and torch, a slow import).
 
 A netx ``.net`` file -> Lava processes through lava-dl's netx -> run on
 ``Loihi2SimCfg(select_tag='fixed_pt')`` (bit-accurate CPU models). Inputs are fed

@@ -59,13 +59,14 @@ class SigmaDeltaNeuron:
     """Sigma-delta neuron (netx type 'SDNN'): graded spikes.
 
     threshold: vThMant (None only for a sigma-output block, which has no
-    threshold: lava-dl's ``dendrite.Sigma`` writes none); activation: 'relu' or
-    'identity'; sigma_output: the block outputs sigma (Lava Sigma process) instead
-    of delta spikes.
+    threshold: lava-dl's ``dendrite.Sigma`` writes none); sigma_output: the block
+    outputs sigma (Lava Sigma process) instead of delta spikes. The activation is
+    ReLU, the one Lava's SigmaDelta process applies as netx builds it (netx ignores
+    the file's ``activation``; :func:`neurodeploy.export.netx.read_netx` accepts
+    only 'relu' there).
     """
 
     threshold: Optional[int] = None
-    activation: str = "relu"
     sigma_output: bool = False
 
     def __post_init__(self):

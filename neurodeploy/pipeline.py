@@ -189,34 +189,15 @@ def _logs_on_main_rank_only(is_main: bool) -> Iterator[None]:
 
 def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: str,
                   ctx) -> PipelineResult:
-    from neurodeploy.rundir import read_record
     from neurodeploy.train import distributed
 
     out_dir = Path(out_dir)
-    record = (open_run_dir(out_dir, cfg.resolved(), resume=resume, force=force)
-              if ctx.is_main else None)
-    distributed.barrier(ctx)
-    if record is None:  # the other ranks take the run id rank 0 recorded
-        record = read_record(out_dir)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
     timings = {}
-
-    from neurodeploy.data import load_dataset
-    t0 = time.perf_counter()
-    train_set, test_set = load_dataset(data_spec(cfg))
-    timings["data"] = time.perf_counter() - t0
-    if ctx.is_main:
-        record = check_data(out_dir, record, data_fingerprint(train_set, test_set))
-    logger.info(f"data: {cfg.data.name}, {len(train_set)} train / {len(test_set)} test samples, "
-        f"input {tuple(train_set.input_shape)}, {cfg.data.steps} steps")
+    record, train_set, test_set = _open_run(cfg, out_dir, resume, force, ctx, timings)
 
     model = build_model(cfg, train_set.input_shape, train_set.num_classes)
     if cfg.model.surrogate.tune_height:  # on the fresh model, so a resumed run gets the same heights
-        from neurodeploy.train.depth import tune_surrogate_heights
-        x, _ = next(iter(train_set.batches(cfg.train.batch_size, shuffle=True, seed=cfg.seed)))
-        heights = tune_surrogate_heights(model, x)
-        logger.info("surrogate heights tuned per layer: " + ", ".join(f"{h:.3g}" for h in heights))
+        _tune_surrogate_heights(cfg, model, train_set)
     ckpt_dir = out_dir / CHECKPOINT_DIR
     last_float = latest_checkpoint(ckpt_dir, "float") if resume else None
     float_done = int(last_float.stem.rsplit("_", 1)[-1]) if last_float is not None else 0
@@ -230,22 +211,7 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: st
     distributed.broadcast_model(model, ctx)  # bit-identical weights on every rank
     float_acc = evaluate(model, test_set)
     labels = np.asarray(test_set.labels)
-
-    def test_samples(network, indices):  # encoded on demand: a whole test set may not fit in memory
-        enc = test_set.encode(indices)
-        return netx_samples(enc.reshape(*enc.shape[:2], *model.input_shape), network)
-
-    # the bit-accurate evaluation runs where training ran (identical results on a GPU)
-    from neurodeploy.sim.cuda import usable
-    sim_device = str(device) if str(device).startswith("cuda") and usable(str(device)) else "cpu"
-    if sim_device != str(device):
-        logger.warning(f"simulator on the CPU: {device} cannot run it (no Triton)")
-
-    def test_outputs(network):  # each rank simulates its slice of the test set
-        def outputs(indices):
-            return np.concatenate([quantized_outputs(network, test_samples(network, idx), device=sim_device)
-                                   for idx in np.array_split(indices, max(1, -(-len(indices) // EVAL_BATCH)))])
-        return distributed.sharded_map(outputs, np.arange(len(test_set)), ctx)
+    test_samples, test_outputs = _bit_exact_evaluation(test_set, model.input_shape, device, ctx)
 
     # post-training quantisation of the float model, evaluated bit-exactly
     t0 = time.perf_counter()
@@ -254,31 +220,10 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: st
 
     cotrained_acc = None
     if cfg.train.hardware_aware_epochs > 0:
-        from neurodeploy.train.hardware import set_hardware_aware, sync_learned_neurons
-        if cfg.model.cell == "src":
-            from neurodeploy.train.src_hardware import set_src_hardware_aware
-            set_src_hardware_aware(model, True)
-        elif cfg.model.blocks:
-            from neurodeploy.train.residual_hardware import set_residual_hardware_aware
-            set_residual_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
-        else:
-            set_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
         # fine-tuning checkpoints are only valid on top of the same float model
         hw_resume = resume and float_done >= cfg.train.epochs
-        if not hw_resume and ctx.is_main:
-            for stale in ckpt_dir.glob("hardware_epoch_*.pt"):
-                stale.unlink()
-        t0 = time.perf_counter()
-        history = fit(model, train_set, test_set, epochs=cfg.train.hardware_aware_epochs,
-                      lr=cfg.train.hardware_aware_lr, batch_size=cfg.train.batch_size,
-                      seed=cfg.seed + 10_000, logit_scale=cfg.train.logit_scale, lr_schedule=cfg.train.lr_schedule,
-                      checkpoint_dir=ckpt_dir, resume=hw_resume, device="cpu",
-                      phase="hardware", history=history, run_id=record.run_id)
-        timings["hardware_aware_train"] = time.perf_counter() - t0
-        distributed.broadcast_model(model, ctx)
-        cotrained_acc = evaluate(model, test_set)  # the chip-exact training forward
-        if cfg.model.cell != "src":
-            sync_learned_neurons(model)  # learned threshold/decays (if any) into what the exporter reads
+        history, cotrained_acc = _hardware_aware_fine_tuning(
+            cfg, model, train_set, test_set, ckpt_dir, hw_resume, history, record.run_id, ctx, timings)
 
     t0 = time.perf_counter()
     network = quantize_any(model, name=cfg.name)
@@ -303,63 +248,177 @@ def _run_pipeline(cfg: RunConfig, out_dir, resume: bool, force: bool, device: st
         "accuracy": {"float": float_acc, "quantized": q_acc, "sim": q_acc,
                      "post_training_quantized": ptq_acc, "cotrained": cotrained_acc, "lava": None},
         "agreement": {"lava_vs_quantized": None, "samples": 0, "first_mismatch": None},
-        "timings_s": timings,
-        "network": {"layers": [b.num_neurons for _, b in network.neuron_layers],
-                    "input": list(network.input_shape),
-                    "weight_exponents": network.metadata.get("weight_exponents")},
-        "machine": machine_description(),
-        "distributed": ctx.as_dict(),
-        "history": history.as_dict(),
+        "timings_s": timings, "network": _network_entry(network), "machine": machine_description(),
+        "distributed": ctx.as_dict(), "history": history.as_dict(),
     }
 
     if cfg.hardware.config is not None:
-        from neurodeploy.hardware.config import load_hardware_config
-        from neurodeploy.hardware.mapper import MappingError, hardware_metrics
-        try:
-            hw = load_hardware_config(cfg.hardware.config)
-            metrics["hardware"] = hardware_metrics(network, hw, first_samples[:cfg.hardware.activity_samples])
-        except MappingError as e:
-            metrics["hardware"] = {"fits": False, "error": str(e)}
-            logger.warning(f"hardware: does not fit {cfg.hardware.config}: {e}")
+        metrics["hardware"] = _hardware_entry(cfg, network, first_samples)
 
     if cfg.lava.enabled:
-        from neurodeploy.lava_adapter import lava_available
-        if not lava_available():
-            logger.warning("lava: not importable on this interpreter (needs CPython 3.10); skipped")
-            metrics["lava_skipped"] = "lava-nc / lava-dl not importable"
-        else:
-            n = len(test_set) if cfg.lava.samples is None else min(cfg.lava.samples, len(test_set))
-            logger.info(f"lava: running {n} test samples on Loihi2SimCfg(fixed_pt) ...")
-            t0 = time.perf_counter()
-            l_out = lava_outputs(net_path, network, test_samples(network, np.arange(n)))
-            timings["lava"] = time.perf_counter() - t0
-            same = np.array([np.array_equal(a, b) for a, b in zip(q_out[:n], l_out)])
-            metrics["accuracy"]["lava"] = float((classify(l_out) == labels[:n]).mean())
-            metrics["accuracy"]["quantized_on_lava_samples"] = float((classify(q_out[:n]) == labels[:n]).mean())
-            metrics["agreement"] = {"lava_vs_quantized": float(same.mean()), "sim_vs_lava": float(same.mean()),
-                                    "samples": int(n),
-                                    "first_mismatch": first_mismatch(q_out[:n], l_out),
-                                    # messages sent by the output layer: spikes, or graded
-                                    # values of a readout (whose sum would mean nothing)
-                                    "output_spikes": int(np.count_nonzero(l_out))}
-            if cotrained_acc is not None:
-                train_out = training_forward_outputs(model, test_set, n, network)
-                metrics["agreement"]["lava_vs_training_forward"] = float(np.mean(
-                    [np.array_equal(a, b) for a, b in zip(train_out, l_out)]))
-            binary = l_out.size == 0 or (l_out.min() >= 0 and l_out.max() <= 1)
-            # graded outputs (an SRC readout) as int32
-            atomic_write_bytes(out_dir / "lava_output.npz",
-                               npz_bytes(spikes=l_out.astype(np.uint8 if binary else np.int32)))
+        n = len(test_set) if cfg.lava.samples is None else min(cfg.lava.samples, len(test_set))
+        _check_on_lava(net_path, network, lambda: test_samples(network, np.arange(n)), q_out[:n],
+                       labels[:n], metrics, out_dir,
+                       (lambda: training_forward_outputs(model, test_set, n, network))
+                       if cotrained_acc is not None else None)
 
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    _write_plots(history, network, first_samples[0], int(labels[0]), out_dir)
+    logger.info(summary(metrics, out_dir))
+    return PipelineResult(metrics, out_dir)
+
+
+def _open_run(cfg: RunConfig, out_dir: Path, resume: bool, force: bool, ctx, timings: dict):
+    """The run directory's record (rank 0 opens it, the other ranks read the run id it
+    recorded), the seeds, and the data set checked against the record -> (record,
+    train set, test set)."""
+    from neurodeploy.data import load_dataset
+    from neurodeploy.rundir import read_record
+    from neurodeploy.train import distributed
+
+    record = (open_run_dir(out_dir, cfg.resolved(), resume=resume, force=force)
+              if ctx.is_main else None)
+    distributed.barrier(ctx)
+    if record is None:  # the other ranks take the run id rank 0 recorded
+        record = read_record(out_dir)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    t0 = time.perf_counter()
+    train_set, test_set = load_dataset(data_spec(cfg))
+    timings["data"] = time.perf_counter() - t0
+    if ctx.is_main:
+        record = check_data(out_dir, record, data_fingerprint(train_set, test_set))
+    logger.info(f"data: {cfg.data.name}, {len(train_set)} train / {len(test_set)} test samples, "
+        f"input {tuple(train_set.input_shape)}, {cfg.data.steps} steps")
+    return record, train_set, test_set
+
+
+def _bit_exact_evaluation(test_set, input_shape, device: str, ctx):
+    """(test_samples(network, indices): the test samples encoded on demand in the Lava
+    port's order (a whole test set may not fit in memory); test_outputs(network): the
+    bit-accurate simulator's outputs over the test set, each rank simulating its slice,
+    where training ran (identical results on a GPU))."""
+    from neurodeploy.sim.cuda import usable
+    from neurodeploy.train import distributed
+
+    def test_samples(network, indices):
+        enc = test_set.encode(indices)
+        return netx_samples(enc.reshape(*enc.shape[:2], *input_shape), network)
+
+    sim_device = str(device) if str(device).startswith("cuda") and usable(str(device)) else "cpu"
+    if sim_device != str(device):
+        logger.warning(f"simulator on the CPU: {device} cannot run it (no Triton)")
+
+    def test_outputs(network):
+        def outputs(indices):
+            return np.concatenate([quantized_outputs(network, test_samples(network, idx), device=sim_device)
+                                   for idx in np.array_split(indices, max(1, -(-len(indices) // EVAL_BATCH)))])
+        return distributed.sharded_map(outputs, np.arange(len(test_set)), ctx)
+
+    return test_samples, test_outputs
+
+
+def _network_entry(network: Network) -> dict:
+    """metrics.json's ``network``: neurons per layer, input shape, weight exponents."""
+    return {"layers": [b.num_neurons for _, b in network.neuron_layers],
+            "input": list(network.input_shape),
+            "weight_exponents": network.metadata.get("weight_exponents")}
+
+
+def _tune_surrogate_heights(cfg: RunConfig, model, train_set) -> None:
+    """Each layer's surrogate height from one training batch (train.depth)."""
+    from neurodeploy.train.depth import tune_surrogate_heights
+    x, _ = next(iter(train_set.batches(cfg.train.batch_size, shuffle=True, seed=cfg.seed)))
+    heights = tune_surrogate_heights(model, x)
+    logger.info("surrogate heights tuned per layer: " + ", ".join(f"{h:.3g}" for h in heights))
+
+
+def _hardware_aware_fine_tuning(cfg: RunConfig, model, train_set, test_set, ckpt_dir: Path,
+                                hw_resume: bool, history, run_id: str, ctx, timings: dict):
+    """Fine-tune the float model through the chip's integer arithmetic (on the CPU) ->
+    (the history continued, the accuracy of the chip-exact training forward)."""
+    from neurodeploy.train import distributed
+    from neurodeploy.train.hardware import set_hardware_aware, sync_learned_neurons
+    if cfg.model.cell == "src":
+        from neurodeploy.train.src_hardware import set_src_hardware_aware
+        set_src_hardware_aware(model, True)
+    elif cfg.model.blocks:
+        from neurodeploy.train.residual_hardware import set_residual_hardware_aware
+        set_residual_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
+    else:
+        set_hardware_aware(model, True, learn=cfg.train.hardware_aware_learn)
+    if not hw_resume and ctx.is_main:
+        for stale in ckpt_dir.glob("hardware_epoch_*.pt"):
+            stale.unlink()
+    t0 = time.perf_counter()
+    history = fit(model, train_set, test_set, epochs=cfg.train.hardware_aware_epochs,
+                  lr=cfg.train.hardware_aware_lr, batch_size=cfg.train.batch_size,
+                  seed=cfg.seed + 10_000, logit_scale=cfg.train.logit_scale,
+                  lr_schedule=cfg.train.lr_schedule, checkpoint_dir=ckpt_dir, resume=hw_resume, device="cpu",
+                  phase="hardware", history=history, run_id=run_id)
+    timings["hardware_aware_train"] = time.perf_counter() - t0
+    distributed.broadcast_model(model, ctx)
+    cotrained_acc = evaluate(model, test_set)  # the chip-exact training forward
+    if cfg.model.cell != "src":
+        sync_learned_neurons(model)  # learned threshold/decays (if any) into what the exporter reads
+    return history, cotrained_acc
+
+
+def _hardware_entry(cfg: RunConfig, network: Network, first_samples: np.ndarray) -> dict:
+    """metrics.json's ``hardware``: the mapping and activity estimate, or why it does not fit."""
+    from neurodeploy.hardware.activity import hardware_metrics
+    from neurodeploy.hardware.config import load_hardware_config
+    from neurodeploy.hardware.mapper import MappingError
+    try:
+        hw = load_hardware_config(cfg.hardware.config)
+        return hardware_metrics(network, hw, first_samples[:cfg.hardware.activity_samples])
+    except MappingError as e:
+        logger.warning(f"hardware: does not fit {cfg.hardware.config}: {e}")
+        return {"fits": False, "error": str(e)}
+
+
+def _check_on_lava(net_path: Path, network: Network, samples_of, q_out: np.ndarray,
+                   labels: np.ndarray, metrics: dict, out_dir: Path, training_outputs) -> None:
+    """Run the samples ``samples_of()`` encodes through Lava and record its accuracy and its agreement with the
+    simulator's outputs ``q_out`` (and, given ``training_outputs``, with the chip-exact
+    training forward) in ``metrics``; Lava's outputs into lava_output.npz."""
+    from neurodeploy.lava_adapter import lava_available
+    if not lava_available():
+        logger.warning("lava: not importable on this interpreter (needs CPython 3.10); skipped")
+        metrics["lava_skipped"] = "lava-nc / lava-dl not importable"
+        return
+    n = len(q_out)
+    logger.info(f"lava: running {n} test samples on Loihi2SimCfg(fixed_pt) ...")
+    t0 = time.perf_counter()
+    l_out = lava_outputs(net_path, network, samples_of())
+    metrics["timings_s"]["lava"] = time.perf_counter() - t0
+    same = np.array([np.array_equal(a, b) for a, b in zip(q_out, l_out)])
+    metrics["accuracy"]["lava"] = float((classify(l_out) == labels).mean())
+    metrics["accuracy"]["quantized_on_lava_samples"] = float((classify(q_out) == labels).mean())
+    metrics["agreement"] = {"lava_vs_quantized": float(same.mean()), "sim_vs_lava": float(same.mean()),
+                            "samples": int(n),
+                            "first_mismatch": first_mismatch(q_out, l_out),
+                            # messages sent by the output layer: spikes, or graded
+                            # values of a readout (whose sum would mean nothing)
+                            "output_spikes": int(np.count_nonzero(l_out))}
+    if training_outputs is not None:
+        train_out = training_outputs()
+        metrics["agreement"]["lava_vs_training_forward"] = float(np.mean(
+            [np.array_equal(a, b) for a, b in zip(train_out, l_out)]))
+    binary = l_out.size == 0 or (l_out.min() >= 0 and l_out.max() <= 1)
+    # graded outputs (an SRC readout) as int32
+    atomic_write_bytes(out_dir / "lava_output.npz",
+                       npz_bytes(spikes=l_out.astype(np.uint8 if binary else np.int32)))
+
+
+def _write_plots(history, network: Network, sample: np.ndarray, label: int, out_dir: Path) -> None:
+    """training.png and raster.png; a failure is logged, never loses a finished run."""
     try:
         from neurodeploy import plots
         plots.training_curve(history, out_dir / "training.png")
-        plots.raster(network, first_samples[0], int(labels[0]), out_dir / "raster.png")
+        plots.raster(network, sample, label, out_dir / "raster.png")
     except Exception as e:  # plots must never lose a finished run
         logger.warning(f"plots: failed ({e})")
-    logger.info(summary(metrics, out_dir))
-    return PipelineResult(metrics, out_dir)
 
 
 def npz_bytes(**arrays) -> bytes:

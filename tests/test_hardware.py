@@ -21,10 +21,11 @@ from neurodeploy.hardware.bundle import BundleError, sha256, verify_bundle, writ
 from neurodeploy.hardware.config import (
     HW_CONFIG_DIR, HardwareConfigError, load_hardware_config,
 )
-from neurodeploy.hardware.mapper import (
-    MappingError, conv_input_axons, estimate_activity, estimate_energy, hardware_metrics, map_network, network_fan_outs,
-    neuron_updates, spikes_from_simulation, synaptic_ops, weight_bits_needed,
+from neurodeploy.hardware.activity import (
+    estimate_activity, estimate_energy, hardware_metrics, network_fan_outs, neuron_updates,
+    spikes_from_simulation, synaptic_ops,
 )
+from neurodeploy.hardware.mapper import MappingError, conv_input_axons, map_network, weight_bits_needed
 from neurodeploy.network import Conv, CubaNeuron, Dense, Input, Network, SigmaDeltaNeuron
 from neurodeploy.sim.samples import sample_stream, stream_steps
 from neurodeploy.sim.simulator import simulate

@@ -92,7 +92,7 @@ def test_sigma_output_block_without_threshold_matches_lava(tmp_path):
             if key not in ("type", "sigma_output"):
                 del n[key]
         assert sorted(f["layer/2/neuron"].keys()) == ["sigma_output", "type"]
-    assert read_netx(path).layers[2].neuron == SigmaDeltaNeuron(threshold=None, activation="relu",
+    assert read_netx(path).layers[2].neuron == SigmaDeltaNeuron(threshold=None,
                                                                 sigma_output=True)
     stream = rng.integers(-200, 200, (8, 25))
     ours, _ = _compare(path, stream)

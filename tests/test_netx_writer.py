@@ -1,11 +1,13 @@
 """The netx writer, read back through lava-dl's own netx into Lava processes."""
+import re
+
 import h5py
 import numpy as np
 import pytest
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.export.netx import NetxFormatError, read_netx, write_netx
-from neurodeploy.network import CubaNeuron, Dense, Input, Network
+from neurodeploy.network import CubaNeuron, Dense, Input, Network, SigmaDeltaNeuron
 from conftest import requires_lava
 
 
@@ -56,6 +58,48 @@ def test_reader_rejects_non_hdf5(tmp_path):
     p.write_bytes(b"not hdf5 at all")
     with pytest.raises(NetxFormatError, match="not a readable HDF5"):
         read_netx(p)
+
+
+def _sigma_delta_file(path):
+    net = Network((Input(shape=(4,), neuron=SigmaDeltaNeuron(threshold=2)),
+                   Dense(2 * np.arange(-6, 6).reshape(3, 4), SigmaDeltaNeuron(threshold=3))), (4,))
+    return write_netx(net, path)
+
+
+def _set_activation(path, activation):
+    with h5py.File(path, "a") as f:
+        del f["layer/1/neuron/activation"]
+        f.create_dataset("layer/1/neuron/activation", data=activation)
+
+
+def test_sigma_delta_activation_is_written_as_lava_runs_it(tmp_path):
+    path = _sigma_delta_file(tmp_path / "sd.net")
+    with h5py.File(path) as f:   # the field slayer writes, with the one value Lava's netx runs
+        assert f["layer/1/neuron/activation"][()] == b"relu"
+    assert read_netx(path).layers[1].neuron == SigmaDeltaNeuron(threshold=3)
+
+
+@pytest.mark.parametrize("activation", ["identity", "tanh", "<lambda>"])
+def test_reader_refuses_an_activation_lava_would_not_apply(tmp_path, activation):
+    path = _sigma_delta_file(tmp_path / "sd.net")
+    _set_activation(path, activation)
+    with pytest.raises(NetxFormatError, match=r"layer 1 \(dense\)/neuron \(SDNN\): activation '"
+                       + re.escape(activation) + "' is not supported"):
+        read_netx(path)
+
+
+def test_unsupported_activation_is_one_line_with_exit_code_2(tmp_path):
+    from click.testing import CliRunner
+
+    from neurodeploy.cli import main
+    path = _sigma_delta_file(tmp_path / "sd.net")
+    _set_activation(path, "identity")
+    res = CliRunner().invoke(main, ["map", str(path), "--json", str(tmp_path / "m.json")])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "sd.net" in lines[0], res.stderr
+    assert "activation 'identity'" in lines[0]
+    assert not (tmp_path / "m.json").exists()
 
 
 @requires_lava

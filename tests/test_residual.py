@@ -214,7 +214,8 @@ def test_tuning_sees_batch_norm_gain_and_keeps_its_running_statistics():
 
 def test_map_counts_each_shortcut_on_its_target():
     from neurodeploy.hardware.config import load_hardware_config
-    from neurodeploy.hardware.mapper import map_network, network_fan_outs, shortcut_synapses
+    from neurodeploy.hardware.activity import network_fan_outs
+    from neurodeploy.hardware.mapper import map_network, shortcut_synapses
 
     net = random_conv_resnet(4, blocks=2)
     hw = load_hardware_config("loihi2")

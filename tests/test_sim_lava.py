@@ -141,17 +141,15 @@ def test_recurrent_and_delayed_dense_match_lava(tmp_path_factory, seed, delays):
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2 ** 16), sigma_out=st.booleans(), activation=st.sampled_from(["relu", "identity"]),
-       recurrent=st.booleans())
-def test_random_sigma_delta_networks_match_lava(tmp_path_factory, seed, sigma_out, activation, recurrent):
+@given(seed=st.integers(0, 2 ** 16), sigma_out=st.booleans(), recurrent=st.booleans())
+def test_random_sigma_delta_networks_match_lava(tmp_path_factory, seed, sigma_out, recurrent):
     rng = np.random.default_rng(seed)
     rec = rng.integers(-60, 60, (6, 6)) * 2 if recurrent else None
-    layers = (Input(shape=(5,), neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 4)), activation=activation)),
+    layers = (Input(shape=(5,), neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 4)))),
               Dense(weight=rng.integers(-60, 60, (6, 5)) * 2, bias=rng.integers(-20, 20, 6), weight_rec=rec,
-                    neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 30)), activation=activation)),
+                    neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 30)))),
               Dense(weight=rng.integers(-60, 60, (3, 6)) * 2,
-                    neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 30)), sigma_output=sigma_out,
-                                            activation=activation)))
+                    neuron=SigmaDeltaNeuron(threshold=int(rng.integers(0, 30)), sigma_output=sigma_out)))
     path = tmp_path_factory.mktemp("s") / "sdnn.net"
     write_netx(Network(layers=layers, input_shape=(5,)), path)
     x = rng.integers(-100, 100, (5, 9))

@@ -54,3 +54,26 @@ def test_nmnist_like_input_is_sparse_and_has_both_polarities():
     assert 0.002 < x.mean().item() < 0.03   # about 1 % per channel and step
     polarity = x.reshape(4, 30, 34, 34, 2).sum(dim=(0, 1, 2, 3))
     assert polarity[0] > 0 and polarity[1] > 0
+
+
+def _side_by_side():
+    spec = importlib.util.spec_from_file_location(
+        "sparse_backward_side_by_side", ROOT / "benchmarks" / "sparse_backward_side_by_side.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_side_by_side_alternates_which_checkout_runs_first():
+    assert _side_by_side().order(3) == ["before", "after", "after", "before", "before", "after"]
+
+
+def test_side_by_side_keeps_each_checkouts_fastest_run_and_the_ratio():
+    runs = [{"tree": "before", "timings": {"net": {"sparse_backward_s": 2.0}}},
+            {"tree": "after", "timings": {"net": {"sparse_backward_s": 3.0}}},
+            {"tree": "after", "timings": {"net": {"sparse_backward_s": 1.0}}},
+            {"tree": "before", "timings": {"net": {"sparse_backward_s": 4.0}}}]
+    summary = _side_by_side().summarise(runs)
+    assert summary["min_over_runs"] == {"before": {"net": {"sparse_backward_s": 2.0}},
+                                        "after": {"net": {"sparse_backward_s": 1.0}}}
+    assert summary["after_over_before"] == {"net": {"sparse_backward_s": 0.5}}

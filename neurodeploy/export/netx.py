@@ -32,6 +32,10 @@ SUPPORTED_BLOCKS = ("input", "dense", "dense_rec", "conv", "flatten",
 KNOWN_BLOCKS = SUPPORTED_BLOCKS + ("pool", "average", "convT", "unpool")
 
 
+#: the activation of Lava's SigmaDelta process as netx builds it (act_mode RELU)
+NETX_SDNN_ACTIVATION = "relu"
+
+
 class NetxFormatError(InputError):
     """A .net file is missing, corrupt, or describes something we cannot read (an
     :class:`InputError`, exit code 2)."""
@@ -58,13 +62,23 @@ def _write_neuron(g: h5py.Group, neuron) -> None:
         g.create_dataset("neuron/gradedSpike", data=bool(neuron.graded_spike))
     elif isinstance(neuron, SigmaDeltaNeuron):
         g.create_dataset("neuron/type", data="SDNN")
-        g.create_dataset("neuron/activation", data=neuron.activation)
+        g.create_dataset("neuron/activation", data=NETX_SDNN_ACTIVATION)
         if neuron.threshold is not None:
             g.create_dataset("neuron/vThMant", data=int(neuron.threshold))
         if neuron.sigma_output:
             g.create_dataset("neuron/sigma_output", data=True)
     else:
         raise TypeError(f"cannot write neuron of type {type(neuron).__name__}")
+
+
+def _write_bias_delay_neuron(g: h5py.Group, layer) -> None:
+    """A dense or conv block's optional bias and delays (float32, as slayer writes
+    them) and its neuron."""
+    if layer.bias is not None:
+        g.create_dataset("bias", data=layer.bias.astype(np.float32))
+    if layer.delay is not None:
+        g.create_dataset("delay", data=layer.delay.astype(np.float32))
+    _write_neuron(g, layer.neuron)
 
 
 def _check_dense_weights(i: int, name: str, w: np.ndarray) -> None:
@@ -121,11 +135,7 @@ def write_netx(network: Network, path: Union[str, os.PathLike]) -> Path:
                 g.create_dataset("weight", data=layer.weight.astype(np.float32))
                 if layer.weight_rec is not None:
                     g.create_dataset("weight_rec", data=layer.weight_rec.astype(np.float32))
-                if layer.bias is not None:
-                    g.create_dataset("bias", data=layer.bias.astype(np.float32))
-                if layer.delay is not None:
-                    g.create_dataset("delay", data=layer.delay.astype(np.float32))
-                _write_neuron(g, layer.neuron)
+                _write_bias_delay_neuron(g, layer)
             elif isinstance(layer, Conv):
                 _write_type(g, "conv")
                 g.create_dataset("shape", data=np.array(layer.shape, dtype=np.int64))
@@ -137,11 +147,7 @@ def write_netx(network: Network, path: Union[str, os.PathLike]) -> Path:
                 g.create_dataset("dilation", data=np.array(layer.dilation, dtype=np.int64))
                 g.create_dataset("groups", data=layer.groups)
                 g.create_dataset("weight", data=layer.weight.astype(np.float32))
-                if layer.bias is not None:
-                    g.create_dataset("bias", data=layer.bias.astype(np.float32))
-                if layer.delay is not None:
-                    g.create_dataset("delay", data=layer.delay.astype(np.float32))
-                _write_neuron(g, layer.neuron)
+                _write_bias_delay_neuron(g, layer)
             elif isinstance(layer, Flatten):
                 _write_type(g, "flatten")
                 g.create_dataset("shape", data=np.array(layer.shape, dtype=np.int64))
@@ -190,6 +196,19 @@ def _field(n: h5py.Group, key: str, where: str):
     return _integers(v, key, where).reshape(-1) if v.size > 1 else int(_integers(v, key, where).reshape(-1)[0])
 
 
+def _check_activation(n: h5py.Group, where: str) -> None:
+    """A sigma-delta neuron's ``activation`` (slayer writes its function's name): netx
+    ignores it and Lava's SigmaDelta applies ReLU, so any other value would be run as
+    ReLU, unlike the trained network: refused."""
+    if "activation" not in n:
+        return
+    act = str(_scalar(n, "activation", where))
+    if act != NETX_SDNN_ACTIVATION:
+        raise NetxFormatError(f"{where}: activation '{act}' is not supported: Lava's netx runs "
+                              f"every sigma-delta block with '{NETX_SDNN_ACTIVATION}', the only "
+                              "activation accepted")
+
+
 def _read_neuron(g: h5py.Group, where: str):
     if "neuron" not in g:
         return None
@@ -208,12 +227,12 @@ def _read_neuron(g: h5py.Group, where: str):
         except fx.BitWidthError as e:
             raise fx.BitWidthError(f"{w}: {e}") from None
     if kind == "SDNN":
-        act = str(_scalar(n, "activation", w)) if "activation" in n else "relu"
+        _check_activation(n, w)
         sigma_output = "sigma_output" in n
         # a sigma-output block needs no threshold (netx builds Lava's Sigma without one;
         # lava-dl's dendrite.Sigma, micro-YOLO's last layer, stores none)
         threshold = None if sigma_output and "vThMant" not in n else int(_scalar(n, "vThMant", w))
-        return SigmaDeltaNeuron(threshold=threshold, activation=act, sigma_output=sigma_output)
+        return SigmaDeltaNeuron(threshold=threshold, sigma_output=sigma_output)
     if kind == "SRC":  # neurodeploy's extension block (export.netx_src)
         from neurodeploy.export.netx_src import read_src_neuron
         return read_src_neuron(n, w, NetxFormatError)
@@ -249,6 +268,122 @@ def _delays(d, where: str):
     return d
 
 
+def _open_netx(path: Path) -> h5py.File:
+    """The HDF5 file, or FileNotFoundError / NetxFormatError naming it."""
+    if not path.exists():
+        raise FileNotFoundError(f"netx file not found: {path}")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise NetxFormatError(f"{path}: not a readable HDF5 file ({e})") from None
+
+
+def _layer_keys(f: h5py.File, path: Path) -> list:
+    """The block groups' names, in order (netx requires 0..N-1)."""
+    if "layer" not in f:
+        raise NetxFormatError(f"{path}: no 'layer' group; not a netx network file")
+    keys = sorted(f["layer"].keys(), key=lambda k: int(k) if k.isdigit() else -1)
+    if [int(k) for k in keys if k.isdigit()] != list(range(len(keys))):
+        raise NetxFormatError(f"{path}: layer groups must be named 0..N-1, found {keys}")
+    return keys
+
+
+def _block_type(g: h5py.Group, where: str) -> str:
+    """The block's ``type``, refused unless this reader builds it."""
+    try:
+        kind = str(_scalar(g, "type", where))
+    except Exception as e:  # corrupt dataset
+        raise NetxFormatError(f"{where}: unreadable 'type' ({e})") from None
+    if kind not in KNOWN_BLOCKS:
+        raise NetxFormatError(f"{where} ({kind}): unknown block type")
+    if kind not in SUPPORTED_BLOCKS:
+        raise NetxFormatError(f"{where} ({kind}): block type '{kind}' is not supported "
+                              f"(supported: {', '.join(SUPPORTED_BLOCKS)})")
+    return kind
+
+
+def _bias(g: h5py.Group, where: str):
+    b = _array(g, "bias", where, required=False)
+    return None if b is None else _integers(b, "bias", where).reshape(-1)
+
+
+def _read_input(g: h5py.Group, block_shape: tuple, where: str) -> Input:
+    w = _array(g, "weight", where, required=False)
+    return Input(shape=block_shape, neuron=_read_neuron(g, where),
+                 weight=float(np.asarray(w).reshape(-1)[0]) if w is not None else 64.0,
+                 bias=_bias(g, where))
+
+
+def _read_dense(g: h5py.Group, kind: str, block_shape: tuple, where: str) -> Dense:
+    w = _integers(_array(g, "weight", where), "weight", where)
+    if w.ndim == 1:
+        w = w.reshape(int(np.prod(block_shape)), -1)
+    wr = None
+    if kind == "dense_rec":
+        wr = _integers(_array(g, "weight_rec", where), "weight_rec", where)
+        wr = wr.reshape(w.shape[0], -1)
+    d = _delays(_array(g, "delay", where, required=False), where)
+    neuron = _read_neuron(g, where)
+    if neuron is None:  # netx's default: Lava LIF(du=-1, dv=4096, vth=1 << 17)
+        neuron = CubaNeuron(*fx.NETX_DEFAULT_CUBA)
+    return Dense(weight=w, neuron=neuron, weight_rec=wr, bias=_bias(g, where), delay=d)
+
+
+def _read_conv(g: h5py.Group, block_shape: tuple, where: str) -> Conv:
+    w = _integers(_array(g, "weight", where), "weight", where)
+    if w.ndim == 5:  # slayer's (out, in, kH, kW, 1)
+        w = w[..., 0]
+    if w.ndim != 4:
+        raise NetxFormatError(f"{where}: conv weight must be 4-D (out, in, kH, kW), got {w.shape}")
+    d = _array(g, "delay", where, required=False)
+    return Conv(weight=w, neuron=_read_neuron(g, where), shape=block_shape,
+                stride=tuple(_array(g, "stride", where).reshape(-1)),
+                padding=tuple(_array(g, "padding", where).reshape(-1)),
+                dilation=tuple(_array(g, "dilation", where).reshape(-1)),
+                groups=int(_scalar(g, "groups", where)), bias=_bias(g, where),
+                delay=None if d is None else np.floor(d).astype(np.int64).reshape(-1))
+
+
+def _read_block(g: h5py.Group, kind: str, block_shape: tuple, where: str):
+    """One block (a residual block's shortcuts are read by the caller)."""
+    if kind == "input":
+        return _read_input(g, block_shape, where)
+    if kind in ("dense", "dense_rec"):
+        return _read_dense(g, kind, block_shape, where)
+    if kind == "conv":
+        return _read_conv(g, block_shape, where)
+    return Flatten(shape=block_shape)
+
+
+def _network_input_shape(layer, given_shape, where: str) -> tuple:
+    """The network's input shape from its first block: an input block's shape, a dense
+    block's fan-in, or for a conv block the ``input_shape`` the caller gave."""
+    if isinstance(layer, Input):
+        return tuple(layer.shape)
+    if isinstance(layer, Dense):
+        return (layer.weight.shape[1],)
+    if isinstance(layer, Conv):
+        if given_shape is None:
+            raise NetxFormatError(f"{where}: the file starts with a conv block and stores no "
+                                  "input shape; pass input_shape=(C, H, W)")
+        return given_shape
+    return None
+
+
+def _skipped_input(layers: list, bits: list, input_shape: tuple, skip: int) -> tuple:
+    """(input shape, input message bits) of the network left after the first ``skip``
+    blocks: the skipped blocks' output shape and message bits."""
+    shape, message_bits = input_shape, 0
+    for layer, b in zip(layers[:skip], bits):
+        if isinstance(layer, Flatten):
+            shape = (int(np.prod(shape)),)
+            continue
+        shape = (layer.num_neurons,) if isinstance(layer, Dense) else tuple(layer.shape)
+        if not (isinstance(layer, Input) and layer.neuron is None):
+            message_bits = b  # netx: the input message bits of whatever block comes next
+    return shape, message_bits
+
+
 def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None,
               skip_layers: int = 0) -> Network:
     """Read a netx ``.net`` file into a :class:`Network`, with errors naming the
@@ -263,94 +398,28 @@ def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None,
     sigma-delta, 0 for spikes) as its ``input_message_bits``; netx's reset offsets
     count the kept blocks only, as the simulator does."""
     path = Path(path)
-    if int(skip_layers) < 0:
+    skip = int(skip_layers)
+    if skip < 0:
         raise ValueError(f"skip_layers must be >= 0, got {skip_layers}")
-    if not path.exists():
-        raise FileNotFoundError(f"netx file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise NetxFormatError(f"{path}: not a readable HDF5 file ({e})") from None
-    with f:
-        if "layer" not in f:
-            raise NetxFormatError(f"{path}: no 'layer' group; not a netx network file")
-        keys = sorted(f["layer"].keys(), key=lambda k: int(k) if k.isdigit() else -1)
-        if [int(k) for k in keys if k.isdigit()] != list(range(len(keys))):
-            raise NetxFormatError(f"{path}: layer groups must be named 0..N-1, found {keys}")
-        layers, bits, shortcuts = [], [], []
-        given_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
-        input_shape = None
-        for i, k in enumerate(keys):
-            if num_layers is not None and i >= num_layers:
-                break
+    given_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
+    layers, bits, shortcuts, input_shape = [], [], [], None
+    with _open_netx(path) as f:
+        keys = _layer_keys(f, path)
+        for i, k in enumerate(keys if num_layers is None else keys[:max(0, int(num_layers))]):
             g = f["layer"][k]
-            where = f"{path}: layer {i}"
-            try:
-                kind = str(_scalar(g, "type", where))
-            except Exception as e:  # corrupt dataset
-                raise NetxFormatError(f"{where}: unreadable 'type' ({e})") from None
-            where = f"{where} ({kind})"
-            if kind not in KNOWN_BLOCKS:
-                raise NetxFormatError(f"{where}: unknown block type")
-            if kind not in SUPPORTED_BLOCKS:
-                raise NetxFormatError(f"{where}: block type '{kind}' is not supported "
-                                      f"(supported: {', '.join(SUPPORTED_BLOCKS)})")
+            kind = _block_type(g, f"{path}: layer {i}")
+            where = f"{path}: layer {i} ({kind})"
             block_shape = tuple(int(s) for s in _array(g, "shape", where).reshape(-1))
             if kind in ("conv_res", "dense_res"):  # neurodeploy's extension (export.netx_residual)
                 from neurodeploy.export.netx_residual import RESIDUAL_TYPES, read_shortcuts
                 shortcuts += read_shortcuts(g, i, where, NetxFormatError)
                 kind = RESIDUAL_TYPES[kind]
-            if kind == "input":
-                w = _array(g, "weight", where, required=False)
-                b = _array(g, "bias", where, required=False)
-                layer = Input(shape=block_shape, neuron=_read_neuron(g, where),
-                              weight=float(np.asarray(w).reshape(-1)[0]) if w is not None else 64.0,
-                              bias=None if b is None else _integers(b, "bias", where).reshape(-1))
-                input_shape = block_shape
-            elif kind in ("dense", "dense_rec"):
-                w = _integers(_array(g, "weight", where), "weight", where)
-                if w.ndim == 1:
-                    w = w.reshape(int(np.prod(block_shape)), -1)
-                wr = None
-                if kind == "dense_rec":
-                    wr = _integers(_array(g, "weight_rec", where), "weight_rec", where)
-                    wr = wr.reshape(w.shape[0], -1)
-                b = _array(g, "bias", where, required=False)
-                d = _delays(_array(g, "delay", where, required=False), where)
-                neuron = _read_neuron(g, where)
-                if neuron is None:  # netx's default: Lava LIF(du=-1, dv=4096, vth=1 << 17)
-                    neuron = CubaNeuron(*fx.NETX_DEFAULT_CUBA)
-                layer = Dense(weight=w, neuron=neuron, weight_rec=wr,
-                              bias=None if b is None else _integers(b, "bias", where).reshape(-1),
-                              delay=d)
-                if input_shape is None:
-                    input_shape = (w.shape[1],)
-            elif kind == "conv":
-                w = _integers(_array(g, "weight", where), "weight", where)
-                if w.ndim == 5:  # slayer's (out, in, kH, kW, 1)
-                    w = w[..., 0]
-                if w.ndim != 4:
-                    raise NetxFormatError(f"{where}: conv weight must be 4-D (out, in, kH, kW), got {w.shape}")
-                b = _array(g, "bias", where, required=False)
-                d = _array(g, "delay", where, required=False)
-                layer = Conv(weight=w, neuron=_read_neuron(g, where), shape=block_shape,
-                             stride=tuple(_array(g, "stride", where).reshape(-1)),
-                             padding=tuple(_array(g, "padding", where).reshape(-1)),
-                             dilation=tuple(_array(g, "dilation", where).reshape(-1)),
-                             groups=int(_scalar(g, "groups", where)),
-                             bias=None if b is None else _integers(b, "bias", where).reshape(-1),
-                             delay=None if d is None else np.floor(d).astype(np.int64).reshape(-1))
-                if input_shape is None:
-                    if given_shape is None:
-                        raise NetxFormatError(f"{where}: the file starts with a conv block and stores no "
-                                              "input shape; pass input_shape=(C, H, W)")
-                    input_shape = given_shape
-            else:
-                layer = Flatten(shape=block_shape)
+            layer = _read_block(g, kind, block_shape, where)
+            if input_shape is None or isinstance(layer, Input):
+                input_shape = _network_input_shape(layer, given_shape, where)
             layers.append(layer)
-            if i < int(skip_layers):  # only the skipped blocks' output bits are needed
+            if i < skip:  # only the skipped blocks' output bits are needed
                 bits.append(_message_bits(g, where))
-    skip = int(skip_layers)
     if shortcuts:
         if skip or num_layers is not None:
             raise ValueError(f"{path}: a residual network (shortcuts between blocks) is read whole; "
@@ -364,13 +433,6 @@ def read_netx(path: Union[str, os.PathLike], input_shape=None, num_layers=None,
         return Network(layers=tuple(layers), input_shape=input_shape, name=path.stem)
     if skip >= len(layers):
         raise ValueError(f"{path}: skip_layers={skip} leaves none of the {len(layers)} blocks read")
-    shape, message_bits = input_shape, 0
-    for layer, b in zip(layers[:skip], bits):
-        if isinstance(layer, Flatten):
-            shape = (int(np.prod(shape)),)
-            continue
-        shape = (layer.num_neurons,) if isinstance(layer, Dense) else tuple(layer.shape)
-        if not (isinstance(layer, Input) and layer.neuron is None):
-            message_bits = b  # netx: the input message bits of whatever block comes next
+    shape, message_bits = _skipped_input(layers, bits, input_shape, skip)
     return Network(layers=tuple(layers[skip:]), input_shape=shape, name=path.stem,
                    input_message_bits=message_bits)

@@ -46,7 +46,8 @@ def map_command(model: Path, hw: str, json_path: Optional[Path], data: Optional[
                 nonzero_only: bool):
     """Map MODEL.net onto a hardware target: per-layer cores, memory, axons, fit."""
     from neurodeploy.hardware.config import load_hardware_config
-    from neurodeploy.hardware.mapper import estimate_activity, map_network, spikes_from_simulation
+    from neurodeploy.hardware.activity import activity_of_samples
+    from neurodeploy.hardware.mapper import map_network
 
     checks.check_sample_count(samples)
     config = load_hardware_config(hw)
@@ -60,13 +61,10 @@ def map_command(model: Path, hw: str, json_path: Optional[Path], data: Optional[
         raise _does_not_fit(model, config.name, e) from None
     if x is not None:
         try:
-            spikes = spikes_from_simulation(network, x)
+            report = report.with_activity(activity_of_samples(
+                network, config, x, count_zero_weights=not nonzero_only))
         except NotImplementedError as e:
             click.echo(f"warning: no activity estimate, the simulator cannot run this network ({e})", err=True)
-        else:
-            report = report.with_activity(estimate_activity(
-                network, config, spikes, steps=x.shape[-1], samples=x.shape[0],
-                count_zero_weights=not nonzero_only))
     click.echo(report.table())
     d = report.to_dict()
     d["config"] = config.to_dict()

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -229,7 +229,9 @@ def _conv_fan_in(layer: Conv) -> int:
     return int(layer.weight.shape[1] * layer.weight.shape[2] * layer.weight.shape[3])
 
 
-def _geometry(network: Network, count_zero_weights: bool) -> List[_Geometry]:
+def layer_geometry(network: Network, count_zero_weights: bool) -> List[_Geometry]:
+    """What each neuron-holding block needs (neurons, fan-in, stored synapses, presynaptic
+    neurons, weight bits, stored synapses per presynaptic neuron), shortcuts included."""
     out: List[_Geometry] = []
     prev = int(np.prod(network.input_shape))
     prev_shape = tuple(network.input_shape)
@@ -398,80 +400,102 @@ def check_bit_widths(network: Network, hw: HardwareConfig) -> None:
                                v, hw.max_delay_steps)
 
 
+def _input_axons(network: Network, g: _Geometry, neurons_on_core: int) -> int:
+    """Estimated input axons of one core of a conv layer: its kernel's receptive
+    field (:func:`conv_input_axons`), plus each residual shortcut's (a conv
+    shortcut's receptive field of the same tile, a dense one's every source neuron)."""
+    axons = conv_input_axons(g.layer, g.in_shape, neurons_on_core)
+    for sc in network.shortcuts_into(g.index):
+        src = network.layers[sc.source]
+        if sc.conv:
+            view = Conv(weight=sc.weight, neuron=g.layer.neuron, shape=g.layer.shape, stride=sc.stride,
+                        padding=sc.padding)
+            axons += conv_input_axons(view, tuple(src.shape), neurons_on_core)
+        else:
+            axons += src.num_neurons
+    return axons
+
+
 def _ceil_div(a: float, b: float) -> int:
     return int(math.ceil(a / b))
 
 
-def map_network(network: Network, hw: HardwareConfig, count_zero_weights: bool = True) -> MappingReport:
-    """Place ``network`` on ``hw``; raise :class:`MappingError` if it does not fit.
+def _synaptic_memory_cores(g: _Geometry, hw: HardwareConfig, where: str) -> int:
+    """Cores a layer's stored synapses need; MappingError when one neuron's do not fit a core."""
+    mem_core, bits = hw.synaptic_memory_bits_per_core, g.weight_bits + hw.synapse_overhead_bits
+    one = g.fan_in * bits
+    if one > mem_core:
+        raise MappingError(f"{where}: one neuron's {g.fan_in} synapses x {bits} bits = {one} "
+                           f"bits exceed {hw.name}'s synaptic memory per core ({mem_core} bits, "
+                           "'synaptic_memory_kib_per_core')", g.index, "synaptic_memory_kib_per_core",
+                           one, mem_core)
+    return _ceil_div(g.synapses * bits, mem_core)
 
-    count_zero_weights: count every entry of a dense matrix as a stored synapse
-    (default; see the module docstring) or only nonzero weights.
-    """
-    check_bit_widths(network, hw)
-    geo = _geometry(network, count_zero_weights)
-    mem_core = hw.synaptic_memory_bits_per_core
-    syn_bits = lambda g: g.weight_bits + hw.synapse_overhead_bits  # noqa: E731
-    placements: List[Optional[LayerPlacement]] = [None] * len(geo)
-    next_cores = None  # cores of the following layer (None: output to the host)
-    for j in range(len(geo) - 1, -1, -1):
-        g = geo[j]
-        where = f"layer {g.index} ({g.kind})"
-        need: Dict[str, int] = {"neurons": _ceil_div(g.neurons, hw.neurons_per_core)}
-        # synaptic memory
-        if mem_core is not None and g.synapses:
-            one = g.fan_in * syn_bits(g)
-            if one > mem_core:
-                raise MappingError(f"{where}: one neuron's {g.fan_in} synapses x {syn_bits(g)} bits = {one} "
-                                   f"bits exceed {hw.name}'s synaptic memory per core ({mem_core} bits, "
-                                   "'synaptic_memory_kib_per_core')", g.index, "synaptic_memory_kib_per_core",
-                                   one, mem_core)
-            need["synaptic memory"] = _ceil_div(g.synapses * syn_bits(g), mem_core)
-        # input axons
-        if hw.input_axons_per_core is not None:
-            if g.kind == "input":
-                need["input axons"] = _ceil_div(g.neurons, hw.input_axons_per_core)
-            elif g.conv:
-                limit = hw.input_axons_per_core
-                if _input_axons(network, g, 1) > limit:
-                    raise MappingError(f"{where}: fan-in {g.fan_in} exceeds {hw.name}'s {limit} input "
-                                       "axons per core ('input_axons_per_core')", g.index,
-                                       "input_axons_per_core", g.fan_in, limit)
-                c = 1
-                while _input_axons(network, g, _ceil_div(g.neurons, c)) > limit:
-                    c = min(g.neurons, max(c + 1, int(c * 1.25)))
-                need["input axons"] = c
-            elif g.presynaptic > hw.input_axons_per_core:
-                raise MappingError(f"{where}: fan-in {g.presynaptic} presynaptic neurons exceeds {hw.name}'s "
-                                   f"{hw.input_axons_per_core} input axons per core ('input_axons_per_core'); "
-                                   "every core of a dense layer receives every presynaptic neuron",
-                                   g.index, "input_axons_per_core", g.presynaptic, hw.input_axons_per_core)
-        # output axons
-        dest = 1 if next_cores is None else (
-            _conv_destinations(geo[j + 1].layer, next_cores) if geo[j + 1].conv else next_cores)
-        if hw.output_axons_per_core is not None:
-            if dest > hw.output_axons_per_core:
-                raise MappingError(f"{where}: each neuron projects to {dest} cores, more than {hw.name}'s "
-                                   f"{hw.output_axons_per_core} output axons per core "
-                                   "('output_axons_per_core')", g.index, "output_axons_per_core",
-                                   dest, hw.output_axons_per_core)
-            need["output axons"] = _ceil_div(g.neurons * dest, hw.output_axons_per_core)
-        limited_by = max(need, key=lambda k: need[k])
-        cores = max(1, need[limited_by])
-        per_core = _ceil_div(g.neurons, cores)
-        in_ax = per_core if g.kind == "input" else (
-            _input_axons(network, g, per_core) if g.conv else g.presynaptic)
-        placements[j] = LayerPlacement(
-            index=g.index, kind=g.kind, neurons=g.neurons, fan_in=g.fan_in, synapses=g.synapses,
-            nonzero_synapses=g.nonzero, weight_bits=g.weight_bits,
-            synaptic_memory_bits=g.synapses * syn_bits(g) if g.synapses else 0, cores=cores,
-            neurons_per_core=per_core,
-            synaptic_memory_bits_per_core=_ceil_div(g.synapses * syn_bits(g), cores) if g.synapses else 0,
-            input_axons_per_core=in_ax, output_axons_per_core=per_core * dest, limited_by=limited_by)
-        next_cores = cores
-    layers = tuple(placements)
+
+def _input_axon_cores(network: Network, g: _Geometry, hw: HardwareConfig, where: str) -> Optional[int]:
+    """Cores an input or conv layer needs for its input axons (None for a dense layer:
+    every core receives every presynaptic neuron); MappingError when one neuron's axons
+    do not fit a core."""
+    limit = hw.input_axons_per_core
+    if g.kind == "input":
+        return _ceil_div(g.neurons, limit)
+    if g.conv:
+        if _input_axons(network, g, 1) > limit:
+            raise MappingError(f"{where}: fan-in {g.fan_in} exceeds {hw.name}'s {limit} input "
+                               "axons per core ('input_axons_per_core')", g.index,
+                               "input_axons_per_core", g.fan_in, limit)
+        c = 1
+        while _input_axons(network, g, _ceil_div(g.neurons, c)) > limit:
+            c = min(g.neurons, max(c + 1, int(c * 1.25)))
+        return c
+    if g.presynaptic > limit:
+        raise MappingError(f"{where}: fan-in {g.presynaptic} presynaptic neurons exceeds {hw.name}'s "
+                           f"{limit} input axons per core ('input_axons_per_core'); "
+                           "every core of a dense layer receives every presynaptic neuron",
+                           g.index, "input_axons_per_core", g.presynaptic, limit)
+    return None
+
+
+def _place_layer(network: Network, hw: HardwareConfig, g: _Geometry, following: Optional[_Geometry],
+                 next_cores: Optional[int]) -> LayerPlacement:
+    """The fewest cores that hold layer ``g``'s neurons, synapses and axons, given the cores
+    of the layer it projects to (``following``, ``next_cores``; None: output to the host)."""
+    where = f"layer {g.index} ({g.kind})"
+    syn_bits = g.weight_bits + hw.synapse_overhead_bits
+    need: Dict[str, int] = {"neurons": _ceil_div(g.neurons, hw.neurons_per_core)}
+    if hw.synaptic_memory_bits_per_core is not None and g.synapses:
+        need["synaptic memory"] = _synaptic_memory_cores(g, hw, where)
+    if hw.input_axons_per_core is not None:
+        cores = _input_axon_cores(network, g, hw, where)
+        if cores is not None:
+            need["input axons"] = cores
+    dest = 1 if next_cores is None else (
+        _conv_destinations(following.layer, next_cores) if following.conv else next_cores)
+    if hw.output_axons_per_core is not None:
+        if dest > hw.output_axons_per_core:
+            raise MappingError(f"{where}: each neuron projects to {dest} cores, more than {hw.name}'s "
+                               f"{hw.output_axons_per_core} output axons per core "
+                               "('output_axons_per_core')", g.index, "output_axons_per_core",
+                               dest, hw.output_axons_per_core)
+        need["output axons"] = _ceil_div(g.neurons * dest, hw.output_axons_per_core)
+    limited_by = max(need, key=lambda k: need[k])
+    cores = max(1, need[limited_by])
+    per_core = _ceil_div(g.neurons, cores)
+    in_ax = per_core if g.kind == "input" else (
+        _input_axons(network, g, per_core) if g.conv else g.presynaptic)
+    return LayerPlacement(
+        index=g.index, kind=g.kind, neurons=g.neurons, fan_in=g.fan_in, synapses=g.synapses,
+        nonzero_synapses=g.nonzero, weight_bits=g.weight_bits,
+        synaptic_memory_bits=g.synapses * syn_bits if g.synapses else 0, cores=cores,
+        neurons_per_core=per_core,
+        synaptic_memory_bits_per_core=_ceil_div(g.synapses * syn_bits, cores) if g.synapses else 0,
+        input_axons_per_core=in_ax, output_axons_per_core=per_core * dest, limited_by=limited_by)
+
+
+def _check_totals(network: Network, hw: HardwareConfig, layers: Tuple[LayerPlacement, ...]) -> None:
+    """MappingError when the whole network needs more cores, neurons or synapses than the
+    target has."""
     total_cores = sum(p.cores for p in layers)
-    chips_used = _ceil_div(total_cores, hw.cores_per_chip)
     if total_cores > hw.cores:
         worst = max(layers, key=lambda p: p.cores)
         raise MappingError(f"{network.name}: needs {total_cores} cores, {hw.name} has {hw.cores} "
@@ -490,7 +514,11 @@ def map_network(network: Network, hw: HardwareConfig, count_zero_weights: bool =
                            f"{hw.synapses_per_chip * hw.chips} ('synapses_per_chip' x chips); largest: "
                            f"layer {worst.index} ({worst.kind}) with {worst.synapses}", worst.index,
                            "synapses_per_chip", synapses, hw.synapses_per_chip * hw.chips)
-    mem_bits = sum(p.synaptic_memory_bits for p in layers)
+
+
+def _mapping_notes(hw: HardwareConfig, count_zero_weights: bool,
+                   layers: Tuple[LayerPlacement, ...]) -> Tuple[str, ...]:
+    """What the report's figures assume or leave out for this target."""
     notes = []
     if hw.input_axons_per_core is None or hw.output_axons_per_core is None:
         notes.append(f"{hw.name}: axon limits per core are not published; axon checks skipped")
@@ -500,173 +528,34 @@ def map_network(network: Network, hw: HardwareConfig, count_zero_weights: bool =
         notes.append("dense synapses counted as full matrices (zero weights included)")
     if any(p.kind == "conv" for p in layers):
         notes.append("conv synapses counted expanded (no weight sharing), an upper bound")
+    return tuple(notes)
+
+
+def map_network(network: Network, hw: HardwareConfig, count_zero_weights: bool = True) -> MappingReport:
+    """Place ``network`` on ``hw``; raise :class:`MappingError` if it does not fit.
+
+    count_zero_weights: count every entry of a dense matrix as a stored synapse
+    (default; see the module docstring) or only nonzero weights.
+    """
+    check_bit_widths(network, hw)
+    geo = layer_geometry(network, count_zero_weights)
+    placements: List[Optional[LayerPlacement]] = [None] * len(geo)
+    next_cores = None  # cores of the following layer (None: output to the host)
+    for j in range(len(geo) - 1, -1, -1):   # output axons depend on the next layer's cores
+        following = geo[j + 1] if j + 1 < len(geo) else None
+        placements[j] = _place_layer(network, hw, geo[j], following, next_cores)
+        next_cores = placements[j].cores
+    layers = tuple(placements)
+    _check_totals(network, hw, layers)
+    total_cores = sum(p.cores for p in layers)
+    neurons = sum(p.neurons for p in layers)
+    mem_bits = sum(p.synaptic_memory_bits for p in layers)
+    mem_core = hw.synaptic_memory_bits_per_core
     return MappingReport(
         network=network.name, hardware=hw.name, layers=layers, total_cores=total_cores,
-        chips_used=chips_used, chips_available=hw.chips, cores_available=hw.cores,
-        neurons=neurons, synapses=synapses, synaptic_memory_bits=mem_bits,
+        chips_used=_ceil_div(total_cores, hw.cores_per_chip), chips_available=hw.chips,
+        cores_available=hw.cores, neurons=neurons, synapses=sum(p.synapses for p in layers),
+        synaptic_memory_bits=mem_bits,
         neuron_utilisation=neurons / (total_cores * hw.neurons_per_core),
         synaptic_memory_utilisation=None if mem_core is None else mem_bits / (total_cores * mem_core),
-        core_utilisation=total_cores / hw.cores, notes=tuple(notes))
-
-
-# --- activity -> ops -> energy (pure arithmetic) -------------------------------
-SpikeCounts = Union[float, np.ndarray]
-
-
-def synaptic_ops(spike_counts: Sequence[SpikeCounts], fan_outs: Sequence[SpikeCounts]) -> float:
-    """Synaptic events = sum over presynaptic populations k of
-    ``sum_j spikes_k[j] * fan_out_k[j]`` (one event per spike per outgoing synapse).
-
-    spike_counts[k]: spikes of population k (per neuron array, or a total when
-    fan_outs[k] is a scalar mean fan-out); fan_outs[k]: outgoing stored synapses
-    per neuron of population k.
-    """
-    if len(spike_counts) != len(fan_outs):
-        raise ValueError(f"{len(spike_counts)} spike-count populations but {len(fan_outs)} fan-outs")
-    total = 0.0
-    for k, (s, f) in enumerate(zip(spike_counts, fan_outs)):
-        s, f = np.asarray(s, dtype=np.float64), np.asarray(f, dtype=np.float64)
-        if f.ndim == 0:
-            total += float(s.sum() * f)
-        else:
-            if s.shape != f.shape:
-                raise ValueError(f"population {k}: spike counts shape {s.shape} != fan-out shape {f.shape}")
-            total += float(s @ f)
-    return total
-
-
-def neuron_updates(neurons: Sequence[int], steps: int) -> int:
-    """Every neuron is updated every time step (the chip's time-stepped dynamics)."""
-    return int(sum(int(n) for n in neurons) * int(steps))
-
-
-def estimate_energy(n_synaptic_ops: float, n_neuron_updates: int,
-                    hw: HardwareConfig) -> Tuple[Optional[float], Optional[float], Optional[float]]:
-    """(synaptic pJ, neuron pJ, total pJ): ops x the config's pJ per op; None where
-    the config has no published figure (total needs both)."""
-    syn = None if hw.energy_per_synaptic_op_pj is None else n_synaptic_ops * hw.energy_per_synaptic_op_pj
-    neu = None if hw.energy_per_neuron_update_pj is None else n_neuron_updates * hw.energy_per_neuron_update_pj
-    total = None if syn is None or neu is None else syn + neu
-    return syn, neu, total
-
-
-def _input_axons(network: Network, g: _Geometry, neurons_on_core: int) -> int:
-    """Estimated input axons of one core of a conv layer: its kernel's receptive
-    field (:func:`conv_input_axons`), plus each residual shortcut's (a conv
-    shortcut's receptive field of the same tile, a dense one's every source neuron)."""
-    axons = conv_input_axons(g.layer, g.in_shape, neurons_on_core)
-    for sc in network.shortcuts_into(g.index):
-        src = network.layers[sc.source]
-        if sc.conv:
-            view = Conv(weight=sc.weight, neuron=g.layer.neuron, shape=g.layer.shape, stride=sc.stride,
-                        padding=sc.padding)
-            axons += conv_input_axons(view, tuple(src.shape), neurons_on_core)
-        else:
-            axons += src.num_neurons
-    return axons
-
-
-def network_fan_outs(network: Network, count_zero_weights: bool = True) -> List[Tuple[str, np.ndarray]]:
-    """(population, fan-out per neuron) for every presynaptic population: 'input'
-    (the input stream) and each neuron block's index. A dense_rec block's neurons
-    also project onto themselves. The input stream into an input block and the
-    last block's output carry no synapses (fan-out 0)."""
-    geo = _geometry(network, count_zero_weights)
-    names = ["input"] + [str(g.index) for g in geo]
-    fan = [g.fan_out_in.astype(np.float64) for g in geo]  # population k feeds block k
-    fan.append(np.zeros(geo[-1].neurons))  # the last block's spikes go to the host
-    for k, g in enumerate(geo):
-        layer = network.layers[g.index]
-        if isinstance(layer, Dense) and layer.weight_rec is not None:
-            fan[k + 1] = fan[k + 1] + (
-                np.full(layer.num_neurons, layer.num_neurons, dtype=np.float64) if count_zero_weights
-                else np.count_nonzero(layer.weight_rec, axis=0).astype(np.float64))
-    pos = {g.index: k for k, g in enumerate(geo)}
-    for sc in network.shortcuts:  # a shortcut's source neurons also feed its synapses
-        fan[pos[sc.source] + 1] = fan[pos[sc.source] + 1] + shortcut_synapses(network, sc, count_zero_weights)[2]
-    return list(zip(names, fan))
-
-
-def estimate_activity(network: Network, hw: HardwareConfig, spikes: Dict[str, np.ndarray],
-                      steps: int, samples: int = 1, count_zero_weights: bool = True) -> ActivityEstimate:
-    """Per-sample synaptic ops, neuron updates and the energy/time estimate from
-    per-neuron spike counts per sample: ``spikes['input']`` (input stream events)
-    and ``spikes[str(i)]`` for each neuron block i (arrays of shape (neurons,))."""
-    pops = network_fan_outs(network, count_zero_weights)
-    missing = [name for name, _ in pops if name not in spikes]
-    if missing:
-        raise ValueError(f"spike counts missing for population(s) {missing}")
-    counts = [np.asarray(spikes[name], dtype=np.float64).reshape(-1) for name, _ in pops]
-    ops = synaptic_ops(counts, [f for _, f in pops])
-    neurons = [p.num_neurons for _, p in network.neuron_layers]
-    updates = neuron_updates(neurons, steps)
-    syn, neu, total = estimate_energy(ops, updates, hw)
-    time_us = None if hw.time_per_step_us is None else steps * hw.time_per_step_us
-    notes = ["input-stream events into an input block are injected by the host / embedded cores "
-             "and not counted as synaptic ops"] if network.has_input_layer else []
-    notes.append("neuron updates assume every neuron is updated every step")
-    return ActivityEstimate(steps=int(steps), samples=int(samples),
-                            spikes={name: float(c.sum()) for (name, _), c in zip(pops, counts)},
-                            synaptic_ops=ops, neuron_updates=updates, synaptic_energy_pj=syn,
-                            neuron_energy_pj=neu, energy_pj=total, time_us=time_us, notes=tuple(notes))
-
-
-def spikes_from_simulation(network: Network, inputs: np.ndarray) -> Dict[str, np.ndarray]:
-    """Per-neuron spike counts per sample (mean over samples) from the bit-accurate
-    simulator, each sample run independently on Lava's timeline as the pipeline and
-    the chip run it (:mod:`neurodeploy.sim.samples`: zero padding, state reset
-    every P steps). Neuron layer l's spikes for a sample are counted in its own
-    P-step window, which starts l steps after the sample (one step per layer).
-    Uses only ``simulate(network, inputs, steps, reset_interval, record=True)`` and
-    its ``s/<i>`` records (batch, neurons, steps). Nonzero graded values count once.
-
-    inputs: (samples, *input_shape, P) or (*input_shape, P).
-    """
-    from neurodeploy.sim.samples import sample_stream, stream_steps
-    from neurodeploy.sim.simulator import simulate
-
-    x = np.asarray(inputs)
-    if x.ndim == len(network.input_shape) + 1:
-        x = x[None]
-    p = x.shape[-1]
-    layers = network.neuron_layers
-    streams = np.stack([sample_stream(sample[None]) for sample in x])
-    res = simulate(network, streams, steps=stream_steps(1, p, len(layers)), reset_interval=p, record=True)
-    counts = {"input": np.count_nonzero(x.reshape(x.shape[0], -1, p), axis=-1).mean(axis=0)}
-    for l, (i, _) in enumerate(layers):
-        key = f"s/{i}"
-        if key not in res.records:
-            raise KeyError(f"the simulator recorded no spikes for layer {i} ('{key}')")
-        s = np.asarray(res.records[key])
-        s = s.reshape(s.shape[0], -1, s.shape[-1])[..., p + l: 2 * p + l]
-        counts[str(i)] = np.count_nonzero(s, axis=-1).mean(axis=0)
-    return counts
-
-
-def hardware_metrics(network: Network, hw: HardwareConfig, inputs: Optional[np.ndarray] = None) -> dict:
-    """The ``hardware`` entry of a run's metrics.json: the mapping, and the activity
-    estimate when ``inputs`` (samples, *input_shape, P) are given (P time steps
-    per sample = per inference), and ``fits: True``. Raises
-    :class:`MappingError` when the network does not fit."""
-    report = map_network(network, hw)
-    activity_error = None
-    if inputs is not None:
-        x = np.asarray(inputs)
-        steps = int(x.shape[-1])
-        samples = x.shape[0] if x.ndim == len(network.input_shape) + 2 else 1
-        try:
-            spikes = spikes_from_simulation(network, x)
-        except NotImplementedError as e:  # a block the simulator does not run yet
-            activity_error = f"no activity estimate: the simulator cannot run this network ({e})"
-        else:
-            report = report.with_activity(estimate_activity(network, hw, spikes, steps, samples))
-    d = report.to_dict()
-    d["fits"] = True
-    from neurodeploy.hardware.src_resources import src_resources
-    src_rows = src_resources(network, {p.index: p.cores for p in report.layers})
-    if src_rows:  # SRC layers: state, tables and ops per step (an estimate)
-        d["src_resources"] = src_rows
-    if activity_error:
-        d["notes"].append(activity_error)
-    d["config"] = hw.to_dict()
-    return d
+        core_utilisation=total_cores / hw.cores, notes=_mapping_notes(hw, count_zero_weights, layers))

@@ -27,7 +27,19 @@ def _check_batch_norm(neuron: CubaFloatParameters) -> None:
             f"does not integrate (current_decay = 1.0), got current_decay = {neuron.current_decay}")
 
 
-class CubaDense(nn.Module):
+class DenseFeatures:
+    """``in_features`` and ``out_features`` of a module with an (out, in) ``weight``."""
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+
+class CubaDense(DenseFeatures, nn.Module):
     """Dense synapses into a layer of CUBA-LIF neurons (no bias by default).
 
     backward: 'dense' (autograd BPTT) or 'sparse' (backward over the active
@@ -69,14 +81,6 @@ class CubaDense(nn.Module):
             self.norm = nn.BatchNorm1d(out_features)
             if backward == "sparse":
                 raise ValueError("the sparse backward does not support batch norm layers")
-
-    @property
-    def in_features(self) -> int:
-        return self.weight.shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
 
     @property
     def recurrent(self) -> bool:

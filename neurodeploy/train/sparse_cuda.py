@@ -31,9 +31,9 @@ layer's output, the layer keeps that layer's uint8 copy of it instead (converted
 chunk for ``du^T x_in``), so the float spikes between layers are not held until the
 backward. This is the same gradient as the CPU paths'
 ``A @ Y`` (``du`` is the filtered sum of the active errors); on the GPU the dense
-products over ``du`` take ~0.25 ms, less than building the sparse ``A`` and the input
-trace ``Y`` (the first CUDA version did that: its backward was 5x faster than dense
-where this one is 40-60x, and it took more memory than dense; docs/sparse_backward.md).
+products over ``du`` cost less time and memory than building the sparse ``A`` and the
+input trace ``Y`` (measured: benchmarks/results/sparse_backward_cuda_h100_csr_product.json
+against sparse_backward_cuda_h100.json; docs/sparse_backward.md).
 The kernels themselves are in :mod:`neurodeploy.train.sparse_triton`. A recurrent
 layer's forward needs a matmul with W_rec per
 step that must round as torch's does, so that product stays cuBLAS's, and one kernel

@@ -26,6 +26,8 @@ from typing import List, NamedTuple, Optional, Sequence
 import torch
 from torch import nn
 
+from neurodeploy.train.layers import DenseFeatures
+
 
 @dataclass(frozen=True)
 class SrcFloatParameters:
@@ -163,7 +165,7 @@ def _uniform(out_features: int, in_features: int, scale: float) -> nn.Parameter:
     return nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
 
 
-class SRCLayer(nn.Module):
+class SRCLayer(DenseFeatures, nn.Module):
     """Dense synapses into a layer of SRC neurons: spikes or graded messages
     (batch, time, in) -> s = max(h, 0) (batch, time, out). b_h is a trainable bias per
     neuron, clamped to ``<= p.bias_max`` in every forward."""
@@ -176,14 +178,6 @@ class SRCLayer(nn.Module):
         self.bias = nn.Parameter(torch.full((out_features,), float(p.bias_init)))
         self.hardware_forward = None  # set by hardware-aware training (train.src_hardware)
 
-    @property
-    def in_features(self) -> int:
-        return self.weight.shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
-
     def clamped_bias(self) -> torch.Tensor:
         return torch.clamp(self.bias, max=self.neuron.bias_max)
 
@@ -193,7 +187,7 @@ class SRCLayer(nn.Module):
         return src_sequence(x @ self.weight.T, self.clamped_bias(), self.neuron)
 
 
-class SRCReadout(nn.Module):
+class SRCReadout(DenseFeatures, nn.Module):
     """The readout: dense synapses into leaky integrators (the cell's i), no spikes;
     output o (batch, time, classes)."""
 
@@ -203,14 +197,6 @@ class SRCReadout(nn.Module):
         self.neuron = p
         self.weight = _uniform(out_features, in_features, weight_scale)
         self.hardware_forward = None
-
-    @property
-    def in_features(self) -> int:
-        return self.weight.shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hardware_forward is not None:
