@@ -106,7 +106,7 @@ def test_products_beyond_float64_go_through_digits_exactly():
     """A synapse whose sums may reach 2**53 splits its input into digits; the product
     equals the int64 one, carries and the signed top digit included."""
     rng = np.random.default_rng(3)
-    host = simcuda.cpu._Synapse(0, Dense(weight=2 * rng.integers(-128, 128, (6, 40)),
+    host = simcuda.Synapse(0, Dense(weight=2 * rng.integers(-128, 128, (6, 40)),
                                          neuron=CubaNeuron(4096, 0, 0)), True, (40,), 1.0)
     syn = simcuda._DeviceSynapse(host, torch.device("cpu"), 2.0 ** 31)
     syn.digit_bits = 7  # as for a far larger row sum: five digits for 31-bit inputs
