@@ -11,7 +11,6 @@ picks); a float64 conv runs as one float32 conv of the input's base-2**p digits.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 from neurodeploy import fixedpoint as fx
 from neurodeploy._numba import parallel, prange as _prange
 from neurodeploy.network import Conv
+from neurodeploy.sim.reference import SynapseWeights, block_weights
 
 #: fewest bits per digit for which a float64 conv is done as a float32 conv of digits
 SPLIT_MIN_BITS = 6
@@ -32,63 +32,11 @@ class LavaConvOverflowWarning(UserWarning):
 
 
 
-@dataclass(frozen=True)
-class SynapseWeights:
-    """The integers of one synapse as Lava's process holds them: ``weight`` int64
-    (out, in) or (out, in / groups, kH, kW); synaptic input ``(W @ x) << exponent``
-    (floor shift when negative); ``delays`` (out, in) axonal delay per weight, or None."""
-
-    weight: np.ndarray
-    exponent: int = 0
-    delays: Optional[np.ndarray] = None
-
-
-def _where(index, block) -> str:
-    return f"layer {index} ({'conv' if isinstance(block, Conv) else 'dense'})"
-
-
-def block_weights(index, block) -> SynapseWeights:
-    """A dense or conv block's synapse as netx builds it: conv weights as stored
-    (exponent 0, no delays); dense weights through netx's weight-bit optimisation
-    (:func:`neurodeploy.fixedpoint.netx_dense_weights`) with per-output or per-input
-    delays spread over the weight matrix."""
-    where = _where(index, block)
-    if isinstance(block, Conv):
-        if block.delay is not None and np.any(block.delay):
-            raise NotImplementedError(f"{where}: conv delays are not built by netx")
-        return SynapseWeights(np.asarray(block.weight, dtype=np.int64))
-    try:
-        w, exp = fx.netx_dense_weights(block.weight)
-    except fx.BitWidthError as e:
-        raise fx.BitWidthError(f"{where}: weight: {e}") from None
-    if block.delay is None:
-        return SynapseWeights(w, exp)
-    d = np.asarray(block.delay, dtype=np.int64).reshape(-1)
-    fx.check_range("delay", d, 0, fx.NETX_MAX_DELAY, where=f"{where}: ")
-    if d.size == w.shape[0]:
-        return SynapseWeights(w, exp, np.repeat(d[:, None], w.shape[1], 1))
-    if d.size == w.shape[1]:
-        return SynapseWeights(w, exp, np.repeat(d[None, :], w.shape[0], 0))
-    raise ValueError(f"{where}: delay of shape {d.shape} fits neither "
-                     f"{w.shape[0]} outputs nor {w.shape[1]} inputs")
-
-
-def recurrent_block_weights(index, block) -> Tuple[SynapseWeights, SynapseWeights]:
-    """A dense_rec block's forward and recurrent synapses: netx optimises the weight
-    bits of ``[weight, weight_rec]`` together, so both share one exponent."""
-    both = np.hstack([block.weight, block.weight_rec])
-    try:
-        w, exp = fx.netx_dense_weights(both)
-    except fx.BitWidthError as e:
-        raise fx.BitWidthError(f"{_where(index, block)}: weight: {e}") from None
-    k = block.in_features
-    return SynapseWeights(w[:, :k], exp), SynapseWeights(w[:, k:], exp)
-
-
 class Synapse:
     """W @ s for dense or conv blocks, exact, with Lava's per-synapse exponent,
     delays (grouped by value) and Conv's 24-bit wrap. ``weights``: the synapse's
-    integers when they are not the block's own (see :func:`recurrent_block_weights`);
+    integers when they are not the block's own (see
+    :func:`neurodeploy.sim.reference.recurrent_block_weights`);
     ``block`` then gives a conv's geometry only."""
 
     def __init__(self, index: int, block, graded_input: bool, in_shape: Tuple[int, ...],
@@ -120,7 +68,9 @@ class Synapse:
                      and w.size > 0 and w.min() >= -128 and w.max() <= 127
                      and w.shape[1] * 128 < 2 ** 31 and hasattr(torch, "_int_mm"))
         if self.int8:
-            self.w_int8 = torch.tensor(w.T, dtype=torch.int8).contiguous()
+            # (K, N) with row stride N even for K = 1: torch's int8 GEMM misreads a
+            # (1, N) operand whose size-1 axis has stride 1 (what torch.tensor(w.T) gives)
+            self.w_int8 = torch.from_numpy(np.ascontiguousarray(w.T, dtype=np.int8))
         if self.delays is None:
             self.weights = [(0, torch.tensor(w, dtype=self.dtype))]
             if self.conv:

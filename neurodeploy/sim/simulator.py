@@ -26,7 +26,7 @@ Inside, 3-d layers are held as (H, W, C) (see :mod:`neurodeploy.sim.frames`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -40,9 +40,8 @@ from neurodeploy.network import (
 )
 from neurodeploy.sim.frames import InputFrames, channels_last, held_order, netx_view, to_netx
 from neurodeploy.sim.neurons import init_state, run_neurons
-from neurodeploy.sim.products import (  # noqa: F401  (LavaConvOverflowWarning: public here)
-    LavaConvOverflowWarning, Synapse, recurrent_block_weights,
-)
+from neurodeploy.sim.products import LavaConvOverflowWarning, Synapse  # noqa: F401 (public here)
+from neurodeploy.sim.reference import SimResult, neuron_bias, recurrent_block_weights, sends_graded
 
 #: Elements per chunk of the largest (steps x batch x neurons) buffer.
 CHUNK_ELEMENTS = 1 << 22
@@ -50,19 +49,6 @@ CHUNK_ELEMENTS = 1 << 22
 
 class SimulationInputError(InputError):
     """Inputs of the wrong shape, dtype or range for the network."""
-
-
-@dataclass
-class SimResult:
-    """spikes: the output layer, (batch, *out_shape, steps) in netx order (int32;
-    graded for sigma-delta layers); records: per-layer arrays ``u/<i>``,
-    ``v/<i>``, ``s/<i>`` (``sigma/<i>`` for sigma-delta) of shape
-    (batch, *layer_shape, steps) when recording; i is the block's index in the
-    file's ``layer/`` group."""
-
-    spikes: np.ndarray
-    records: Dict[str, np.ndarray] = field(default_factory=dict)
-
 
 
 @dataclass(frozen=True)
@@ -80,18 +66,12 @@ class Layer:
 
 
 def _bias_vector(block, shape, where) -> Optional[np.ndarray]:
-    b = getattr(block, "bias", None)
-    if b is None:
-        return None
-    b = np.asarray(b, dtype=np.int64).reshape(-1)
-    n = int(np.prod(shape))
-    if b.size == n:
-        return b[held_order(shape)]
-    if len(shape) == 3 and b.size == shape[0]:  # channel-wise (netx broadcast)
-        return np.repeat(b, shape[1] * shape[2])[held_order(shape)]
-    if b.size == 1:
-        return np.full(n, b[0])
-    raise ValueError(f"{where}: bias of {b.size} values fits neither {n} neurons nor {shape[0]} channels")
+    """A block's bias mantissa per neuron in held order, or None."""
+    try:
+        b = neuron_bias(block, shape)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return None if b is None else b[held_order(shape)]
 
 
 def _plan(network: Network, input_bias: Optional[np.ndarray], input_bound: float):
@@ -130,7 +110,7 @@ def _plan(network: Network, input_bias: Optional[np.ndarray], input_bound: float
             raise NotImplementedError(f"layer {i}: {type(block).__name__} blocks are not simulated")
         layers.append(layer)
         shape = layer.shape
-        graded = _sends_graded(block.neuron)
+        graded = sends_graded(block.neuron)
         bound = _output_bound(block.neuron, bound)
     if not layers:
         raise ValueError("the network has no neuron layer")
@@ -214,14 +194,6 @@ def _conv_out_shape(block: Conv, in_shape) -> Tuple[int, ...]:
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     return (int(block.weight.shape[0]), oh, ow)
-
-
-def _sends_graded(neuron) -> bool:
-    """Whether a layer's messages are graded integers (else spikes, seen as s != 0)."""
-    if isinstance(neuron, SrcNeuron):
-        from neurodeploy.sim.src import sends_graded
-        return sends_graded(neuron)
-    return isinstance(neuron, SigmaDeltaNeuron)
 
 
 def _output_bound(neuron, in_bound: float) -> float:
