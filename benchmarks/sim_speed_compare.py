@@ -44,7 +44,7 @@ def _worker(tmp: Path, repeats: int) -> None:
             spikes = simulate(net, x, steps=run["steps"]).spikes
             best = min(best, time.perf_counter() - t)
         out[run["name"]] = {"seconds": best, "output_sha256": hashlib.sha256(spikes.tobytes()).hexdigest()}
-    print(json.dumps(out))
+    print(json.dumps({"source": str(Path(simulate.__code__.co_filename).resolve()), "runs": out}))
 
 
 def _prepare(tmp: Path, steps: int, batch: int) -> list:
@@ -104,7 +104,10 @@ def main() -> None:
                 done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--before", ".",
                                        "--worker", tmp, "--repeats", str(a.repeats)],
                                       capture_output=True, text=True, env=env, cwd=trees[label], check=True)
-                for name, v in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                report = json.loads(done.stdout.strip().splitlines()[-1])
+                if not report["source"].startswith(str(trees[label])):
+                    raise SystemExit(f"{label}: the worker ran {report['source']}, not {trees[label]}'s code")
+                for name, v in report["runs"].items():
                     times[label].setdefault(name, []).append(v["seconds"])
                     hashes[label].setdefault(name, set()).add(v["output_sha256"])
                 print(f"round {r + 1} {label} done", flush=True)
