@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurodeploy.sim import simulator
+from neurodeploy.sim import products
 
 SHAPES = [(784, 512), (700, 512), (512, 512), (512, 256), (512, 128), (512, 64), (512, 10),
           (100, 50)]
@@ -44,7 +44,7 @@ def main():
     ap.add_argument("--out", default="benchmarks/results/sim_synapse.json")
     ap.add_argument("--note", default="")
     a = ap.parse_args()
-    kernel = simulator._compiled_event_loops()
+    kernel = products._compiled_event_loops()
     if kernel is None:
         raise SystemExit("numba is not installed: there is no event-driven product to measure")
     rng = np.random.default_rng(0)
@@ -57,10 +57,10 @@ def main():
             words = xn.view(np.uint64) if k % 8 == 0 else np.zeros((a.rows, 0), np.uint64)
             out = np.empty((a.rows, n), np.int32)
             t_gemm = best_time(lambda: torch._int_mm(x, w), a.repeats)
-            t_event = best_time(lambda: kernel(xn, words, w.numpy(), out, simulator.EVENT_GROUP),
+            t_event = best_time(lambda: kernel(xn, words, w.numpy(), out, products.EVENT_GROUP),
                                 a.repeats)
             exact = bool(np.array_equal(out, torch._int_mm(x, w).numpy()))
-            events = simulator._events_win(float(xn.mean()), k, n)
+            events = products._events_win(float(xn.mean()), k, n)
             chosen, other = (t_event, t_gemm) if events else (t_gemm, t_event)
             r = {"inputs": k, "outputs": n, "density": density, "gemm_ms": 1e3 * t_gemm,
                  "event_ms": 1e3 * t_event, "chosen": "event" if events else "gemm",

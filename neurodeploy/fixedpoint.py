@@ -389,7 +389,7 @@ def netx_dense_weights(weight: np.ndarray, apply_exponent: bool = True):
         signed, scale = 0, 255 / mx
     else:  # mixed signs
         signed = 1
-        scale = min(127 / mx, -128 / mn)
+        scale = min(127 / mx if mx > 0 else np.inf, -128 / mn)  # no positive weight: numpy's 127 / 0 = inf
     scale_bits = int(np.floor(np.log2(scale))) + signed
     # n: largest power of two (<= 8) dividing every weight (netx's rounding-error loop)
     bits = int(np.bitwise_or.reduce(np.abs(w).ravel()))

@@ -218,8 +218,8 @@ def test_loihi2_recording_is_reproduced_everywhere_with_the_second_reset_one_ste
     step's input dropped, and at step 11 an input of -84, which is the inputs of steps
     7 and 8 again, where fc-2's spikes give 10.) Whether later resets slip further (an interval of
     17 on the chip) the 24 steps cannot tell, so the simulator keeps netx's timeline."""
-    from neurodeploy.sim import simulator
-    netx_reset_mask = simulator._reset_mask
+    from neurodeploy.sim import neurons
+    netx_reset_mask = neurons.reset_mask
 
     def chip_reset_mask(start, c, reset_interval, phase):
         netx = netx_reset_mask(start, c, reset_interval, phase)
@@ -227,7 +227,7 @@ def test_loihi2_recording_is_reproduced_everywhere_with_the_second_reset_one_ste
         second = (phase or reset_interval) + reset_interval
         return (netx & (t != second)) | (t == second + 1)
 
-    monkeypatch.setattr(simulator, "_reset_mask", chip_reset_mask)
+    monkeypatch.setattr(neurons, "reset_mask", chip_reset_mask)
     g = GTS / "gts/pilotnet_lif"
     r = simulate(read_netx(g / "network.net"), np.zeros((200, 66, 3, 1), dtype=np.int32), steps=24,
                  input_bias=np.load(g / "image.npy"), reset_interval=16, record=True)

@@ -61,15 +61,15 @@ def test_input_chunks_reorder_netx_order_to_torch_order(monkeypatch, binary, ste
     images in (channels_last), cyclic beyond T, the compiled reordering (per element,
     or by 8 x 8 byte blocks for 1-byte input and T a multiple of 8) and its torch
     fallback alike."""
-    from neurodeploy.sim import simulator
+    from neurodeploy.sim import frames as simframes
     rng = np.random.default_rng(4)
     shape = (3, 5, 4, 2, steps_in)
     src = (rng.random(shape) < 0.4).astype(np.int8) if binary else rng.integers(-300, 300, shape)
     expect = torch.from_numpy(src).permute(4, 0, 2, 1, 3)[np.arange(8, 43) % steps_in]
     for compiled in (True, False):
         if not compiled:
-            monkeypatch.setattr(simulator, "_compiled_frames", lambda: None)
-        frames = simulator._InputFrames(src, (5, 4, 2), (2, 4, 5), binary)
+            monkeypatch.setattr(simframes, "_compiled_frames", lambda: None)
+        frames = simframes.InputFrames(src, (5, 4, 2), (2, 4, 5), binary)
         assert (frames.src64 is not None) == (binary and steps_in % 8 == 0)
         got = frames.chunk(8, 35)
         assert got.dtype == (torch.bool if binary else torch.int64)
@@ -82,11 +82,11 @@ def test_input_read_ahead_and_byte_block_reordering(monkeypatch, steps_in, featu
     per-element path otherwise and for the features after the last whole 8):
     successive chunks of odd sizes, served from the read-ahead buffer, wrapping
     cyclically beyond T, equal the input in torch order."""
-    from neurodeploy.sim import simulator
-    monkeypatch.setattr(simulator, "READ_AHEAD_STEPS", 16)
+    from neurodeploy.sim import frames as simframes
+    monkeypatch.setattr(simframes, "READ_AHEAD_STEPS", 16)
     rng = np.random.default_rng(5)
     src = (rng.random((3, features, steps_in)) < 0.4).astype(np.int8)
-    frames = simulator._InputFrames(src, (features,), (features,), True)
+    frames = simframes.InputFrames(src, (features,), (features,), True)
     frames.buffer = torch.ones((64, 3, features), dtype=torch.int8)  # unwritten bytes show
     assert (frames.src64 is not None) == (steps_in % 8 == 0)
     start = 0
@@ -173,14 +173,14 @@ def test_graded_conv_as_float32_digits_is_exact(groups, top):
     take one digit (small), two (24-bit) and three (31-bit), at +-top exactly, with the
     largest weight row sum the 8-bit weights allow."""
     from neurodeploy.network import Conv, SigmaDeltaNeuron
-    from neurodeploy.sim import simulator
+    from neurodeploy.sim import products
     rng = np.random.default_rng(13)
     w = 2 * rng.integers(-127, 128, (4, 4 // groups, 3, 3))
     w[0] = 254
     block = Conv(weight=w, neuron=SigmaDeltaNeuron(1), shape=(4, 3, 4), stride=(2, 2),
                  padding=(1, 1), groups=groups)
-    syn = simulator._Synapse(1, block, True, (4, 6, 7), float(2 ** 31))
-    assert syn.dtype == torch.float64 and syn.split_bits >= simulator.SPLIT_MIN_BITS
+    syn = products.Synapse(1, block, True, (4, 6, 7), float(2 ** 31))
+    assert syn.dtype == torch.float64 and syn.split_bits >= products.SPLIT_MIN_BITS
     x = torch.from_numpy(rng.integers(-top, top + 1, (5, 3, 4 * 6 * 7)))
     x[0, 0, :6] = torch.tensor([-top, top, -top, top, 0, -1])
     split = syn(x, 5)
@@ -195,9 +195,9 @@ def test_event_driven_product_equals_the_int8_gemm(monkeypatch):
     """Sparse binary inputs (1 %): the event-driven synapse (sum of the active inputs'
     weight rows) gives the same u, v and spikes as the int8 GEMM; widths with and
     without whole 8-byte words."""
-    from neurodeploy.sim import simulator
+    from neurodeploy.sim import products
     rng = np.random.default_rng(8)
-    original = simulator._event_product
+    original = products._event_product
     for n_in in (96, 101):
         net = _net(rng, [n_in, 40, 7], neuron=CubaNeuron(2000, 200, 3), weight_scale=35.0)
         x = (rng.random((6, n_in, 50)) < 0.01).astype(np.int8)
@@ -208,12 +208,12 @@ def test_event_driven_product_equals_the_int8_gemm(monkeypatch):
             calls.append(out is not None)
             return out
 
-        monkeypatch.setattr(simulator, "_event_product", counted)
-        monkeypatch.setattr(simulator, "_events_win", lambda d, k, n: True)   # always
-        monkeypatch.setattr(simulator, "EVENT_GROUP", 5)   # int16 sums flushed often
+        monkeypatch.setattr(products, "_event_product", counted)
+        monkeypatch.setattr(products, "_events_win", lambda d, k, n: True)   # always
+        monkeypatch.setattr(products, "EVENT_GROUP", 5)   # int16 sums flushed often
         event = simulate(net, x, record=True)
         assert calls and all(calls)
-        monkeypatch.setattr(simulator, "_events_win", lambda d, k, n: False)   # never
+        monkeypatch.setattr(products, "_events_win", lambda d, k, n: False)   # never
         gemm = simulate(net, x, record=True)
         assert event.records["s/0"].sum() > 0
         for key in gemm.records:
@@ -224,22 +224,22 @@ def test_event_driven_product_equals_the_int8_gemm(monkeypatch):
 def test_event_driven_product_sums_beyond_int16():
     """Rows with hundreds of events of extreme weights (-128, 127): the int16 partial
     sums are flushed before they overflow, so the product equals the int8 GEMM."""
-    from neurodeploy.sim import simulator
+    from neurodeploy.sim import products
     rng = np.random.default_rng(3)
     k, n = 600, 48
     w = np.where(rng.random((k, n)) < 0.5, -128, 127).astype(np.int8)
     w[:, 0], w[:, 1] = -128, 127
     rows = (rng.random((9, k)) < 0.9).astype(np.int8)
     rows[0] = 1
-    kernel = simulator._compiled_event_loops()
+    kernel = products._compiled_event_loops()
     if kernel is None:
         pytest.skip("numba missing: no event-driven product")
     out = np.empty((9, n), np.int32)
-    kernel(rows, rows.view(np.uint64), w, out, simulator.EVENT_GROUP)
+    kernel(rows, rows.view(np.uint64), w, out, products.EVENT_GROUP)
     expected = rows.astype(np.int64) @ w.astype(np.int64)
     assert expected[0, 0] == -128 * k and abs(expected).max() > 2 ** 15
     assert np.array_equal(out, expected)
-    assert simulator._events_win(0.05, 784, 512) and not simulator._events_win(0.01, 512, 10)
+    assert products._events_win(0.05, 784, 512) and not products._events_win(0.01, 512, 10)
 
 
 def test_classify_takes_the_neuron_with_most_spikes_ties_to_the_lowest_index():

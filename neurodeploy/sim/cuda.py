@@ -29,8 +29,12 @@ import numpy as np
 import torch
 
 from neurodeploy.errors import InputError, MissingDependencyError
+from neurodeploy.layout import netx_shape
 from neurodeploy.network import CubaNeuron, Network, SrcNeuron
 from neurodeploy.sim import simulator as cpu
+from neurodeploy.sim.frames import held_order, netx_view
+from neurodeploy.sim.neurons import init_state, reset_mask
+from neurodeploy.sim.products import Synapse
 from neurodeploy.sim.simulator import SimResult, SimulationInputError
 
 #: elements per chunk of the largest (steps x batch x neurons) buffer on the device
@@ -77,11 +81,11 @@ def usable(name: str) -> bool:
     return True
 
 
-class _DeviceSynapse(cpu._Synapse):
-    """A planned :class:`~neurodeploy.sim.simulator._Synapse` with its weights on the
+class _DeviceSynapse(Synapse):
+    """A planned :class:`~neurodeploy.sim.products.Synapse` with its weights on the
     device and the device's exact products (see the module docstring)."""
 
-    def __init__(self, host: cpu._Synapse, device: torch.device, input_bound: float):
+    def __init__(self, host: Synapse, device: torch.device, input_bound: float):
         self.__dict__.update(host.__dict__)
         self.split_bits = 0  # the host's digit conv (numba) is replaced by _exact
         weights = [(d, w.to(torch.float64)) for d, w in host.weights]
@@ -189,7 +193,7 @@ class _DeviceFrames:
         self.batch, self.steps = x.shape[0], x.shape[-1]
         nd = len(netx_shape)
         perm = (np.arange(int(np.prod(netx_shape))).reshape(netx_shape)
-                .transpose(*range(nd - 1, -1, -1)).reshape(-1))[cpu._held_order(feed_shape)]
+                .transpose(*range(nd - 1, -1, -1)).reshape(-1))[held_order(feed_shape)]
         self.perm = None if np.array_equal(perm, np.arange(perm.size)) else torch.as_tensor(perm, device=x.device)
 
     def chunk(self, start: int, c: int) -> torch.Tensor:
@@ -207,7 +211,7 @@ class _DeviceFrames:
 def _device_inputs(network: Network, inputs, feed_shape, device: torch.device):
     """The CPU simulator's input checks (same messages), done on the device ->
     (_DeviceFrames, single, bound)."""
-    netx = cpu._netx_shape(feed_shape)
+    netx = netx_shape(feed_shape)
     if isinstance(inputs, torch.Tensor):
         t = inputs.detach()
         if t.dtype == torch.bool:
@@ -279,7 +283,7 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def _state(layer, batch: int, device: torch.device) -> dict:
     n = int(np.prod(layer.shape))
     if isinstance(layer.neuron, SrcNeuron):
-        return cpu._init_state(layer, batch)  # host state: SRC layers run on the host
+        return init_state(layer, batch)  # host state: SRC layers run on the host
     z = torch.zeros(batch * n, dtype=torch.int64, device=device)
     st = {"rec": torch.zeros((batch, n), dtype=torch.int64, device=device),
           "bias": None if layer.bias is None else layer.bias.to(torch.int64).to(device)}
@@ -326,7 +330,7 @@ def _simulate(device, network, inputs, steps, reset_interval, reset_offset, reco
                          dtype=torch.int64 if s.graded_input else torch.bool, device=device)
              for s in synapses]
     out_layer = layers[-1]
-    netx_out = cpu._netx_shape(out_layer.shape)
+    netx_out = netx_shape(out_layer.shape)
     # the output stays on the device until the end when it is small (a copy to the host
     # per chunk would wait for the GPU each time)
     out_elements = batch * int(np.prod(netx_out)) * steps
@@ -347,7 +351,7 @@ def _simulate(device, network, inputs, steps, reset_interval, reset_offset, reco
             s = _run_neurons(layer, recurrent[li], a, states[li], start, reset_interval, reset_offset,
                              rec if record else None, lead, device)
             s = s.reshape(c, batch, -1)
-        spikes_t[..., start:start + c].copy_(cpu._netx_view(s, out_layer.shape).to(torch.int32))
+        spikes_t[..., start:start + c].copy_(netx_view(s, out_layer.shape).to(torch.int32))
         if bar is not None:
             bar.update(c)
     if bar is not None:
@@ -357,7 +361,7 @@ def _simulate(device, network, inputs, steps, reset_interval, reset_offset, reco
 
 def _run_neurons(layer, rec_syn, a: torch.Tensor, st: dict, start: int, reset_interval, reset_offset,
                  rec, lead: Optional[torch.Tensor], device) -> torch.Tensor:
-    """The device form of :func:`neurodeploy.sim.simulator._run_neurons`: a (c, B, N)
+    """The device form of :func:`neurodeploy.sim.neurons.run_neurons`: a (c, B, N)
     synaptic input of the chunk -> messages (c, B, N) on the device; records go to
     ``rec`` as host tensors."""
     from neurodeploy.sim import triton_neurons as tn
@@ -371,7 +375,7 @@ def _run_neurons(layer, rec_syn, a: torch.Tensor, st: dict, start: int, reset_in
         from neurodeploy.sim.src import run_src_neurons
         if layer.rec is not None:
             raise NotImplementedError(f"layer {layer.index}: recurrent SRC blocks are not simulated")
-        out = run_src_neurons(layer, a.cpu(), st, cpu._reset_mask(start, c, reset_interval, phase), rec,
+        out = run_src_neurons(layer, a.cpu(), st, reset_mask(start, c, reset_interval, phase), rec,
                               None if lead is None else lead.cpu())
         return out.to(device)
     # made on the device: a host-to-device copy of pageable memory would wait for the GPU

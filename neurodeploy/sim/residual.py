@@ -23,6 +23,9 @@ import numpy as np
 import torch
 
 from neurodeploy.network import Conv, Dense, Network
+from neurodeploy.sim.frames import channels_last, held_order, to_netx
+from neurodeploy.sim.neurons import init_state, run_neurons
+from neurodeploy.sim.products import Synapse
 
 
 def _shortcut_synapse(sim, sc, network: Network):
@@ -32,12 +35,12 @@ def _shortcut_synapse(sim, sc, network: Network):
     if sc.conv:
         block = Conv(weight=sc.weight, neuron=tgt.neuron, shape=tgt.shape, stride=sc.stride,
                      padding=sc.padding)
-        syn = sim._Synapse(where, block, False, tuple(src.shape), 1.0)
+        syn = Synapse(where, block, False, tuple(src.shape), 1.0)
     else:
         block = Dense(weight=sc.weight, neuron=tgt.neuron)
-        if sim._channels_last(src.shape):  # the source is held as (H, W, C)
-            block = sim._held_columns(block, sim._held_order(src.shape))
-        syn = sim._Synapse(where, block, False, (src.num_neurons,), 1.0)
+        if channels_last(src.shape):  # the source is held as (H, W, C)
+            block = sim._held_columns(block, held_order(src.shape))
+        syn = Synapse(where, block, False, (src.num_neurons,), 1.0)
         syn.int8 = False  # one path for every product here: the synapse dtype
     syn.weights = [(sc.delay, w) for _, w in syn.weights]
     syn.max_delay = sc.delay
@@ -70,7 +73,7 @@ def simulate_residual(network: Network, inputs: np.ndarray, steps: Optional[int]
     widest = max([int(np.prod(feed_shape))] + [int(np.prod(l.shape)) for l in layers])
     chunk = chunk_steps or max(1, min(steps, sim.CHUNK_ELEMENTS // max(1, batch * widest * 2)))
 
-    states = [sim._init_state(l, batch) for l in layers]
+    states = [init_state(l, batch) for l in layers]
 
     def zeros(syn, n):
         dtype = torch.int64 if syn.graded_input else torch.bool
@@ -101,11 +104,11 @@ def simulate_residual(network: Network, inputs: np.ndarray, steps: Optional[int]
                     full = torch.cat([sc_tails[(k, j)], frames_of[j]])
                     sc_tails[(k, j)] = full[-(ssyn.max_delay + 1):].clone()
                     a = a + ssyn(full, c).to(torch.int64)
-            s = sim._run_neurons(layer, a, states[k], start, reset_interval, reset_offset,
+            s = run_neurons(layer, a, states[k], start, reset_interval, reset_offset,
                                  rec if record else None, None)
             s = s.reshape(c, batch, -1)
             frames_of[k] = s if s.dtype == torch.bool else s != 0
         outs.append(s.clone())
     out_layer = layers[-1]
-    spikes = sim._to_netx(torch.cat(outs), out_layer.shape).astype(np.int32)
+    spikes = to_netx(torch.cat(outs), out_layer.shape).astype(np.int32)
     return sim.sim_result(spikes, rec if record else None, layers, single)
