@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-
 from neurodeploy.machine import cpu_model as _cpu_model  # noqa: E402
+
 
 def _time(cmd, repeats: int) -> dict:
     """Wall times of ``repeats`` fresh runs (one warm-up run first, not counted)."""

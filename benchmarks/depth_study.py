@@ -44,9 +44,8 @@ def run_one(depth, residual, tools, seed, args, train_set, test_set):
     from neurodeploy.hardware.config import load_hardware_config
     from neurodeploy.hardware.mapper import map_network
     from neurodeploy.layout import encoded_to_netx
-    from neurodeploy.sim.samples import simulated_outputs
+    from neurodeploy.sim.samples import sample_stream, simulated_outputs, stream_steps
     from neurodeploy.sim.simulator import simulate
-    from neurodeploy.sim.samples import sample_stream, stream_steps
     from neurodeploy.train.depth import backward_gains, tune_surrogate_heights
     from neurodeploy.train.loop import evaluate, fit
     from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters

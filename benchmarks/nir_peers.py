@@ -27,11 +27,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import test_nir_peers as peers  # noqa: E402
 
 from neurodeploy.export.nir import nir_to_float, nir_to_network  # noqa: E402
+from neurodeploy.machine import cpu_model as _cpu_model  # noqa: E402
 from neurodeploy.sim.samples import simulated_outputs  # noqa: E402
 from neurodeploy.train.imported import FloatImportedNetwork  # noqa: E402
 
-
-from neurodeploy.machine import cpu_model as _cpu_model  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -159,9 +159,9 @@ def build_slayer(variant, weights, device):
 
 
 def build_spikingjelly(variant, weights, device):
-    from spikingjelly.activation_based import neuron
-
     import inspect
+
+    from spikingjelly.activation_based import neuron
 
     # SpikingJelly < 2 picks its multi-step kernel with ``backend`` ('torch', 'cupy');
     # 2.x picks it by itself

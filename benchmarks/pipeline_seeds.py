@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from neurodeploy.machine import cpu_model  # noqa: E402
 
+
 def machine() -> dict:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version()}

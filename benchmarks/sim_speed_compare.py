@@ -50,6 +50,7 @@ def _worker(tmp: Path, repeats: int) -> None:
 def _prepare(tmp: Path, steps: int, batch: int) -> list:
     sys.path.insert(0, str(HERE))
     import sim_speed
+
     from neurodeploy.export.netx import write_netx
     rng = np.random.default_rng(0)
     nets = [sim_speed.dense_net([100, 50, 10], rng), sim_speed.dense_net([784, 512, 512, 10], rng),

@@ -40,9 +40,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters  # noqa: E402
-from neurodeploy.train import sparse_cpu  # noqa: E402
 from neurodeploy.train import sparse as sparse_mod  # noqa: E402
+from neurodeploy.train import sparse_cpu  # noqa: E402
+from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters  # noqa: E402
 from neurodeploy.train.sparse import cuba_layer, forward_active  # noqa: E402
 
 # tau_mem = 10 steps as in the paper (voltage_decay 0.1 ~ 1 - exp(-1/10)); a fast synaptic

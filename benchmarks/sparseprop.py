@@ -27,8 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from neurodeploy.sparseprop.models import ModelParams, balanced_drive  # noqa: E402
 from neurodeploy.sparseprop.network import Network  # noqa: E402
-from neurodeploy.sparseprop.simulate import (HeapSimulator, ReferenceSimulator,  # noqa: E402
-                                             initial_voltages)
+from neurodeploy.sparseprop.simulate import HeapSimulator, ReferenceSimulator, initial_voltages  # noqa: E402
 
 TAU, J0, RATE, K = 0.01, 1.0, 1.0, 100
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neurodeploy.machine import cpu_model  # noqa: E402
 
+
 def run_one(job: dict) -> dict:
     import torch
     import torch.nn.functional as F
@@ -38,7 +39,7 @@ def run_one(job: dict) -> dict:
     from neurodeploy.data import DataSpec, load_dataset
     from neurodeploy.train.layers import SpikingNetwork
     from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
-    from neurodeploy.train.src import SRCNetwork, SrcFloatParameters
+    from neurodeploy.train.src import SrcFloatParameters, SRCNetwork
 
     torch.set_num_threads(1)
     torch.manual_seed(job["seed"])

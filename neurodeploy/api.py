@@ -193,8 +193,8 @@ def map_network(network, hardware="loihi2", inputs=None):
     path or a loaded ``HardwareConfig``. inputs: optional samples as for
     :func:`simulate`, for an activity and energy estimate. Raises
     :class:`~neurodeploy.hardware.mapper.MappingError` when it does not fit."""
-    from neurodeploy.hardware.config import HardwareConfig, load_hardware_config
     from neurodeploy.hardware.activity import activity_of_samples
+    from neurodeploy.hardware.config import HardwareConfig, load_hardware_config
     from neurodeploy.hardware.mapper import map_network as _map
 
     hw = hardware if isinstance(hardware, HardwareConfig) else load_hardware_config(hardware)

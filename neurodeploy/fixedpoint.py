@@ -34,7 +34,8 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from neurodeploy._numba import parallel, prange as _prange
+from neurodeploy._numba import parallel
+from neurodeploy._numba import prange as _prange
 from neurodeploy.errors import InputError, MissingDependencyError
 
 # --- Loihi constants -------------------------------------------------------

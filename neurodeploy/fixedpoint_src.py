@@ -41,8 +41,14 @@ from typing import NamedTuple, Optional, Tuple
 import numpy as np
 
 from neurodeploy.fixedpoint import (
-    BIAS_EXP, BIAS_RANGE, CURRENT_DECAY_RANGE, DECAY_SHIFT, DECAY_UNITY, STATE_BITS,
-    VOLTAGE_LIMIT, check_range,
+    BIAS_EXP,
+    BIAS_RANGE,
+    CURRENT_DECAY_RANGE,
+    DECAY_SHIFT,
+    DECAY_UNITY,
+    STATE_BITS,
+    VOLTAGE_LIMIT,
+    check_range,
 )
 
 # --- constants (bit widths) -------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 
 from neurodeploy.errors import ChipUnreachableError, MissingDependencyError
 from neurodeploy.hardware import runner
+
 # the lava-loihi and SLURM probes a deployment bundle's run.py makes, defined once there
 from neurodeploy.hardware.runner import loihi_extension_status, slurm_controller_available  # noqa: F401
 
@@ -28,8 +29,8 @@ class LavaUnavailableError(MissingDependencyError):
 
 def lava_available() -> bool:
     try:
-        import lava.magma  # noqa: F401
         import lava.lib.dl  # noqa: F401
+        import lava.magma  # noqa: F401
     except Exception:
         return False
     return True

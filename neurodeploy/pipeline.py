@@ -21,8 +21,12 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from neurodeploy.checks import OutputDirError  # noqa: F401 (re-exported)
-from neurodeploy.checks import atomic_write_bytes, atomic_write_text, check_output_dir
+from neurodeploy.checks import (
+    OutputDirError,  # noqa: F401 (re-exported)
+    atomic_write_bytes,
+    atomic_write_text,
+    check_output_dir,
+)
 from neurodeploy.config import RunConfig
 from neurodeploy.export.netx import write_netx
 from neurodeploy.export.quantize import quantize_model
@@ -34,7 +38,6 @@ from neurodeploy.sim.samples import simulated_outputs as quantized_outputs
 from neurodeploy.train.layers import SpikingNetwork
 from neurodeploy.train.loop import evaluate, fit, latest_checkpoint
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
-
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ def build_model(cfg: RunConfig, input_shape, num_classes: int) -> SpikingNetwork
                              f"input shape {tuple(input_shape)}")
         input_shape = cfg.model.input_shape
     if cfg.model.cell == "src":
-        from neurodeploy.train.src import SRCNetwork, SrcFloatParameters
+        from neurodeploy.train.src import SrcFloatParameters, SRCNetwork
         c = cfg.model.src.model_dump()
         output = c.pop("output")
         return SRCNetwork(input_shape, cfg.model.hidden, num_classes, SrcFloatParameters(**c), output=output)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import requires_lava
 from torch import nn
 
 import neurodeploy as nd
-from conftest import requires_lava
 from neurodeploy.errors import InputError, MissingDependencyError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import LAVA
+
 from neurodeploy.cli import main
 
 pytestmark = pytest.mark.slow

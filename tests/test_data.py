@@ -8,8 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from neurodeploy.data import (TRAIN, DatasetError, DataSpec, SpikeDataset, load_dataset, per_sample_rng,
-                              select_limit)
+from neurodeploy.data import TRAIN, DatasetError, DataSpec, SpikeDataset, load_dataset, per_sample_rng, select_limit
 from neurodeploy.data.encoding import bin_events, latency_encode, rate_encode
 
 FASHION_URL = "https://github.com/zalandoresearch/fashion-mnist"

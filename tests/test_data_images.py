@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from neurodeploy.config import ConfigError, parse_config
 from neurodeploy.data import TEST, TRAIN, DatasetError, DataSpec, load_dataset, per_sample_rng, select_limit
 from neurodeploy.data.encoding import rate_encode
+from neurodeploy.errors import NeurodeployError
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 IMAGENETTE_URL = "https://github.com/fastai/imagenette"
@@ -234,10 +237,6 @@ def test_image_size_belongs_to_imagenette_only():
 
 
 # ---------------------------------------------------------------- fuzzing
-
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-
-from neurodeploy.errors import NeurodeployError  # noqa: E402
 
 FUZZ = settings(max_examples=int(os.environ.get("NEURODEPLOY_FUZZ_EXAMPLES", "25")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

@@ -7,8 +7,12 @@ import pytest
 import torch
 
 from neurodeploy.train.neuron import (
-    CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_sequence,
-    cuba_float_sequence_reference, cuba_float_step,
+    CubaFloatParameters,
+    CubaFloatState,
+    SurrogateParameters,
+    cuba_float_sequence,
+    cuba_float_sequence_reference,
+    cuba_float_step,
 )
 from neurodeploy.train.sparse import cuba_layer
 

@@ -22,7 +22,6 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-
 from conftest import LAVA
 
 pytestmark = pytest.mark.slow

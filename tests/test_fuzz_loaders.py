@@ -19,14 +19,15 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_data import SHD_TEST, SHD_TRAIN, write_fashion, write_nmnist, write_shd
 
 from neurodeploy import checks
 from neurodeploy.config import RunConfig, load_config
 from neurodeploy.errors import NeurodeployError
 from neurodeploy.export.netx import write_netx
-from neurodeploy.network import CubaNeuron, Dense, Network, SigmaDeltaNeuron, Input
-from test_data import write_fashion, write_nmnist, write_shd, SHD_TRAIN, SHD_TEST
+from neurodeploy.network import CubaNeuron, Dense, Input, Network, SigmaDeltaNeuron
 
 FUZZ = settings(max_examples=int(os.environ.get("NEURODEPLOY_FUZZ_EXAMPLES", "25")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

@@ -17,13 +17,20 @@ from neurodeploy.cli import main
 from neurodeploy.errors import OutputError
 from neurodeploy.export.netx import write_netx
 from neurodeploy.hardware import deploy as dep
+from neurodeploy.hardware.activity import (
+    estimate_activity,
+    estimate_energy,
+    hardware_metrics,
+    network_fan_outs,
+    neuron_updates,
+    spikes_from_simulation,
+    synaptic_ops,
+)
 from neurodeploy.hardware.bundle import BundleError, sha256, verify_bundle, write_bundle
 from neurodeploy.hardware.config import (
-    HW_CONFIG_DIR, HardwareConfigError, load_hardware_config,
-)
-from neurodeploy.hardware.activity import (
-    estimate_activity, estimate_energy, hardware_metrics, network_fan_outs, neuron_updates,
-    spikes_from_simulation, synaptic_ops,
+    HW_CONFIG_DIR,
+    HardwareConfigError,
+    load_hardware_config,
 )
 from neurodeploy.hardware.mapper import MappingError, conv_input_axons, map_network, weight_bits_needed
 from neurodeploy.network import Conv, CubaNeuron, Dense, Input, Network, SigmaDeltaNeuron

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import requires_lava
+
 from neurodeploy.export.netx import write_netx
 from neurodeploy.export.quantize import quantize_model
-from neurodeploy.sim.samples import simulated_outputs as quantized_outputs
 from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
+from neurodeploy.sim.samples import simulated_outputs as quantized_outputs
 from neurodeploy.train.hardware import set_hardware_aware
 from neurodeploy.train.layers import SpikingNetwork
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters

@@ -5,10 +5,10 @@ formats: their stage structure (depth, strides, shortcuts) as written, widths sh
 from __future__ import annotations
 
 import pytest
+from test_data_images import write_cifar, write_imagenette
 
 from neurodeploy.config import EXAMPLES_DIR, load_config, parse_config
 from neurodeploy.pipeline import run_pipeline
-from test_data_images import write_cifar, write_imagenette
 
 
 def tiny(name: str, data_dir) -> dict:

@@ -4,11 +4,11 @@ import re
 import h5py
 import numpy as np
 import pytest
+from conftest import requires_lava
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.export.netx import NetxFormatError, read_netx, write_netx
 from neurodeploy.network import CubaNeuron, Dense, Input, Network, SigmaDeltaNeuron
-from conftest import requires_lava
 
 
 def _network(rng):

@@ -5,14 +5,20 @@ import h5py
 import nir
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from neurodeploy.errors import InputError
-from neurodeploy.fixedpoint import effective_weights
 from neurodeploy.export.netx import read_netx, write_netx
 from neurodeploy.export.nir import (
-    META_EXPONENT, network_to_nir, nir_to_float, nir_to_network, read_nir, write_nir,
+    META_EXPONENT,
+    network_to_nir,
+    nir_to_float,
+    nir_to_network,
+    read_nir,
+    write_nir,
 )
+from neurodeploy.fixedpoint import effective_weights
 from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network
 
 SETTINGS = settings(max_examples=15, deadline=None,

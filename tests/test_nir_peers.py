@@ -22,7 +22,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from conftest import requires_lava
 
 snn = pytest.importorskip("snntorch", reason="the peers dependency group is not installed")

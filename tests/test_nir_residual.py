@@ -8,7 +8,10 @@ from dataclasses import replace
 import nir
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from residual_nets import random_conv_resnet, random_dense_resnet
+from test_nir import assert_same_integers
 
 from neurodeploy.errors import InputError
 from neurodeploy.export.netx import read_netx, write_netx
@@ -16,8 +19,6 @@ from neurodeploy.export.nir import network_to_nir, nir_to_float, nir_to_network,
 from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Network
 from neurodeploy.sim.samples import simulated_outputs
 from neurodeploy.sim.simulator import simulate
-from residual_nets import random_conv_resnet, random_dense_resnet
-from test_nir import assert_same_integers
 
 SETTINGS = settings(max_examples=10, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -11,8 +11,8 @@ pytest.importorskip("pydantic", reason="the pipeline's configuration needs pydan
 pytest.importorskip("yaml", reason="the pipeline's configuration needs PyYAML")
 import yaml  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
-
 from conftest import requires_lava  # noqa: E402
+
 from neurodeploy.cli import main  # noqa: E402
 from neurodeploy.config import EXAMPLES_DIR, ConfigError, load_config, parse_config  # noqa: E402
 from neurodeploy.pipeline import OutputDirError, run_pipeline  # noqa: E402

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pydantic", reason="the pipeline's configuration needs pydantic")
-from neurodeploy.config import ConfigError, load_config, parse_config  # noqa: E402
-from neurodeploy.config import EXAMPLES_DIR  # noqa: E402
+from neurodeploy.config import (  # noqa: E402
+    EXAMPLES_DIR,  # noqa: E402
+    ConfigError,
+    load_config,
+    parse_config,
+)
 
 TINY_SRC = {
     "name": "tiny_src",

@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from conftest import requires_lava
+
 from neurodeploy.export.netx import read_netx, write_netx
 from neurodeploy.export.quantize import quantize_model
 from neurodeploy.pipeline import netx_samples
@@ -115,7 +115,7 @@ def test_sparse_backward_trains_recurrent_weights_as_dense_backward():
 
 def test_config_recurrent_key_and_its_checks():
     pytest.importorskip("pydantic")
-    from neurodeploy.config import ConfigError, EXAMPLES_DIR, load_config, parse_config
+    from neurodeploy.config import EXAMPLES_DIR, ConfigError, load_config, parse_config
     from neurodeploy.pipeline import build_model
 
     cfg = load_config(EXAMPLES_DIR / "digits_recurrent.yaml")

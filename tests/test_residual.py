@@ -8,17 +8,17 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from residual_nets import random_conv_resnet, random_dense_resnet
 
 from neurodeploy.config import ConfigError, parse_config
 from neurodeploy.export.netx import NetxFormatError, read_netx, write_netx
 from neurodeploy.export.quantize_residual import quantize_residual_model
-from neurodeploy.sim.samples import simulated_outputs
 from neurodeploy.network import CubaNeuron, Dense, Network, Shortcut, aligned_delay
+from neurodeploy.sim.samples import simulated_outputs
 from neurodeploy.sim.simulator import simulate
 from neurodeploy.train.depth import backward_gains, tune_surrogate_heights
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters, cuba_float_sequence
 from neurodeploy.train.residual import CubaResidualBlock, ResidualNetwork
-from residual_nets import random_conv_resnet, random_dense_resnet
 
 NEURON = CubaFloatParameters(current_decay=1.0, voltage_decay=0.1, threshold=1.0)
 SURROGATE = SurrogateParameters(scale=3.0)
@@ -213,8 +213,8 @@ def test_tuning_sees_batch_norm_gain_and_keeps_its_running_statistics():
 
 
 def test_map_counts_each_shortcut_on_its_target():
-    from neurodeploy.hardware.config import load_hardware_config
     from neurodeploy.hardware.activity import network_fan_outs
+    from neurodeploy.hardware.config import load_hardware_config
     from neurodeploy.hardware.mapper import map_network, shortcut_synapses
 
     net = random_conv_resnet(4, blocks=2)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import requires_lava
+
 from neurodeploy.config import ConfigError, parse_config
 from neurodeploy.export.quantize_residual import quantize_residual_model
 from neurodeploy.network import Dense

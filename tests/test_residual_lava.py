@@ -5,13 +5,14 @@ residual networks. Slow: each Lava run costs seconds."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from residual_nets import random_conv_resnet, random_dense_resnet
 
 from neurodeploy.export.netx import read_netx, write_netx
 from neurodeploy.network import holds_neurons
 from neurodeploy.sim.samples import lava_outputs, simulated_outputs
 from neurodeploy.sim.simulator import simulate
-from residual_nets import random_conv_resnet, random_dense_resnet
 
 pytestmark = [pytest.mark.slow, pytest.mark.lava]
 lava_adapter = pytest.importorskip("neurodeploy.lava_adapter")

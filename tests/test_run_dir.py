@@ -17,8 +17,8 @@ from neurodeploy.checks import OutputDirError, atomic_write_bytes
 from neurodeploy.cli import main
 from neurodeploy.config import parse_config
 from neurodeploy.errors import OutputError
-from neurodeploy.rundir import RUN_FILE, check_data, config_differences, open_run_dir
 from neurodeploy.pipeline import run_pipeline
+from neurodeploy.rundir import RUN_FILE, check_data, config_differences, open_run_dir
 
 TINY = {"name": "tiny", "seed": 1, "data": {"name": "digits", "steps": 6, "limit": 40},
         "model": {"hidden": [8]}, "train": {"epochs": 1, "batch_size": 32, "lr": 0.01},

@@ -3,11 +3,15 @@ identical spikes, the same gradients for the input currents and the bias, on the
 compiled CPU loops and on the torch loops that run on CUDA."""
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from neurodeploy.train import scan
 from neurodeploy.train.neuron import (
-    CubaFloatParameters, SurrogateParameters, cuba_float_sequence, cuba_float_sequence_reference,
+    CubaFloatParameters,
+    SurrogateParameters,
+    cuba_float_sequence,
+    cuba_float_sequence_reference,
 )
 
 

@@ -332,6 +332,7 @@ def test_skip_layers_gives_the_skipped_blocks_shape_and_message_bits(tmp_path):
 
 def test_simulate_cli_skips_layers_and_takes_graded_input(tmp_path):
     from click.testing import CliRunner
+
     from neurodeploy.cli import main
     rng = np.random.default_rng(8)
     sd = SigmaDeltaNeuron(threshold=2)
@@ -355,6 +356,7 @@ def test_simulate_cli_skips_layers_and_takes_graded_input(tmp_path):
 
 def test_simulate_cli_writes_spikes_and_per_layer_records(tmp_path):
     from click.testing import CliRunner
+
     from neurodeploy.cli import main
     rng = np.random.default_rng(5)
     net = _dense_net(tmp_path, 2 * rng.integers(-60, 60, (8, 6)), 2 * rng.integers(-60, 60, (3, 8)),
@@ -398,6 +400,7 @@ def test_validate_without_lava_reports_simulator_accuracy(tmp_path, timeline):
 
 def test_validate_cli_errors_name_the_problem(tmp_path):
     from click.testing import CliRunner
+
     from neurodeploy.cli import main
     rng = np.random.default_rng(6)
     _dense_net(tmp_path, 2 * rng.integers(-60, 60, (8, 6)), 2 * rng.integers(-60, 60, (3, 8)),

@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sim_networks import NETX_FILES, SMALL_NETWORKS
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.export.netx import read_netx, write_netx
 from neurodeploy.lava_adapter import lava_dl_test_data
 from neurodeploy.network import CubaNeuron, Dense, Network
 from neurodeploy.sim.simulator import simulate
-from sim_networks import NETX_FILES, SMALL_NETWORKS
 
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:  # kernels imported with this set run in Triton's interpreter (which

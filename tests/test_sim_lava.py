@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.export.netx import read_netx, write_netx

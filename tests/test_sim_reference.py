@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from residual_nets import random_conv_resnet, random_dense_resnet
+from sim_networks import NETX_FILES, SMALL_NETWORKS
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.export.netx import read_netx
@@ -19,8 +22,6 @@ from neurodeploy.lava_adapter import lava_dl_test_data
 from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron
 from neurodeploy.sim import reference
 from neurodeploy.sim.simulator import simulate
-from residual_nets import random_conv_resnet, random_dense_resnet
-from sim_networks import NETX_FILES, SMALL_NETWORKS
 
 ROOT = Path(__file__).resolve().parents[1]
 GTS = lava_dl_test_data()

@@ -3,6 +3,7 @@ against the torch step (Lava comparisons: test_sim_lava.py)."""
 import numpy as np
 import pytest
 import torch
+
 from neurodeploy import fixedpoint as fx
 from neurodeploy.network import CubaNeuron, Dense, Network
 from neurodeploy.sim.simulator import simulate

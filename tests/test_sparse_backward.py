@@ -7,7 +7,11 @@ import torch
 from neurodeploy.train import sparse, sparse_cpu
 from neurodeploy.train.neuron import CubaFloatParameters, SurrogateParameters
 from neurodeploy.train.sparse import (
-    SparseCubaFunction, check_backward_mode, cuba_layer, forward_active, last_spike_before,
+    SparseCubaFunction,
+    check_backward_mode,
+    cuba_layer,
+    forward_active,
+    last_spike_before,
 )
 
 F64 = torch.float64

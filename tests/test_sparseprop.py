@@ -268,6 +268,7 @@ def test_rate_training_example_converges():
 
 def test_cli_writes_spikes_and_rejects_bad_arguments_in_one_line(tmp_path):
     from click.testing import CliRunner
+
     from neurodeploy.cli import main
     out = tmp_path / "s.npz"
     res = CliRunner().invoke(main, ["sparseprop", "--model", "qif", "--neurons", "300",

@@ -12,7 +12,11 @@ from neurodeploy.export.quantize_src import quantize_src_model
 from neurodeploy.network import SrcNeuron
 from neurodeploy.sim.samples import simulated_outputs
 from neurodeploy.train.src import (
-    SRCNetwork, SrcFloatParameters, src_initial_state, src_sequence, src_step,
+    SrcFloatParameters,
+    SRCNetwork,
+    src_initial_state,
+    src_sequence,
+    src_step,
 )
 from neurodeploy.train.src_hardware import set_src_hardware_aware
 

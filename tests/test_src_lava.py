@@ -5,7 +5,8 @@ networks with extreme fields, tables, weights, biases and inputs that saturate."
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy import fixedpoint_src as fxs

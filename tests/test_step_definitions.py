@@ -17,11 +17,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.train.neuron import (
-    CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_step,
+    CubaFloatParameters,
+    CubaFloatState,
+    SurrogateParameters,
+    cuba_float_step,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -23,8 +23,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from neurodeploy.data import (TEST, TRAIN, DatasetError, DataSpec, SpikeDataset, data_dir, encode_images,
-                              select_limit)
+from neurodeploy.data import TEST, TRAIN, DatasetError, DataSpec, SpikeDataset, data_dir, encode_images, select_limit
 
 TITLE = "Fashion-MNIST"
 URL = "https://github.com/zalandoresearch/fashion-mnist"

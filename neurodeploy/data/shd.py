@@ -17,7 +17,6 @@ Only the labels are kept in memory; each batch opens the file and reads its samp
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 
 import numpy as np

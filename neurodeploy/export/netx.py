@@ -24,7 +24,14 @@ import numpy as np
 from neurodeploy import fixedpoint as fx
 from neurodeploy.errors import InputError
 from neurodeploy.network import (
-    Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, SrcNeuron,
+    Conv,
+    CubaNeuron,
+    Dense,
+    Flatten,
+    Input,
+    Network,
+    SigmaDeltaNeuron,
+    SrcNeuron,
 )
 
 SUPPORTED_BLOCKS = ("input", "dense", "dense_rec", "conv", "flatten",

@@ -51,8 +51,19 @@ from typing import Union
 
 from neurodeploy.errors import InputError
 from neurodeploy.export.nir_fields import (  # noqa: F401  (the public API)
-    CURRENT_INPUTS, META_BIAS, META_EXPONENT, META_GRADED, META_INPUT_BLOCK, META_INPUT_WEIGHT,
-    META_REFRACTORY, SUPPORTED_NODES, UNIFORM_RTOL, FloatFlatten, FloatLayer, FloatNetwork, _nir,
+    CURRENT_INPUTS,
+    META_BIAS,
+    META_EXPONENT,
+    META_GRADED,
+    META_INPUT_BLOCK,
+    META_INPUT_WEIGHT,
+    META_REFRACTORY,
+    SUPPORTED_NODES,
+    UNIFORM_RTOL,
+    FloatFlatten,
+    FloatLayer,
+    FloatNetwork,
+    _nir,
 )
 from neurodeploy.export.nir_quantize import quantize_float
 from neurodeploy.export.nir_read import nir_to_float

@@ -10,9 +10,23 @@ import numpy as np
 
 from neurodeploy.errors import InputError
 from neurodeploy.export.nir_fields import (
-    CURRENT_INPUTS, META_BIAS, META_BIAS_PER_CHANNEL, META_EXPONENT, META_GRADED, META_INPUT_BLOCK, META_INPUT_WEIGHT,
-    META_REFRACTORY, UNIFORM_RTOL, FloatFlatten, FloatLayer, FloatNetwork, FloatShortcut,
-    _array, _check_dt, _meta, _nir,
+    CURRENT_INPUTS,
+    META_BIAS,
+    META_BIAS_PER_CHANNEL,
+    META_EXPONENT,
+    META_GRADED,
+    META_INPUT_BLOCK,
+    META_INPUT_WEIGHT,
+    META_REFRACTORY,
+    UNIFORM_RTOL,
+    FloatFlatten,
+    FloatLayer,
+    FloatNetwork,
+    FloatShortcut,
+    _array,
+    _check_dt,
+    _meta,
+    _nir,
 )
 from neurodeploy.export.nir_graph import chain_and_shortcuts, graph_index
 

@@ -9,8 +9,16 @@ import numpy as np
 
 from neurodeploy.errors import InputError
 from neurodeploy.export.nir_fields import (
-    META_BIAS, META_EXPONENT, META_GRADED, META_INPUT_BLOCK, META_INPUT_WEIGHT, META_REFRACTORY,
-    META_BIAS_PER_CHANNEL, META_SHORTCUT, _check_dt, _nir,
+    META_BIAS,
+    META_BIAS_PER_CHANNEL,
+    META_EXPONENT,
+    META_GRADED,
+    META_INPUT_BLOCK,
+    META_INPUT_WEIGHT,
+    META_REFRACTORY,
+    META_SHORTCUT,
+    _check_dt,
+    _nir,
 )
 
 

@@ -92,9 +92,8 @@ def write_bundle(net_path: os.PathLike, out_dir: os.PathLike, steps: Optional[in
     encoding fields (e.g. the pipeline's encoder settings); hardware: a mapping
     report dict stored in the manifest.
     """
-    from neurodeploy.export.netx import read_netx
-
     from neurodeploy.checks import OutputDirError, check_labels
+    from neurodeploy.export.netx import read_netx
 
     net_path, out = Path(net_path), Path(out_dir)
     network = read_netx(net_path)  # validates the file before anything is written

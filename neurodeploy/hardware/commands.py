@@ -45,8 +45,8 @@ def _does_not_fit(model, target: str, e: MappingError) -> DoesNotFitError:
 def map_command(model: Path, hw: str, json_path: Optional[Path], data: Optional[Path], samples: int,
                 nonzero_only: bool):
     """Map MODEL.net onto a hardware target: per-layer cores, memory, axons, fit."""
-    from neurodeploy.hardware.config import load_hardware_config
     from neurodeploy.hardware.activity import activity_of_samples
+    from neurodeploy.hardware.config import load_hardware_config
     from neurodeploy.hardware.mapper import map_network
 
     checks.check_sample_count(samples)

@@ -16,10 +16,11 @@ from typing import Callable, Mapping, Optional, Tuple
 
 import numpy as np
 
-# bit-accurate outputs of independent samples, laid out on Lava's timeline as on the chip
-from neurodeploy.sim.samples import classify, simulated_outputs
 from neurodeploy.errors import ChipUnreachableError, InputError
 from neurodeploy.hardware.runner import DEFAULT_LOIHI_GEN
+
+# bit-accurate outputs of independent samples, laid out on Lava's timeline as on the chip
+from neurodeploy.sim.samples import classify, simulated_outputs
 
 LOIHI_GENS = ("N2A2", "N3B2", "N3B3", "N3C1", "N3D1")  # lava.utils.loihi.ChipGeneration
 
@@ -135,7 +136,8 @@ def load_samples(path: os.PathLike) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """An ``.npz`` with ``inputs`` (samples, *input_shape, T) integer spikes or
     graded values, and optional ``labels`` (samples,) (:func:`neurodeploy.checks.load_samples`;
     a missing or malformed file is one :class:`~neurodeploy.errors.InputError` line)."""
-    from neurodeploy.checks import InputFileError, load_samples as _load
+    from neurodeploy.checks import InputFileError
+    from neurodeploy.checks import load_samples as _load
 
     inputs, labels = _load(path)
     if labels is not None and labels.shape[:1] != inputs.shape[:1]:

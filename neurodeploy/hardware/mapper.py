@@ -44,9 +44,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from neurodeploy import fixedpoint as fx
+from neurodeploy.errors import DoesNotFitError
 from neurodeploy.hardware.config import HardwareConfig
 from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, holds_neurons
-from neurodeploy.errors import DoesNotFitError
 
 ESTIMATE_LABEL = ("ESTIMATE from the hardware config's published per-operation figures, not a "
                   "measurement")

@@ -33,10 +33,12 @@ except ImportError:
              "or set PYTHON to an interpreter that has numpy and Lava" % sys.executable)
 
 if __package__:  # neurodeploy.hardware.runner
-    from neurodeploy.sim.samples import classify as classify_outputs, output_windows, sample_stream, stream_steps
+    from neurodeploy.sim.samples import classify as classify_outputs
+    from neurodeploy.sim.samples import output_windows, sample_stream, stream_steps
 else:  # run.py in a bundle, next to its copy of neurodeploy/sim/samples.py
     sys.dont_write_bytecode = True  # no __pycache__ in a checksummed directory
-    from samples import classify as classify_outputs, output_windows, sample_stream, stream_steps
+    from samples import classify as classify_outputs
+    from samples import output_windows, sample_stream, stream_steps
 
 MANIFEST = "manifest.json"
 #: files a bundle cannot run without
@@ -235,8 +237,8 @@ def add_shortcuts(net, path):
     """Residual networks: one Lava Sparse (DelaySparse with a delay) per shortcut of
     ``shortcuts.npz`` (written by neurodeploy's bundle), from its source block's neurons
     into its target block's a_in, as neurodeploy's Lava adapter connects them."""
-    from scipy.sparse import csr_matrix
     from lava.proc.sparse.process import DelaySparse, Sparse
+    from scipy.sparse import csr_matrix
     z = np.load(path)
     for k in range(int(z["count"])):
         shape = tuple(int(v) for v in z["%d/shape" % k])

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from neurodeploy._numba import parallel, prange as _prange
+from neurodeploy._numba import parallel
+from neurodeploy._numba import prange as _prange
 
 #: the input is reordered this many steps ahead (into at most READ_AHEAD_BYTES)
 READ_AHEAD_STEPS, READ_AHEAD_BYTES = 64, 1 << 24

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from neurodeploy import fixedpoint as fx
-from neurodeploy._numba import parallel, prange as _prange
+from neurodeploy._numba import parallel
+from neurodeploy._numba import prange as _prange
 from neurodeploy.network import Conv
 from neurodeploy.sim.reference import SynapseWeights, block_weights
 

@@ -57,7 +57,14 @@ from neurodeploy import fixedpoint as fx
 from neurodeploy import fixedpoint_src as fxs
 from neurodeploy.layout import netx_shape
 from neurodeploy.network import (
-    Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, SrcNeuron,
+    Conv,
+    CubaNeuron,
+    Dense,
+    Flatten,
+    Input,
+    Network,
+    SigmaDeltaNeuron,
+    SrcNeuron,
 )
 from neurodeploy.sim import src
 from neurodeploy.sim.samples import reset_phase

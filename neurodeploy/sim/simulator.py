@@ -36,7 +36,14 @@ from neurodeploy import fixedpoint as fx
 from neurodeploy.errors import InputError
 from neurodeploy.layout import netx_shape
 from neurodeploy.network import (
-    Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron, SrcNeuron,
+    Conv,
+    CubaNeuron,
+    Dense,
+    Flatten,
+    Input,
+    Network,
+    SigmaDeltaNeuron,
+    SrcNeuron,
 )
 from neurodeploy.sim.frames import InputFrames, channels_last, held_order, netx_view, to_netx
 from neurodeploy.sim.neurons import init_state, run_neurons

@@ -6,8 +6,7 @@ invalidate_stale_kernels()
 
 from neurodeploy.sparseprop.models import ModelParams, balanced_drive  # noqa: E402
 from neurodeploy.sparseprop.network import CSR, Network  # noqa: E402
-from neurodeploy.sparseprop.simulate import (  # noqa: E402
-    HeapSimulator, ReferenceSimulator, Spikes, initial_voltages)
+from neurodeploy.sparseprop.simulate import HeapSimulator, ReferenceSimulator, Spikes, initial_voltages  # noqa: E402
 
 __all__ = ["ModelParams", "balanced_drive", "CSR", "Network", "HeapSimulator",
            "ReferenceSimulator", "Spikes", "initial_voltages"]

@@ -15,8 +15,19 @@ from typing import NamedTuple, Optional
 import torch
 
 from neurodeploy.fixedpoint import (
-    ACTIVATION_SHIFT, BIAS_EXP, DECAY_SHIFT, DECAY_UNITY, INT32_MIN, SDNN_SCALE, SDNN_STATE_EXP,
-    STATE_MAX, THRESHOLD_SHIFT, VOLTAGE_LIMIT, CubaParameters, field_array, quantize_weights,
+    ACTIVATION_SHIFT,
+    BIAS_EXP,
+    DECAY_SHIFT,
+    DECAY_UNITY,
+    INT32_MIN,
+    SDNN_SCALE,
+    SDNN_STATE_EXP,
+    STATE_MAX,
+    THRESHOLD_SHIFT,
+    VOLTAGE_LIMIT,
+    CubaParameters,
+    field_array,
+    quantize_weights,
 )
 
 

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from neurodeploy.train.neuron import (
-    CubaFloatState, SurrogateParameters, cuba_float_step,
+    CubaFloatState,
+    SurrogateParameters,
+    cuba_float_step,
 )
 
 

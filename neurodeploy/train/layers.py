@@ -14,7 +14,9 @@ from torch import nn
 
 from neurodeploy.train.events import input_current
 from neurodeploy.train.neuron import (
-    CubaFloatParameters, SurrogateParameters, cuba_float_sequence,
+    CubaFloatParameters,
+    SurrogateParameters,
+    cuba_float_sequence,
 )
 
 BACKWARDS = ("dense", "sparse")

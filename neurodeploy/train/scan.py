@@ -26,7 +26,11 @@ import torch
 
 from neurodeploy._numba import prange as _prange
 from neurodeploy.train.neuron import (
-    CubaFloatParameters, SurrogateParameters, cuba_float_charge, reset_fired, surrogate_derivative,
+    CubaFloatParameters,
+    SurrogateParameters,
+    cuba_float_charge,
+    reset_fired,
+    surrogate_derivative,
 )
 
 #: the step as the loops call it; _compiled puts numba-compiled versions in their place

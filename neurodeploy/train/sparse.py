@@ -70,8 +70,15 @@ import torch
 
 from neurodeploy.train.events import input_current, weight_gradient
 from neurodeploy.train.neuron import (
-    CubaFloatParameters, CubaFloatState, SurrogateParameters, cuba_float_charge, cuba_float_sequence,
-    cuba_float_step, in_band, reset_fired, surrogate_derivative,
+    CubaFloatParameters,
+    CubaFloatState,
+    SurrogateParameters,
+    cuba_float_charge,
+    cuba_float_sequence,
+    cuba_float_step,
+    in_band,
+    reset_fired,
+    surrogate_derivative,
 )
 
 BACKWARDS = ("dense", "sparse")
