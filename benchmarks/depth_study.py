@@ -14,7 +14,8 @@ Per run: float test accuracy after training; the backward gain of every tuning s
 batch at initialisation (after tuning when tuned) and after training; the spikes
 per inference of the quantised network in the bit-accurate simulator (all layers,
 mean over test samples); and the Loihi 2 cores of its mapping. JSON (with the
-machine) to benchmarks/results/.
+machine) to benchmarks/results/, and a plot of accuracy and gain against depth
+beside it (``--plot-only JSON`` redraws it).
 
     python benchmarks/depth_study.py [--depths 8 18 34 50] [--epochs 15] [--limit N]
 """
@@ -91,6 +92,39 @@ def run_one(depth, residual, tools, seed, args, train_set, test_set):
             "spikes_per_layer": spikes, "loihi2_cores": int(cores), "train_seconds": train_s}
 
 
+def plot(result: dict, path: Path) -> None:
+    """Float test accuracy and the product of the backward gains at initialisation,
+    against depth, one line per arm."""
+    import math
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_gain) = plt.subplots(1, 2, figsize=(10, 4))
+    for arch in ("plain", "residual"):
+        for tools in (False, True):
+            runs = sorted((r for r in result["runs"] if r["architecture"] == arch
+                           and r["tuning_and_batch_norm"] == tools), key=lambda r: r["depth"])
+            if not runs:
+                continue
+            label = f"{arch}, {'tuning + BN' if tools else 'neither'}"
+            style = dict(marker="o", linestyle="-" if tools else "--", label=label)
+            depths = [r["depth"] for r in runs]
+            ax_acc.plot(depths, [r["accuracy_float"] for r in runs], **style)
+            ax_gain.plot(depths, [max(math.prod(r["backward_gain_init"]), 1e-300) for r in runs], **style)
+    ax_acc.axhline(0.1, color="grey", linewidth=0.8)
+    ax_acc.set(xlabel="spiking layers", ylabel="float test accuracy", ylim=(0, 1))
+    ax_gain.set(xlabel="spiking layers", ylabel="backward gain, output to input (init)", yscale="log")
+    ax_acc.legend(fontsize=8)
+    s = result["settings"]
+    fig.suptitle(f"digits, {s['epochs']} epochs, {s['steps']} steps, lr {s['lr']}, "
+                 f"{s['limit'] or 'all'} samples per split")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depths", type=int, nargs="+", default=[8, 18, 34, 50])
@@ -106,7 +140,12 @@ def main():
     ap.add_argument("--sim-samples", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "depth_study_digits.json"))
+    ap.add_argument("--plot-only", type=Path, default=None, metavar="JSON",
+                    help="draw the plot of a results file and exit")
     args = ap.parse_args()
+    if args.plot_only is not None:
+        plot(json.loads(args.plot_only.read_text()), args.plot_only.with_suffix(".png"))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -130,7 +169,8 @@ def main():
                           f"({r['train_seconds']:.0f} s)", flush=True)
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    plot(result, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
