@@ -165,9 +165,9 @@ def _launch_distributed(nproc: int) -> None:
             argv.append(param.opts[0])
         else:
             argv += [param.opts[0], str(value)]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(
-        max(1, (os.cpu_count() or 1) // nproc))))
+    env = distributed.launch_environment(os.environ, nproc)
     ctx.exit(subprocess.call(distributed.launch_command(nproc, argv), env=env))
+
 
 
 @main.command()

@@ -177,3 +177,12 @@ def test_two_process_digits_pipeline_resumed_matches_one_process_and_lava(tmp_pa
     assert two["agreement"]["lava_vs_quantized"] == 1.0 and two["agreement"]["samples"] == 30
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [
         "float_epoch_001.pt", "float_epoch_002.pt", "hardware_epoch_001.pt"]
+
+
+def test_launched_processes_share_the_cores_unless_told_otherwise(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    env = distributed.launch_environment({"PATH": "/bin"}, 4)
+    assert env["OMP_NUM_THREADS"] == "2" and env["NUMBA_NUM_THREADS"] == "2" and env["PATH"] == "/bin"
+    assert distributed.launch_environment({}, 16)["NUMBA_NUM_THREADS"] == "1"
+    mine = distributed.launch_environment({"OMP_NUM_THREADS": "3", "NUMBA_NUM_THREADS": "5"}, 4)
+    assert (mine["OMP_NUM_THREADS"], mine["NUMBA_NUM_THREADS"]) == ("3", "5")

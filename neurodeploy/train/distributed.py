@@ -206,3 +206,12 @@ def launch_command(nproc: int, argv: Sequence[str]) -> list:
 
 def unwrap(model: Any) -> torch.nn.Module:
     return getattr(model, "module", model)
+
+
+def launch_environment(environ, nproc: int) -> dict:
+    """``environ`` with torch's (OpenMP) and numba's thread counts set to the cores
+    divided by ``nproc``, unless already set: processes whose parallel loops each use
+    every core wait on each other's descheduled threads."""
+    share = str(max(1, (os.cpu_count() or 1) // nproc))
+    return dict(environ, OMP_NUM_THREADS=environ.get("OMP_NUM_THREADS", share),
+                NUMBA_NUM_THREADS=environ.get("NUMBA_NUM_THREADS", share))
