@@ -101,180 +101,9 @@ if numba is not None:
                 return False
         return True
 
-    # The pass's pieces below are inlined into it at numba IR level (inline="always"), so
-    # the compiled pass is one loop nest, as if written in one body (timings against the
-    # one-body kernel: benchmarks/results/sparse_backward_cpu_side_by_side.json).
-    # Reassociation lets LLVM vectorise the dot products and fuse multiply-adds.
-    @numba.njit(inline="always", fastmath={"reassoc", "contract"})
-    def _recurrent_error(e, du, grad_t, weight_rec_t, g_t, g_j, g_sg, lo, ptr, t, last,
-                         zero):  # pragma: no cover - compiled
-        """e at step t of a recurrent layer: (grad + W_rec^T du[t + 1]) sg at the sample's
-        active entries of step t, walked from the end of its (t, j)-sorted list (not a test
-        of every neuron at every step), 0 elsewhere -> the entries not yet reached."""
-        n = e.size
-        for j in range(n):
-            e[j] = zero
-        while ptr > lo and g_t[ptr - 1] == t:
-            ptr -= 1
-            j = g_j[ptr]
-            acc = zero
-            if not last:
-                w_j = weight_rec_t[j]
-                for m in range(n):
-                    acc += du[m] * w_j[m]
-            e[j] = (grad_t[j] + acc) * g_sg[ptr]
-        return ptr
-
-    @numba.njit(inline="always", fastmath={"reassoc", "contract"})
-    def _adjoint_step(e, dv, du, carry, coef_t, s_t, a, c, one):  # pragma: no cover - compiled
-        """One step of the (u, v) filter's adjoint, backward in time (detached reset), and
-        A's column at that step: e, minus the running sum of later entries whose last
-        spike is this step; the sum restarts at each spike. (Spikes are 0/1; short loops
-        over few arrays, so they vectorise.)"""
-        n = e.size
-        for j in range(n):
-            dv_j = dv[j] * (c * (one - s_t[j])) + e[j]
-            dv[j] = dv_j
-            du[j] = dv_j + a * du[j]
-        for j in range(n):
-            k_j = carry[j] * c
-            s_j = s_t[j]
-            coef_t[j] = e[j] - k_j * s_j
-            carry[j] = k_j * (one - s_j) + e[j]
-
-    @numba.njit(inline="always", fastmath={"reassoc", "contract"})
-    def _input_gradient_at(d_in_t, du, weight_t, l_t, l_i, l_lo, l_ptr, t,
-                           zero):  # pragma: no cover - compiled
-        """d_in[b, t, i] = du[b, t] . weight_t[i] at the layer below's active entries of
-        step t only -> the entries not yet reached."""
-        while l_ptr > l_lo and l_t[l_ptr - 1] == t:
-            l_ptr -= 1
-            i = l_i[l_ptr]
-            acc = zero
-            for j in range(du.size):
-                acc += du[j] * weight_t[i, j]
-            d_in_t[i] = acc
-        return l_ptr
-
-    @numba.njit(inline="always", fastmath={"reassoc", "contract"})
-    def _input_gradient_dense(d_in_t, du, weight, zero):  # pragma: no cover - compiled
-        """d_in[b, t] = du[b, t] @ weight, skipping zero entries of du."""
-        d_in_t[:] = zero
-        for j in range(du.size):
-            du_j = du[j]
-            if du_j != zero:
-                w_j = weight[j]
-                for i in range(d_in_t.size):
-                    d_in_t[i] += du_j * w_j[i]
-
-    @numba.njit(inline="always", fastmath={"reassoc", "contract"})
-    def _sample_adjoint(bb, grad, spikes, a, c, has_rec, weight_rec_t, offsets, g_t, g_j, g_sg,
-                        need_dx, dx, need_lower, d_in, weight_t, l_offsets, l_t, l_i, need_d_in,
-                        weight, sgd, coef, e, dv, du, carry, zero, one):  # pragma: no cover
-        """Sample bb's adjoint of the (u, v) filter, backward in time (detached reset):
-        A's entries into coef, du into dx (need_dx), the input gradient into d_in
-        (need_lower: at the layer below's active entries only, 0 elsewhere; need_d_in:
-        everywhere). sgd, e, dv, du, carry: the core's scratch."""
-        t_all, n = coef.shape
-        sgd[:, :] = zero
-        for k in range(offsets[bb], offsets[bb + 1]):
-            sgd[g_t[k], g_j[k]] = g_sg[k]
-        dv[:] = zero
-        du[:] = zero
-        carry[:] = zero
-        lo = offsets[bb]
-        ptr = offsets[bb + 1]   # the sample's active entries not yet reached
-        if need_lower:
-            d_in[bb, :, :] = zero   # the input gradient is 0 off those entries
-            l_lo = l_offsets[bb]
-            l_ptr = l_offsets[bb + 1]   # and the layer below's
-        for t in range(t_all - 1, -1, -1):
-            grad_t = grad[bb, t]
-            if has_rec:
-                ptr = _recurrent_error(e, du, grad_t, weight_rec_t, g_t, g_j, g_sg,
-                                       lo, ptr, t, t + 1 == t_all, zero)
-            else:
-                sg_t = sgd[t]
-                for j in range(n):
-                    e[j] = grad_t[j] * sg_t[j]
-            _adjoint_step(e, dv, du, carry, coef[t], spikes[bb, t], a, c, one)
-            if need_dx:
-                dx_t = dx[bb, t]
-                for j in range(n):
-                    dx_t[j] = du[j]
-            if need_lower:
-                l_ptr = _input_gradient_at(d_in[bb, t], du, weight_t, l_t, l_i, l_lo,
-                                           l_ptr, t, zero)
-            elif need_d_in:
-                _input_gradient_dense(d_in[bb, t], du, weight, zero)
-
-    @numba.njit(inline="always", fastmath={"reassoc", "contract"})
-    def _input_traces(x_b, spikes_b, a, c, has_rec, y, y2, yr, yr2, y_buf, yb_buf,
-                      yr_buf, zero, one):  # pragma: no cover - compiled
-        """One sample's input traces forward in time: Y (y_buf, of the inputs x_b), the
-        bias's (yb_buf) and, if recurrent, the trace of the layer's own spikes delayed by
-        one step (yr_buf)."""
-        y[:] = zero
-        y2[:] = zero
-        yr[:] = zero
-        yr2[:] = zero
-        yb = zero
-        n_in = y.size
-        n = yr.size
-        for t in range(x_b.shape[0]):
-            x_t = x_b[t]
-            y_t = y_buf[t]
-            for i in range(n_in):
-                y[i] = a * y[i] + x_t[i]
-                y2[i] = c * y2[i] + y[i]
-                y_t[i] = y2[i]
-            yb = c * yb + one
-            yb_buf[t] = yb
-            if has_rec:
-                yr_t = yr_buf[t]
-                if t > 0:
-                    s_prev = spikes_b[t - 1]
-                    for m in range(n):
-                        yr[m] = a * yr[m] + s_prev[m]
-                else:
-                    for m in range(n):
-                        yr[m] = a * yr[m]
-                for m in range(n):
-                    yr2[m] = c * yr2[m] + yr[m]
-                    yr_t[m] = yr2[m]
-
-    @numba.njit(inline="always", fastmath={"reassoc", "contract"})
-    def _accumulate_parameter_gradients(coef, y_buf, yb_buf, yr_buf, has_rec, ts, cs, counts,
-                                        d_w, d_b, d_wr, zero):  # pragma: no cover - compiled
-        """dW[j] += sum_t A[j, (b, t)] Y[b, t] (and the bias's and W_rec's) neuron by
-        neuron over one sample's nonzeros of A (coef), gathered per neuron first (one
-        contiguous pass); four trace rows per pass over the row of dW (it stays in L1,
-        the trace in L2)."""
-        t_all, n = coef.shape
-        counts[:] = 0
-        for t in range(t_all):
-            coef_t = coef[t]
-            for j in range(n):
-                cf = coef_t[j]
-                if cf != zero:
-                    k = counts[j]
-                    ts[j, k] = t
-                    cs[j, k] = cf
-                    counts[j] = k + 1
-        for j in range(n):
-            cnt = counts[j]
-            if cnt == 0:
-                continue
-            ts_j = ts[j]
-            cs_j = cs[j]
-            acc_b = zero
-            for q in range(cnt):
-                acc_b += cs_j[q] * yb_buf[ts_j[q]]
-            d_b[j] += acc_b
-            _axpy_rows(d_w[j], y_buf, ts_j, cs_j, cnt)
-            if has_rec:
-                _axpy_rows(d_wr[j], yr_buf, ts_j, cs_j, cnt)
-
+    # One body on purpose (docs/sparse_backward.md, "Implementations": the same pass
+    # in inlined pieces compiles slower). Reassociation lets LLVM vectorise the
+    # recurrent dot products and fuse multiply-adds.
     @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
     def _layer_backward(x, spikes, grad, active, sg, a, c, weight_rec_t, has_rec, need_dx, need_dw,
                         dx, d_w_parts, d_b_parts, d_wr_parts, weight, need_d_in, d_in,
@@ -321,14 +150,131 @@ if numba is not None:
             d_b[:] = zero
             d_wr[:, :] = zero
             for bb in range(b0, b1):
-                _sample_adjoint(bb, grad, spikes, a, c, has_rec, weight_rec_t, offsets, g_t, g_j,
-                                g_sg, need_dx, dx, need_lower, d_in, weight_t, l_offsets, l_t,
-                                l_i, need_d_in, weight, sgd, coef, e, dv, du, carry, zero, one)
-                if need_dw:
-                    _input_traces(x[bb], spikes[bb], a, c, has_rec, y, y2, yr, yr2, y_buf,
-                                  yb_buf, yr_buf, zero, one)
-                    _accumulate_parameter_gradients(coef, y_buf, yb_buf, yr_buf, has_rec, ts,
-                                                    cs, counts, d_w, d_b, d_wr, zero)
+                sgd[:, :] = zero
+                for k in range(offsets[bb], offsets[bb + 1]):
+                    sgd[g_t[k], g_j[k]] = g_sg[k]
+                dv[:] = zero
+                du[:] = zero
+                carry[:] = zero
+                lo = offsets[bb]
+                ptr = offsets[bb + 1]   # the sample's active entries not yet reached
+                if need_lower:
+                    d_in[bb, :, :] = zero   # the input gradient is 0 off those entries
+                    l_lo = l_offsets[bb]
+                    l_ptr = l_offsets[bb + 1]   # and the layer below's
+                # adjoint of the (u, v) filter, backward in time; detached reset
+                for t in range(t_all - 1, -1, -1):
+                    sg_t = sgd[t]
+                    grad_t = grad[bb, t]
+                    s_t = spikes[bb, t]
+                    coef_t = coef[t]
+                    if has_rec:
+                        # e needs W_rec^T du[t + 1] at the active entries: the sample's
+                        # entries of step t, walked from the end of its (t, j)-sorted
+                        # list (not a test of every neuron at every step)
+                        for j in range(n):
+                            e[j] = zero
+                        while ptr > lo and g_t[ptr - 1] == t:
+                            ptr -= 1
+                            j = g_j[ptr]
+                            acc = zero
+                            if t + 1 < t_all:
+                                w_j = weight_rec_t[j]
+                                for m in range(n):
+                                    acc += du[m] * w_j[m]
+                            e[j] = (grad_t[j] + acc) * g_sg[ptr]
+                    else:
+                        for j in range(n):
+                            e[j] = grad_t[j] * sg_t[j]
+                    # (spikes are 0/1; short loops over few arrays, so they vectorise)
+                    for j in range(n):
+                        dv_j = dv[j] * (c * (one - s_t[j])) + e[j]   # detached reset
+                        dv[j] = dv_j
+                        du[j] = dv_j + a * du[j]
+                    for j in range(n):
+                        # A's column (b, t): e, minus the running sum of later entries
+                        # whose last spike is t; the sum restarts at each spike
+                        k_j = carry[j] * c
+                        s_j = s_t[j]
+                        coef_t[j] = e[j] - k_j * s_j
+                        carry[j] = k_j * (one - s_j) + e[j]
+                    if need_dx:
+                        dx_t = dx[bb, t]
+                        for j in range(n):
+                            dx_t[j] = du[j]
+                    if need_lower:
+                        d_in_t = d_in[bb, t]
+                        while l_ptr > l_lo and l_t[l_ptr - 1] == t:
+                            l_ptr -= 1
+                            i = l_i[l_ptr]
+                            acc = zero
+                            for j in range(n):
+                                acc += du[j] * weight_t[i, j]
+                            d_in_t[i] = acc
+                    elif need_d_in:
+                        d_in_t = d_in[bb, t]
+                        d_in_t[:] = zero
+                        for j in range(n):
+                            du_j = du[j]
+                            if du_j != zero:
+                                w_j = weight[j]
+                                for i in range(n_in):
+                                    d_in_t[i] += du_j * w_j[i]
+                if not need_dw:
+                    continue
+                # the input traces of this sample, forward in time
+                y[:] = zero
+                y2[:] = zero
+                yr[:] = zero
+                yr2[:] = zero
+                yb = zero
+                for t in range(t_all):
+                    x_t = x[bb, t]
+                    y_t = y_buf[t]
+                    for i in range(n_in):
+                        y[i] = a * y[i] + x_t[i]
+                        y2[i] = c * y2[i] + y[i]
+                        y_t[i] = y2[i]
+                    yb = c * yb + one
+                    yb_buf[t] = yb
+                    if has_rec:
+                        yr_t = yr_buf[t]
+                        if t > 0:
+                            s_prev = spikes[bb, t - 1]
+                            for m in range(n):
+                                yr[m] = a * yr[m] + s_prev[m]
+                        else:
+                            for m in range(n):
+                                yr[m] = a * yr[m]
+                        for m in range(n):
+                            yr2[m] = c * yr2[m] + yr[m]
+                            yr_t[m] = yr2[m]
+                # dW[j] += sum_t A[j, (b, t)] Y[b, t], neuron by neuron; four trace rows
+                # per pass over the row of dW (it stays in L1, the trace in L2)
+                # A's nonzeros of this sample, neuron by neuron (one contiguous pass)
+                counts[:] = 0
+                for t in range(t_all):
+                    coef_t = coef[t]
+                    for j in range(n):
+                        cf = coef_t[j]
+                        if cf != zero:
+                            k = counts[j]
+                            ts[j, k] = t
+                            cs[j, k] = cf
+                            counts[j] = k + 1
+                for j in range(n):
+                    cnt = counts[j]
+                    if cnt == 0:
+                        continue
+                    ts_j = ts[j]
+                    cs_j = cs[j]
+                    acc_b = zero
+                    for q in range(cnt):
+                        acc_b += cs_j[q] * yb_buf[ts_j[q]]
+                    d_b[j] += acc_b
+                    _axpy_rows(d_w[j], y_buf, ts_j, cs_j, cnt)
+                    if has_rec:
+                        _axpy_rows(d_wr[j], yr_buf, ts_j, cs_j, cnt)
         # the cores' partial sums into part 0
         _add_parts(d_w_parts)
         _add_parts(d_wr_parts)
