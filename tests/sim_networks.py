@@ -69,3 +69,25 @@ NETX_FILES = [  # (file, blocks read, steps, reset_interval, input, input_bias)
     ("tiny.net", 3, 19, 16, None, "gts/tinynet/input_bias.npy"),
     ("mnist.net", None, 30, None, None, None),
 ]
+
+
+def netx_file_case(gts, name, blocks, inp, bias, draw_input):
+    """(network, inputs, input bias) of one NETX_FILES entry in lava-dl's test data
+    ``gts``: the file's own inputs where it has some, else ``draw_input(shape)`` for
+    inputs of netx shape ``shape`` (one zero step for a bias-driven network); skips the
+    test when the file is not installed."""
+    import pytest
+
+    from neurodeploy.export.netx import read_netx
+
+    if not (gts / name).exists():
+        pytest.skip(f"{name} is not installed")
+    net = read_netx(gts / name, **({} if blocks is None else {"num_layers": blocks}))
+    shape = tuple(net.input_shape[::-1])
+    if inp is not None:
+        x = np.load(gts / inp)
+    elif bias is None:
+        x = draw_input(shape)
+    else:
+        x = np.zeros(shape + (1,), np.int32)
+    return net, x, None if bias is None else np.load(gts / bias)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sim_networks import NETX_FILES, SMALL_NETWORKS
+from sim_networks import NETX_FILES, SMALL_NETWORKS, netx_file_case
 
 from neurodeploy import fixedpoint as fx
 from neurodeploy.export.netx import read_netx, write_netx
@@ -191,17 +191,10 @@ def test_gpu_spikes_equal_the_cpu_simulators_on_the_benchmark_networks(index, tm
 @pytest.mark.skipif(GTS is None, reason="lava-dl's netx test files are not installed")
 @pytest.mark.parametrize("name,blocks,steps,reset,inp,bias", NETX_FILES, ids=[f[0] for f in NETX_FILES])
 def test_gpu_equals_the_cpu_simulator_on_lava_dls_netx_files(name, blocks, steps, reset, inp, bias):
-    if not (GTS / name).exists():
-        pytest.skip(f"{name} is not installed")
-    net = read_netx(GTS / name, **({} if blocks is None else {"num_layers": blocks}))
-    if inp is not None:
-        x = np.load(GTS / inp)
-    else:
-        shape = tuple(net.input_shape[::-1])
-        x = (np.random.default_rng(0).random(shape + (10,)) < 0.2).astype(np.int8) if bias is None \
-            else np.zeros(shape + (1,), np.int32)
-    kw = dict(steps=steps, reset_interval=reset, record=True,
-              input_bias=None if bias is None else np.load(GTS / bias))
+    net, x, input_bias = netx_file_case(
+        GTS, name, blocks, inp, bias,
+        lambda shape: (np.random.default_rng(0).random(shape + (10,)) < 0.2).astype(np.int8))
+    kw = dict(steps=steps, reset_interval=reset, record=True, input_bias=input_bias)
     ref = simulate(net, x, **kw)
     got = simulate(net, x, device="cuda", **kw)
     assert np.array_equal(got.spikes, ref.spikes)

@@ -14,10 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from residual_nets import random_conv_resnet, random_dense_resnet
-from sim_networks import NETX_FILES, SMALL_NETWORKS
+from sim_networks import NETX_FILES, SMALL_NETWORKS, netx_file_case
 
 from neurodeploy import fixedpoint as fx
-from neurodeploy.export.netx import read_netx
 from neurodeploy.lava_adapter import lava_dl_test_data
 from neurodeploy.network import Conv, CubaNeuron, Dense, Flatten, Input, Network, SigmaDeltaNeuron
 from neurodeploy.sim import reference
@@ -103,18 +102,10 @@ def test_benchmark_networks_match_the_reference(index):
 def test_lava_dl_netx_files_match_the_reference(name, blocks, steps, reset, inp, bias):
     """lava-dl's netx test networks (PilotNet SDNN and LIF, N-TIDIGITS with delays,
     the bias-driven tiny network, MNIST on graded pixels), with their inputs and resets."""
-    if not (GTS / name).exists():
-        pytest.skip(f"{name} is not installed")
-    net = read_netx(GTS / name, **({} if blocks is None else {"num_layers": blocks}))
-    if inp is not None:
-        x = np.load(GTS / inp)
-    else:
-        shape = tuple(net.input_shape[::-1])
-        # MNIST's input layer takes graded pixels (0/1 inputs stay below its threshold)
-        x = np.random.default_rng(0).integers(0, 256, shape + (10,)) if bias is None \
-            else np.zeros(shape + (1,), np.int32)
-    ref = assert_same_run(net, x, steps=min(steps or 40, 40), reset_interval=reset,
-                          input_bias=None if bias is None else np.load(GTS / bias))
+    # MNIST's input layer takes graded pixels (0/1 inputs stay below its threshold)
+    net, x, input_bias = netx_file_case(
+        GTS, name, blocks, inp, bias, lambda shape: np.random.default_rng(0).integers(0, 256, shape + (10,)))
+    ref = assert_same_run(net, x, steps=min(steps or 40, 40), reset_interval=reset, input_bias=input_bias)
     assert any(v.any() for k, v in ref.records.items() if k.startswith("s/"))
 
 

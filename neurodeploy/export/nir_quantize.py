@@ -12,8 +12,8 @@ def _fits_weights(weight: np.ndarray, e: int) -> bool:
     from neurodeploy import fixedpoint as fx
 
     w = np.round(weight * 2.0 ** e)
-    lo, hi = (fx.WEIGHT_RANGE_MIXED if w.min() < 0 < w.max() else
-              fx.WEIGHT_RANGE_EXCITATORY if w.min() >= 0 else fx.WEIGHT_RANGE_INHIBITORY)
+    lo, hi = {"mixed": fx.WEIGHT_RANGE_MIXED, "excitatory": fx.WEIGHT_RANGE_EXCITATORY,
+              "inhibitory": fx.WEIGHT_RANGE_INHIBITORY}[fx.sign_mode(w)]
     return bool(w.min() >= lo and w.max() <= hi)
 
 

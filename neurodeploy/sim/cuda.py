@@ -227,17 +227,9 @@ def _device_inputs(network: Network, inputs, feed_shape, device: torch.device):
         if arr.dtype in (np.uint16, np.uint32, np.uint64):
             arr = arr.astype(np.int64)
         t = torch.from_numpy(np.ascontiguousarray(arr))
-    shape = tuple(t.shape)
-    if len(shape) == len(netx) + 1 and shape[:-1] == netx:
-        t, single = t[None], True
-    elif len(shape) == len(netx) + 2 and shape[1:-1] == netx:
-        single = False
-    else:
-        raise SimulationInputError(
-            f"inputs must have shape (batch, {', '.join(map(str, netx))}, T) or "
-            f"({', '.join(map(str, netx))}, T) in netx order; got {shape}")
-    if t.shape[-1] < 1:
-        raise SimulationInputError("inputs need at least one time step")
+    single = cpu.is_single_sample(t.shape, netx)
+    if single:
+        t = t[None]
     t = _to_device(t, device)
     if t.is_floating_point():
         if not bool(torch.isfinite(t).all()) or not bool((torch.round(t) == t).all()):

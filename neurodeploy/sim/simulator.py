@@ -213,6 +213,24 @@ def _output_bound(neuron, in_bound: float) -> float:
     return 1.0
 
 
+def is_single_sample(shape, netx: Tuple[int, ...]) -> bool:
+    """Whether inputs of ``shape`` are one sample (``(*netx, T)``) rather than a batch
+    (``(batch, *netx, T)``); any other shape, or no time step, is a
+    :class:`SimulationInputError`."""
+    shape = tuple(shape)
+    if len(shape) == len(netx) + 1 and shape[:-1] == netx:
+        single = True
+    elif len(shape) == len(netx) + 2 and shape[1:-1] == netx:
+        single = False
+    else:
+        raise SimulationInputError(
+            f"inputs must have shape (batch, {', '.join(map(str, netx))}, T) or "
+            f"({', '.join(map(str, netx))}, T) in netx order; got {shape}")
+    if shape[-1] < 1:
+        raise SimulationInputError("inputs need at least one time step")
+    return single
+
+
 def _check_inputs(network: Network, inputs, feed_shape) -> Tuple["InputFrames", bool, int]:
     arr = np.asarray(inputs)
     netx = netx_shape(feed_shape)
@@ -223,16 +241,9 @@ def _check_inputs(network: Network, inputs, feed_shape) -> Tuple["InputFrames", 
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or not np.array_equal(np.round(arr), arr):
             raise SimulationInputError("inputs must hold integers (Loihi fixed point); got non-integer values")
-    if arr.ndim == len(netx) + 1 and tuple(arr.shape[:-1]) == netx:
-        arr, single = arr[None], True
-    elif arr.ndim == len(netx) + 2 and tuple(arr.shape[1:-1]) == netx:
-        single = False
-    else:
-        raise SimulationInputError(
-            f"inputs must have shape (batch, {', '.join(map(str, netx))}, T) or "
-            f"({', '.join(map(str, netx))}, T) in netx order; got {arr.shape}")
-    if arr.shape[-1] < 1:
-        raise SimulationInputError("inputs need at least one time step")
+    single = is_single_sample(arr.shape, netx)
+    if single:
+        arr = arr[None]
     mn, mx = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
     bound = max(abs(mn), abs(mx))
     if bound >= 2 ** 31:
